@@ -1,0 +1,198 @@
+//! The backend's handle: attaches to a ring the frontend initialised, consumes requests,
+//! produces responses.
+
+use bytemuck::Pod;
+use crossbeam_utils::CachePadded;
+
+use crate::error::{PeerError, RingError, SetupError};
+use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
+use crate::region::SharedRegion;
+use crate::shared::{Entries, Sring, check_peer_prod};
+use crate::sync::Ordering;
+
+/// The backend (driver domain) side of a shared ring: it owns `rsp_prod` and `req_event`.
+///
+/// Single owner: every operation takes `&mut self`. The frontend is untrusted: `req_prod` is
+/// read once per batch and validated (`RING_REQUEST_PROD_OVERFLOW`, and never backwards), the
+/// unconsumed count is clamped so the backend can never consume more than a ring's worth of
+/// unanswered requests (`RING_REQUEST_CONS_OVERFLOW` cannot happen), and every request is
+/// copied out of its slot exactly once. A frontend fault breaks the ring for good: every later
+/// call returns the same [`PeerError`].
+pub struct BackRing<Req, Rsp> {
+    ring: Sring<Req, Rsp>,
+    // Private indices on their own cache line(s), away from the front handle's.
+    st: CachePadded<BackState>,
+}
+
+#[derive(Debug)]
+struct BackState {
+    /// Next request index to consume (`req_cons`).
+    req_cons: u32,
+    /// Next response index to fill (`rsp_prod_pvt`).
+    rsp_prod_pvt: u32,
+    /// The `rsp_prod` we last published (we are its only legitimate writer).
+    rsp_prod: u32,
+    /// The `req_prod` validated last.
+    req_prod_seen: u32,
+    broken: Option<PeerError>,
+}
+
+impl<Req, Rsp> core::fmt::Debug for BackRing<Req, Rsp> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BackRing")
+            .field("size", &self.ring.size())
+            .field("state", &*self.st)
+            .finish()
+    }
+}
+
+impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
+    /// Attaches to the ring the frontend initialised in `region` (`BACK_RING_ATTACH` at the
+    /// shared `rsp_prod`). Nothing shared is written: requests already posted stay posted.
+    ///
+    /// # Errors
+    /// [`SetupError::TooSmall`] if the region cannot hold the header and one slot;
+    /// [`SetupError::Peer`] if `req_prod - rsp_prod` exceeds the ring size.
+    pub fn attach(region: SharedRegion) -> Result<Self, SetupError> {
+        let ring = Sring::<Req, Rsp>::new(region)?;
+        // Acquire on both: pairs with the frontend's Release stores, so the slots of any
+        // requests already posted are visible to us.
+        let rsp_prod = ring.load(RSP_PROD, Ordering::Acquire);
+        let req_prod = ring.load(REQ_PROD, Ordering::Acquire);
+        check_peer_prod(req_prod, rsp_prod, rsp_prod, ring.size())?;
+        let st = BackState {
+            req_cons: rsp_prod,
+            rsp_prod_pvt: rsp_prod,
+            rsp_prod,
+            req_prod_seen: rsp_prod,
+            broken: None,
+        };
+        Ok(Self {
+            ring,
+            st: CachePadded::new(st),
+        })
+    }
+
+    /// Number of entries in the ring (a power of two).
+    pub fn size(&self) -> u32 {
+        self.ring.size()
+    }
+
+    /// The shared memory this ring lives in.
+    pub fn region(&self) -> &SharedRegion {
+        self.ring.region()
+    }
+
+    /// The frontend's fault, if it broke the ring.
+    pub fn broken(&self) -> Option<PeerError> {
+        self.st.broken
+    }
+
+    /// Requests consumed but not answered yet.
+    pub fn unanswered(&self) -> u32 {
+        self.st.req_cons.wrapping_sub(self.st.rsp_prod_pvt)
+    }
+
+    /// Requests the frontend has published and we have not consumed, after validating
+    /// `req_prod` (read once, `Acquire`); clamped as `RING_HAS_UNCONSUMED_REQUESTS` does.
+    ///
+    /// # Errors
+    /// [`RingError::Peer`] if `req_prod` is more than a ring ahead of the oldest unanswered
+    /// request or moved backwards; the ring is then broken.
+    pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.st.broken {
+            return Err(e.into());
+        }
+        // Acquire: pairs with the frontend's Release store of req_prod, so the request slots
+        // read after this are the ones it wrote before publishing.
+        let prod = self.ring.load(REQ_PROD, Ordering::Acquire);
+        let size = self.ring.size();
+        let st = &mut *self.st;
+        match check_peer_prod(prod, st.rsp_prod_pvt, st.req_prod_seen, size) {
+            Ok(_) => {
+                st.req_prod_seen = prod;
+                let published = prod.wrapping_sub(st.req_cons);
+                let room = size - st.req_cons.wrapping_sub(st.rsp_prod_pvt);
+                Ok(published.min(room))
+            }
+            Err(e) => {
+                st.broken = Some(e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Drains the published requests: one validated read of `req_prod`, then each request
+    /// copied out of its slot once as the iterator advances.
+    ///
+    /// # Errors
+    /// As [`unconsumed_requests`](Self::unconsumed_requests).
+    #[inline]
+    pub fn requests(&mut self) -> Result<Entries<'_, Req>, RingError> {
+        let count = self.unconsumed_requests()?;
+        Ok(self.ring.entries(&mut self.st.req_cons, count))
+    }
+
+    /// Writes `rsp` as the answer to the oldest unanswered request, into that request's slot,
+    /// zeroing the rest of the slot. Not visible until
+    /// [`publish_responses`](Self::publish_responses).
+    ///
+    /// # Errors
+    /// [`RingError::NoRequestToAnswer`] if every consumed request is answered already;
+    /// [`RingError::Peer`] if the ring is broken.
+    #[inline]
+    pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
+        if let Some(e) = self.st.broken {
+            return Err(e.into());
+        }
+        if self.unanswered() == 0 {
+            return Err(RingError::NoRequestToAnswer);
+        }
+        self.ring.write_slot(self.st.rsp_prod_pvt, rsp);
+        self.st.rsp_prod_pvt = self.st.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes every pushed response with one index store and says whether the frontend
+    /// asked to be notified (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). Send the event only if
+    /// `true`.
+    #[must_use = "notify the frontend when this returns true, or it may sleep forever"]
+    #[inline]
+    pub fn publish_responses(&mut self) -> bool {
+        let (old, new) = (self.st.rsp_prod, self.st.rsp_prod_pvt);
+        if old == new {
+            return false;
+        }
+        self.st.rsp_prod = new;
+        self.ring.publish(RSP_PROD, RSP_EVENT, old, new)
+    }
+
+    /// Before sleeping: asks to be notified at the next request and re-checks
+    /// (`RING_FINAL_CHECK_FOR_REQUESTS`). `Ok(true)` means requests are waiting: drain them
+    /// instead of sleeping.
+    ///
+    /// # Errors
+    /// As [`unconsumed_requests`](Self::unconsumed_requests).
+    pub fn final_check_requests(&mut self) -> Result<bool, RingError> {
+        self.final_check_requests_ahead(1)
+    }
+
+    /// Like [`final_check_requests`](Self::final_check_requests), but asks to be woken only
+    /// after `ahead` more requests (clamped to 1 ..= ring size), to batch wakeups.
+    ///
+    /// The backend cannot know whether `ahead` more requests will ever come: a frontend that
+    /// posts fewer waits until its next notification. Use values above 1 only where the
+    /// frontend is known to keep the ring busy.
+    ///
+    /// # Errors
+    /// As [`unconsumed_requests`](Self::unconsumed_requests).
+    pub fn final_check_requests_ahead(&mut self, ahead: u32) -> Result<bool, RingError> {
+        if self.unconsumed_requests()? > 0 {
+            return Ok(true);
+        }
+        let ahead = ahead.clamp(1, self.size());
+        self.ring
+            .arm_event(REQ_EVENT, self.st.req_cons.wrapping_add(ahead));
+        Ok(self.unconsumed_requests()? > 0)
+    }
+}

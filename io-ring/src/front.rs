@@ -1,0 +1,213 @@
+//! The frontend's handle: initialises the ring, produces requests, consumes responses.
+
+use bytemuck::Pod;
+use crossbeam_utils::CachePadded;
+
+use crate::error::{PeerError, RingError, SetupError};
+use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
+use crate::region::SharedRegion;
+use crate::shared::{Entries, Sring, check_peer_prod};
+use crate::sync::Ordering;
+
+/// The frontend (guest) side of a shared ring: it owns `req_prod` and `rsp_event`.
+///
+/// Single owner: every operation takes `&mut self`. Requests are pushed privately with
+/// [`push_request`](Self::push_request) and made visible in one batch by
+/// [`publish_requests`](Self::publish_requests), which also says whether the backend must be
+/// notified. Responses are drained with [`responses`](Self::responses), which reads `rsp_prod`
+/// once and validates it. A backend that publishes an impossible `rsp_prod` breaks the ring for
+/// good: every later call returns the same [`PeerError`].
+pub struct FrontRing<Req, Rsp> {
+    ring: Sring<Req, Rsp>,
+    // Private indices on their own cache line(s), away from whatever the allocator puts next
+    // to this handle (for example the back handle of an in-process pair).
+    st: CachePadded<FrontState>,
+}
+
+#[derive(Debug)]
+struct FrontState {
+    /// Next request index to fill (`req_prod_pvt`).
+    req_prod_pvt: u32,
+    /// The `req_prod` we last published (we are its only legitimate writer).
+    req_prod: u32,
+    /// Next response index to consume (`rsp_cons`).
+    rsp_cons: u32,
+    /// The `rsp_prod` validated last.
+    rsp_prod_seen: u32,
+    broken: Option<PeerError>,
+}
+
+impl<Req, Rsp> core::fmt::Debug for FrontRing<Req, Rsp> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FrontRing")
+            .field("size", &self.ring.size())
+            .field("state", &*self.st)
+            .finish()
+    }
+}
+
+impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
+    /// Initialises the shared ring in `region` and returns the front handle
+    /// (`SHARED_RING_INIT` + `FRONT_RING_INIT`): indices 0, event indices 1, header padding and
+    /// every slot zeroed.
+    ///
+    /// # Errors
+    /// [`SetupError::TooSmall`] if the region cannot hold the header and one slot.
+    pub fn init(region: SharedRegion) -> Result<Self, SetupError> {
+        Self::init_at(region, 0)
+    }
+
+    /// Like [`init`](Self::init), with every index starting at `start` instead of 0.
+    ///
+    /// The protocol allows any start (a backend attaches to whatever `rsp_prod` holds); tests
+    /// use starts near 2^32 to exercise index wrap-around.
+    ///
+    /// # Errors
+    /// [`SetupError::TooSmall`] if the region cannot hold the header and one slot.
+    pub fn init_at(region: SharedRegion, start: u32) -> Result<Self, SetupError> {
+        let ring = Sring::new(region)?;
+        // Zero the header padding and every slot: the peer must see nothing stale (XSA-403).
+        ring.region()
+            .zero(0, ring.used_bytes())
+            .expect("ring fits in its region by construction");
+        ring.store(REQ_PROD, start, Ordering::Relaxed);
+        ring.store(RSP_PROD, start, Ordering::Relaxed);
+        ring.store(REQ_EVENT, start.wrapping_add(1), Ordering::Relaxed);
+        // Release: a backend that attaches after reading this store sees the whole
+        // initialised page. (Handing the page to the backend normally synchronises anyway.)
+        ring.store(RSP_EVENT, start.wrapping_add(1), Ordering::Release);
+        let st = FrontState {
+            req_prod_pvt: start,
+            req_prod: start,
+            rsp_cons: start,
+            rsp_prod_seen: start,
+            broken: None,
+        };
+        Ok(Self {
+            ring,
+            st: CachePadded::new(st),
+        })
+    }
+
+    /// Number of entries in the ring (a power of two).
+    pub fn size(&self) -> u32 {
+        self.ring.size()
+    }
+
+    /// The shared memory this ring lives in.
+    pub fn region(&self) -> &SharedRegion {
+        self.ring.region()
+    }
+
+    /// The backend's fault, if it broke the ring.
+    pub fn broken(&self) -> Option<PeerError> {
+        self.st.broken
+    }
+
+    /// Requests that can be pushed before the ring is full (`RING_FREE_REQUESTS`).
+    pub fn free_requests(&self) -> u32 {
+        self.size() - self.st.req_prod_pvt.wrapping_sub(self.st.rsp_cons)
+    }
+
+    /// Requests pushed (published or not) whose responses have not been consumed yet.
+    pub fn outstanding(&self) -> u32 {
+        self.st.req_prod_pvt.wrapping_sub(self.st.rsp_cons)
+    }
+
+    /// Writes `req` into the next free slot. Not visible to the backend until
+    /// [`publish_requests`](Self::publish_requests).
+    ///
+    /// # Errors
+    /// [`RingError::Full`] if no slot is free; [`RingError::Peer`] if the ring is broken.
+    #[inline]
+    pub fn push_request(&mut self, req: &Req) -> Result<(), RingError> {
+        if let Some(e) = self.st.broken {
+            return Err(e.into());
+        }
+        if self.free_requests() == 0 {
+            return Err(RingError::Full);
+        }
+        self.ring.write_slot(self.st.req_prod_pvt, req);
+        self.st.req_prod_pvt = self.st.req_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Publishes every pushed request with one index store and says whether the backend asked
+    /// to be notified (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`). Send the event only if `true`.
+    #[must_use = "notify the backend when this returns true, or it may sleep forever"]
+    #[inline]
+    pub fn publish_requests(&mut self) -> bool {
+        let (old, new) = (self.st.req_prod, self.st.req_prod_pvt);
+        if old == new {
+            return false;
+        }
+        self.st.req_prod = new;
+        self.ring.publish(REQ_PROD, REQ_EVENT, old, new)
+    }
+
+    /// Responses the backend has published and we have not consumed, after validating
+    /// `rsp_prod` (read once, `Acquire`).
+    ///
+    /// # Errors
+    /// [`RingError::Peer`] if `rsp_prod` claims more responses than requests outstanding or
+    /// moved backwards; the ring is then broken.
+    pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.st.broken {
+            return Err(e.into());
+        }
+        // Acquire: pairs with the backend's Release store of rsp_prod, so the response slots
+        // read after this are the ones it wrote before publishing.
+        let prod = self.ring.load(RSP_PROD, Ordering::Acquire);
+        let st = &mut *self.st;
+        // A correct backend answers only requests we published.
+        let limit = st.req_prod.wrapping_sub(st.rsp_cons);
+        match check_peer_prod(prod, st.rsp_cons, st.rsp_prod_seen, limit) {
+            Ok(ahead) => {
+                st.rsp_prod_seen = prod;
+                Ok(ahead)
+            }
+            Err(e) => {
+                st.broken = Some(e);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Drains the published responses: one validated read of `rsp_prod`, then each response
+    /// copied out of its slot once as the iterator advances.
+    ///
+    /// # Errors
+    /// As [`unconsumed_responses`](Self::unconsumed_responses).
+    #[inline]
+    pub fn responses(&mut self) -> Result<Entries<'_, Rsp>, RingError> {
+        let count = self.unconsumed_responses()?;
+        Ok(self.ring.entries(&mut self.st.rsp_cons, count))
+    }
+
+    /// Before sleeping: asks to be notified at the next response and re-checks
+    /// (`RING_FINAL_CHECK_FOR_RESPONSES`). `Ok(true)` means responses are waiting: drain them
+    /// instead of sleeping.
+    ///
+    /// # Errors
+    /// As [`unconsumed_responses`](Self::unconsumed_responses).
+    pub fn final_check_responses(&mut self) -> Result<bool, RingError> {
+        self.final_check_responses_ahead(1)
+    }
+
+    /// Like [`final_check_responses`](Self::final_check_responses), but asks to be woken only
+    /// after `ahead` more responses (clamped to the requests outstanding, at least 1), to batch
+    /// wakeups, as Linux netfront's tx completion does with half its outstanding requests.
+    ///
+    /// # Errors
+    /// As [`unconsumed_responses`](Self::unconsumed_responses).
+    pub fn final_check_responses_ahead(&mut self, ahead: u32) -> Result<bool, RingError> {
+        if self.unconsumed_responses()? > 0 {
+            return Ok(true);
+        }
+        let published = self.st.req_prod.wrapping_sub(self.st.rsp_cons);
+        let ahead = ahead.min(published).max(1);
+        self.ring
+            .arm_event(RSP_EVENT, self.st.rsp_cons.wrapping_add(ahead));
+        Ok(self.unconsumed_responses()? > 0)
+    }
+}

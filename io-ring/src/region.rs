@@ -1,0 +1,356 @@
+//! Memory shared with a peer, reached only through 32-bit atomic words.
+//!
+//! This module is the only place in the crate with `unsafe` code, and it has one unsafe
+//! constructor: [`SharedRegion::from_raw_parts`]. Everything after it is bounds-checked safe
+//! code, in the manner of vm-memory's `volatile_memory.rs`.
+//!
+//! Why atomics and not plain or volatile reads: the peer (another thread, another process,
+//! another domain) writes this memory while we read it. A Rust reference to plain data in such
+//! memory would promise the compiler that nobody else changes it, and a plain read racing a
+//! write is a data race. An `AtomicU32` is the type whose contract *is* "others may change
+//! this at any time", so a `&[AtomicU32]` over peer-writable memory is sound, and every
+//! access is a single word-sized load or store on every platform pvnet targets (on x86-64 a
+//! `Relaxed` atomic load or store is a plain `mov`). Slots are copied out word by word into
+//! a local value and only the local copy is ever inspected: no reference to a slot exists.
+//!
+//! Under `--cfg loom` the region is an array of loom's atomics instead, so the model checker
+//! sees every shared access, including slot contents.
+
+use alloc::sync::Arc;
+use core::fmt;
+#[cfg(not(loom))]
+use core::ptr::NonNull;
+
+use bytemuck::Pod;
+
+use crate::sync::{AtomicU32, Ordering};
+
+/// Why a region could not be created or accessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegionError {
+    /// The base pointer is not aligned to 4 bytes.
+    #[error("shared region base {addr:#x} is not 4-byte aligned")]
+    Misaligned {
+        /// The offending address.
+        addr: usize,
+    },
+    /// A byte offset is not a multiple of 4, or the access runs past the end of the region.
+    #[error(
+        "access of {len} bytes at offset {offset} is unaligned or outside a {size}-byte region"
+    )]
+    OutOfBounds {
+        /// Byte offset of the access.
+        offset: usize,
+        /// Length of the access in bytes.
+        len: usize,
+        /// Size of the region in bytes.
+        size: usize,
+    },
+}
+
+/// A region of memory shared with a peer, accessed only as 32-bit atomic words.
+///
+/// Cloning is cheap and yields another handle to the same memory (a front ring and a back ring
+/// in one process each hold one). Heap regions ([`SharedRegion::new_zeroed`]) keep their
+/// memory alive themselves; regions over foreign memory ([`SharedRegion::from_raw_parts`]) rely
+/// on the caller's promise, optionally backed by an owner object kept alive by every clone.
+#[derive(Clone)]
+pub struct SharedRegion {
+    #[cfg(not(loom))]
+    base: NonNull<AtomicU32>,
+    #[cfg(not(loom))]
+    words: usize,
+    #[cfg(not(loom))]
+    _owner: Option<Arc<dyn Send + Sync>>,
+    #[cfg(loom)]
+    cells: Arc<[AtomicU32]>,
+}
+
+// SAFETY: the region is only ever accessed through `&AtomicU32`, which is `Sync`; the base
+// pointer is never dereferenced as anything but atomics, and the owner (if any) is
+// `Send + Sync`. Moving the handle to another thread or sharing it is therefore as safe as
+// sharing an `&[AtomicU32]`.
+#[cfg(not(loom))]
+unsafe impl Send for SharedRegion {}
+// SAFETY: as for `Send` above: all access is atomic.
+#[cfg(not(loom))]
+unsafe impl Sync for SharedRegion {}
+
+impl fmt::Debug for SharedRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRegion")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedRegion {
+    /// Allocates a zeroed region of `len` bytes on the heap (rounded down to whole words).
+    ///
+    /// For tests and for rings between threads of one process.
+    pub fn new_zeroed(len: usize) -> Self {
+        let words = len / 4;
+        #[cfg(not(loom))]
+        {
+            let cells: alloc::boxed::Box<[AtomicU32]> =
+                (0..words).map(|_| AtomicU32::new(0)).collect();
+            // A boxed slice's pointer is never null (dangling but aligned when empty), and the
+            // heap memory it points to stays put when the box moves into the `Arc` below.
+            let base = NonNull::from(&*cells).cast::<AtomicU32>();
+            Self {
+                base,
+                words,
+                _owner: Some(Arc::new(cells)),
+            }
+        }
+        #[cfg(loom)]
+        {
+            Self {
+                cells: (0..words).map(|_| AtomicU32::new(0)).collect(),
+            }
+        }
+    }
+
+    /// Creates a region over `len` bytes of memory at `ptr` (rounded down to whole words).
+    ///
+    /// `owner`, if given, is kept alive for as long as any clone of the region exists: pass the
+    /// mapping (for example an `Arc<memmap2::MmapRaw>`) to tie the memory's lifetime to the
+    /// region's.
+    ///
+    /// # Errors
+    /// [`RegionError::Misaligned`] if `ptr` is not 4-byte aligned.
+    ///
+    /// # Safety
+    /// For as long as this region or any clone of it exists (or, with an `owner`, for as long as
+    /// that owner lives):
+    /// - `ptr .. ptr + len` must be valid for reads and writes and not be deallocated or
+    ///   unmapped;
+    /// - this process must access that memory only atomically (through this type or through
+    ///   other atomics), never through Rust references to non-atomic data.
+    ///
+    /// Other processes or domains may write the memory in any way at any time: that is what
+    /// this type is for, and no such write can cause undefined behaviour on this side.
+    #[cfg(not(loom))]
+    pub unsafe fn from_raw_parts(
+        ptr: NonNull<u8>,
+        len: usize,
+        owner: Option<Arc<dyn Send + Sync>>,
+    ) -> Result<Self, RegionError> {
+        let addr = ptr.as_ptr() as usize;
+        if !addr.is_multiple_of(core::mem::align_of::<AtomicU32>()) {
+            return Err(RegionError::Misaligned { addr });
+        }
+        Ok(Self {
+            base: ptr.cast(),
+            words: len / 4,
+            _owner: owner,
+        })
+    }
+
+    /// The memory as a slice of atomic words.
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn cells(&self) -> &[AtomicU32] {
+        // SAFETY: `base` is non-null and 4-byte aligned (checked or guaranteed by `Arc`), and
+        // `words * 4` bytes from it are valid for reads and writes for the life of `self`
+        // (from_raw_parts' contract, or the `Arc` we hold). `AtomicU32` has the size and
+        // alignment of `u32` and permits concurrent mutation through shared references, so
+        // a shared slice of them over memory others write is sound.
+        unsafe { core::slice::from_raw_parts(self.base.as_ptr(), self.words) }
+    }
+
+    /// The memory as a slice of atomic words.
+    #[cfg(loom)]
+    #[inline(always)]
+    fn cells(&self) -> &[AtomicU32] {
+        &self.cells
+    }
+
+    /// The base address of the region, for handing the memory to foreign code (C, a device).
+    ///
+    /// Reading or writing through this pointer is `unsafe` and subject to the rules of
+    /// [`SharedRegion::from_raw_parts`].
+    #[cfg(not(loom))]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr().cast()
+    }
+
+    /// The size of the region in bytes (always a multiple of 4).
+    pub fn len(&self) -> usize {
+        self.cells().len() * 4
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.cells().is_empty()
+    }
+
+    /// Loads the 32-bit word at byte `offset` with the given ordering.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, RegionError> {
+        Ok(self.cell(offset, 4)?.load(order))
+    }
+
+    /// Stores `value` into the 32-bit word at byte `offset` with the given ordering.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), RegionError> {
+        self.cell(offset, 4)?.store(value, order);
+        Ok(())
+    }
+
+    /// Copies a `T` out of the region at byte `offset`, one `Relaxed` word load at a time
+    /// (a `T` whose size is not a multiple of 4 reads the whole last word and keeps its prefix).
+    ///
+    /// The result is a private copy: the peer may change the memory afterwards without
+    /// affecting it, and it is read exactly once. Ordering against the peer's writes comes from
+    /// the caller's `Acquire` load of the index that published them.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned or the value does not fit.
+    #[inline]
+    pub fn read<T: Pod>(&self, offset: usize) -> Result<T, RegionError> {
+        let cells = self.span(offset, size_of::<T>().next_multiple_of(4))?;
+        let mut value = T::zeroed();
+        let bytes = bytemuck::bytes_of_mut(&mut value);
+        for (chunk, cell) in bytes.chunks_mut(4).zip(cells) {
+            // Relaxed: the caller's Acquire load of the producer index orders these reads
+            // after the peer's writes; each word needs only to be read atomically.
+            let word = cell.load(Ordering::Relaxed).to_ne_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        Ok(value)
+    }
+
+    /// Writes `value` into the region at byte `offset` and zeroes the rest of a `span`-byte
+    /// slot after it, one `Relaxed` word store at a time.
+    ///
+    /// Every byte of the slot is written, so nothing stale or private leaks to the peer
+    /// through padding or a shorter value (XSA-216).
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned, `span` is smaller than a `T` or
+    /// not a multiple of 4, or the slot does not fit.
+    #[inline]
+    pub fn write_padded<T: Pod>(
+        &self,
+        offset: usize,
+        value: &T,
+        span: usize,
+    ) -> Result<(), RegionError> {
+        if span < size_of::<T>() || !span.is_multiple_of(4) {
+            return Err(self.out_of_bounds(offset, span));
+        }
+        let cells = self.span(offset, span)?;
+        let bytes = bytemuck::bytes_of(value);
+        let mut chunks = bytes.chunks(4);
+        for cell in cells {
+            let mut word = [0u8; 4];
+            if let Some(chunk) = chunks.next() {
+                word[..chunk.len()].copy_from_slice(chunk);
+            }
+            let word = u32::from_ne_bytes(word);
+            // Relaxed: the caller's Release store of the producer index publishes these
+            // writes; each word needs only to be written atomically.
+            cell.store(word, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Zeroes `len` bytes from `offset` (both multiples of 4).
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if the range is unaligned or does not fit.
+    pub fn zero(&self, offset: usize, len: usize) -> Result<(), RegionError> {
+        for cell in self.span(offset, len)? {
+            cell.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The single word at `offset`, checked.
+    #[inline(always)]
+    fn cell(&self, offset: usize, len: usize) -> Result<&AtomicU32, RegionError> {
+        self.span(offset, len)?
+            .first()
+            .ok_or(self.out_of_bounds(offset, len))
+    }
+
+    /// The words covering `len` bytes at `offset`: both must be multiples of 4 and in bounds.
+    #[inline(always)]
+    fn span(&self, offset: usize, len: usize) -> Result<&[AtomicU32], RegionError> {
+        if !offset.is_multiple_of(4) || !len.is_multiple_of(4) {
+            return Err(self.out_of_bounds(offset, len));
+        }
+        let first = offset / 4;
+        let cells = self.cells();
+        first
+            .checked_add(len / 4)
+            .and_then(|end| cells.get(first..end))
+            .ok_or(self.out_of_bounds(offset, len))
+    }
+
+    #[cold]
+    fn out_of_bounds(&self, offset: usize, len: usize) -> RegionError {
+        RegionError::OutOfBounds {
+            offset,
+            len,
+            size: self.len(),
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_write_round_trip_and_padding() {
+        let r = SharedRegion::new_zeroed(64);
+        r.store_u32(8, 0xdead_beef, Ordering::Relaxed).unwrap();
+        r.write_padded(16, &[1u16, 2u16], 12).unwrap();
+        assert_eq!(r.read::<[u16; 2]>(16).unwrap(), [1, 2]);
+        r.store_u32(20, 7, Ordering::Relaxed).unwrap();
+        r.write_padded(16, &[3u16, 4u16], 12).unwrap();
+        assert_eq!(
+            r.load_u32(20, Ordering::Relaxed).unwrap(),
+            0,
+            "padding must be zeroed"
+        );
+        assert_eq!(r.load_u32(8, Ordering::Relaxed).unwrap(), 0xdead_beef);
+    }
+
+    #[test]
+    fn bounds_and_alignment_are_checked() {
+        let r = SharedRegion::new_zeroed(16);
+        assert!(r.load_u32(16, Ordering::Relaxed).is_err());
+        assert!(r.load_u32(2, Ordering::Relaxed).is_err());
+        assert!(r.read::<[u32; 2]>(12).is_err());
+        assert!(
+            r.write_padded(0, &0u64, 4).is_err(),
+            "span smaller than the value"
+        );
+        assert!(r.zero(usize::MAX - 3, 4).is_err());
+        assert!(r.read::<u32>(12).is_ok());
+    }
+
+    #[test]
+    fn foreign_memory_must_be_aligned() {
+        let mut buf = [0u32; 4];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).unwrap();
+        let odd = NonNull::new(base.as_ptr().wrapping_add(1)).unwrap();
+        // SAFETY: `buf` outlives the region and is not touched by this test while it lives;
+        // this call fails on alignment before the pointer is kept.
+        let misaligned = unsafe { SharedRegion::from_raw_parts(odd, 8, None) };
+        assert!(matches!(misaligned, Err(RegionError::Misaligned { .. })));
+        // SAFETY: as above.
+        let region = unsafe { SharedRegion::from_raw_parts(base, 16, None) }.unwrap();
+        region.store_u32(12, 5, Ordering::Relaxed).unwrap();
+        assert_eq!(region.len(), 16);
+        drop(region);
+        assert_eq!(buf[3], 5);
+    }
+}

@@ -91,7 +91,7 @@ fn hostile_frontend(start: u32, steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Drain(n) => {
                 let before = back.unanswered();
                 if let Some(it) = track(&mut broken, back.requests())? {
-                    prop_assert!(it.len() as u32 <= size - before, "more work than room");
+                    prop_assert!(it.len() <= (size - before) as usize, "more work than room");
                     let got = it.take(n as usize).count();
                     prop_assert!(got <= n as usize);
                 }
@@ -134,7 +134,7 @@ fn hostile_backend(start: u32, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let outstanding = front.outstanding();
                 if let Some(it) = track(&mut broken, front.responses())? {
                     prop_assert!(
-                        it.len() as u32 <= outstanding,
+                        it.len() <= outstanding as usize,
                         "more responses than requests"
                     );
                     prop_assert!(it.take(n as usize).count() <= n as usize);

@@ -1,1 +1,25 @@
-fn main() {}
+//! pvnet: Xen's paravirtual network I/O path (netfront / netback) as embeddable Rust crates.
+//!
+//! This facade re-exports the workspace's crates under one name and owns the project's
+//! runnable examples (`examples/`) and benchmarks (`benches/`). Each crate can also be used on
+//! its own; see the crate map in the repository's README.
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`ring`] | `io-ring` | Xen's shared request/response ring, byte-compatible with `io/ring.h` |
+//!
+//! ```
+//! use pvnet::ring::{BackRing, FrontRing, SharedRegion};
+//!
+//! let page = SharedRegion::new_zeroed(4096);
+//! let mut front = FrontRing::<u64, u64>::init(page.clone())?;
+//! let mut back = BackRing::<u64, u64>::attach(page)?;
+//! front.push_request(&7)?;
+//! let _ = front.publish_requests();
+//! let request = back.requests()?.next();
+//! assert_eq!(request, Some(7));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub use io_ring as ring;

@@ -68,7 +68,10 @@ fn round_trip(entries: usize, start: u32, messages: u32, front_batch_ahead: u32)
         if sent < messages && front.free_requests() > 0 {
             continue;
         }
-        if !front.final_check_responses_ahead(front_batch_ahead).unwrap() {
+        if !front
+            .final_check_responses_ahead(front_batch_ahead)
+            .unwrap()
+        {
             wake_front.wait();
         }
     }

@@ -32,6 +32,9 @@ struct BackState {
     rsp_prod_pvt: u32,
     /// The `rsp_prod` we last published (we are its only legitimate writer).
     rsp_prod: u32,
+    /// The `rsp_prod` at the last publish that checked for a notification: the notify rule
+    /// covers everything published since, so unchecked publishes in between lose no wakeup.
+    rsp_prod_checked: u32,
     /// The `req_prod` validated last.
     req_prod_seen: u32,
     broken: Option<PeerError>,
@@ -64,6 +67,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
             req_cons: rsp_prod,
             rsp_prod_pvt: rsp_prod,
             rsp_prod,
+            rsp_prod_checked: rsp_prod,
             req_prod_seen: rsp_prod,
             broken: None,
         };
@@ -156,15 +160,36 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// Publishes every pushed response with one index store and says whether the frontend
     /// asked to be notified (`RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`). Send the event only if
     /// `true`.
+    ///
+    /// The decision covers everything published since the last checked publish, including
+    /// batches published with [`publish_responses_no_notify`](Self::publish_responses_no_notify).
     #[must_use = "notify the frontend when this returns true, or it may sleep forever"]
     #[inline]
     pub fn publish_responses(&mut self) -> bool {
-        let (old, new) = (self.st.rsp_prod, self.st.rsp_prod_pvt);
+        let (old, new) = (self.st.rsp_prod_checked, self.st.rsp_prod_pvt);
         if old == new {
             return false;
         }
         self.st.rsp_prod = new;
+        self.st.rsp_prod_checked = new;
         self.ring.publish(RSP_PROD, RSP_EVENT, old, new)
+    }
+
+    /// Publishes every pushed response with one `Release` index store and no notification
+    /// check (`RING_PUSH_RESPONSES`): no full barrier, so it costs no more than an SPSC
+    /// queue's publish.
+    ///
+    /// For a frontend that busy-polls this ring. A frontend that sleeps after its final check sees
+    /// these entries when it next looks, or is notified at the next
+    /// [`publish_responses`](Self::publish_responses), which makes up for every unchecked publish
+    /// before it: a wakeup can be late this way, never lost.
+    #[inline]
+    pub fn publish_responses_no_notify(&mut self) {
+        let new = self.st.rsp_prod_pvt;
+        if self.st.rsp_prod != new {
+            self.st.rsp_prod = new;
+            self.ring.publish_unchecked(RSP_PROD, new);
+        }
     }
 
     /// Before sleeping: asks to be notified at the next request and re-checks

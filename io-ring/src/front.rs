@@ -30,6 +30,9 @@ struct FrontState {
     req_prod_pvt: u32,
     /// The `req_prod` we last published (we are its only legitimate writer).
     req_prod: u32,
+    /// The `req_prod` at the last publish that checked for a notification: the notify rule
+    /// covers everything published since, so unchecked publishes in between lose no wakeup.
+    req_prod_checked: u32,
     /// Next response index to consume (`rsp_cons`).
     rsp_cons: u32,
     /// The `rsp_prod` validated last.
@@ -79,6 +82,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         let st = FrontState {
             req_prod_pvt: start,
             req_prod: start,
+            req_prod_checked: start,
             rsp_cons: start,
             rsp_prod_seen: start,
             broken: None,
@@ -132,17 +136,39 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         Ok(())
     }
 
-    /// Publishes every pushed request with one index store and says whether the backend asked
-    /// to be notified (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`). Send the event only if `true`.
+    /// Publishes every pushed request with one index store and says whether the backend
+    /// asked to be notified (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`). Send the event only if
+    /// `true`.
+    ///
+    /// The decision covers everything published since the last checked publish, including
+    /// batches published with [`publish_requests_no_notify`](Self::publish_requests_no_notify).
     #[must_use = "notify the backend when this returns true, or it may sleep forever"]
     #[inline]
     pub fn publish_requests(&mut self) -> bool {
-        let (old, new) = (self.st.req_prod, self.st.req_prod_pvt);
+        let (old, new) = (self.st.req_prod_checked, self.st.req_prod_pvt);
         if old == new {
             return false;
         }
         self.st.req_prod = new;
+        self.st.req_prod_checked = new;
         self.ring.publish(REQ_PROD, REQ_EVENT, old, new)
+    }
+
+    /// Publishes every pushed request with one `Release` index store and no notification
+    /// check (`RING_PUSH_REQUESTS`): no full barrier, so it costs no more than an SPSC
+    /// queue's publish.
+    ///
+    /// For a backend that busy-polls this ring. A backend that sleeps after its final check sees
+    /// these entries when it next looks, or is notified at the next
+    /// [`publish_requests`](Self::publish_requests), which makes up for every unchecked publish
+    /// before it: a wakeup can be late this way, never lost.
+    #[inline]
+    pub fn publish_requests_no_notify(&mut self) {
+        let new = self.st.req_prod_pvt;
+        if self.st.req_prod != new {
+            self.st.req_prod = new;
+            self.ring.publish_unchecked(REQ_PROD, new);
+        }
     }
 
     /// Responses the backend has published and we have not consumed, after validating

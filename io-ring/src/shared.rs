@@ -94,6 +94,14 @@ impl<Req, Rsp> Sring<Req, Rsp> {
         notify_needed(old, new, event)
     }
 
+    /// Publishes a producer index without the notification check (`RING_PUSH_*`).
+    #[inline]
+    pub(crate) fn publish_unchecked(&self, prod_at: usize, new: u32) {
+        // Release: as in `publish`, slots before index. No full barrier: nothing is loaded
+        // after this store, so there is no StoreLoad order to enforce.
+        self.store(prod_at, new, Ordering::Release);
+    }
+
     /// Asks the producer to notify when its index passes `event`, then orders that request
     /// before the caller's re-check (the first half of `RING_FINAL_CHECK_FOR_*`).
     #[inline]

@@ -2,7 +2,8 @@
 //! respond and final checks, with indices starting near 2^32 so they always wrap.
 //!
 //! Besides contents and counts, the model checks the wakeup contract in a single thread: a side
-//! whose final check said "sleep" must be notified by the next publish that gives it work.
+//! whose final check said "sleep" must be notified by the next checked publish that gives it
+//! work, counting the batches published without a check since the previous checked publish.
 
 use std::collections::VecDeque;
 
@@ -25,9 +26,11 @@ fn response(req: &Req) -> Rsp {
 enum Op {
     PushRequests(u16),
     PublishRequests,
+    PublishRequestsNoNotify,
     ConsumeRequests(u16),
     PushResponses(u16),
     PublishResponses,
+    PublishResponsesNoNotify,
     ConsumeResponses(u16),
     BackFinalCheck,
     FrontFinalCheck,
@@ -37,9 +40,11 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => (0u16..300).prop_map(Op::PushRequests),
         2 => Just(Op::PublishRequests),
+        1 => Just(Op::PublishRequestsNoNotify),
         3 => (0u16..300).prop_map(Op::ConsumeRequests),
         3 => (0u16..300).prop_map(Op::PushResponses),
         2 => Just(Op::PublishResponses),
+        1 => Just(Op::PublishResponsesNoNotify),
         3 => (0u16..300).prop_map(Op::ConsumeResponses),
         1 => Just(Op::BackFinalCheck),
         1 => Just(Op::FrontFinalCheck),
@@ -60,6 +65,10 @@ struct Model {
     rsp_private: VecDeque<Rsp>,
     /// Published, not yet consumed by the front.
     rsp_published: VecDeque<Rsp>,
+    /// Requests / responses published without a notification check since the last checked
+    /// publish: the next checked publish must make up for them.
+    req_unchecked: usize,
+    rsp_unchecked: usize,
     /// The back's last final check said "sleep", and nothing woke it since.
     back_asleep: bool,
     front_asleep: bool,
@@ -106,16 +115,24 @@ fn run(size_pages: usize, small: bool, start: u32, ops: Vec<Op>) -> Result<(), T
                     }
                 }
             }
+            Op::PublishRequestsNoNotify => {
+                m.req_unchecked += m.req_private.len();
+                front.publish_requests_no_notify();
+                m.req_published.extend(m.req_private.drain(..));
+            }
             Op::PublishRequests => {
-                let new_work = !m.req_private.is_empty();
+                let new_work = !m.req_private.is_empty() || m.req_unchecked > 0;
+                m.req_unchecked = 0;
                 let notify = front.publish_requests();
                 m.req_published.extend(m.req_private.drain(..));
-                if m.back_asleep && new_work {
+                // The sleeping side must hear of every entry it has not consumed yet, whether
+                // published now or by unchecked publishes since the last checked one.
+                if m.back_asleep && !m.req_published.is_empty() {
                     prop_assert!(notify, "lost wakeup: sleeping backend not notified");
                     m.back_asleep = false;
                 }
                 if !new_work {
-                    prop_assert!(!notify, "notify without new requests");
+                    prop_assert!(!notify, "notify without new requests since the last check");
                 }
             }
             Op::ConsumeRequests(n) => {
@@ -139,16 +156,22 @@ fn run(size_pages: usize, small: bool, start: u32, ops: Vec<Op>) -> Result<(), T
                     m.rsp_private.push_back(response(&req));
                 }
             }
+            Op::PublishResponsesNoNotify => {
+                m.rsp_unchecked += m.rsp_private.len();
+                back.publish_responses_no_notify();
+                m.rsp_published.extend(m.rsp_private.drain(..));
+            }
             Op::PublishResponses => {
-                let new_work = !m.rsp_private.is_empty();
+                let new_work = !m.rsp_private.is_empty() || m.rsp_unchecked > 0;
+                m.rsp_unchecked = 0;
                 let notify = back.publish_responses();
                 m.rsp_published.extend(m.rsp_private.drain(..));
-                if m.front_asleep && new_work {
+                if m.front_asleep && !m.rsp_published.is_empty() {
                     prop_assert!(notify, "lost wakeup: sleeping frontend not notified");
                     m.front_asleep = false;
                 }
                 if !new_work {
-                    prop_assert!(!notify, "notify without new responses");
+                    prop_assert!(!notify, "notify without new responses since the last check");
                 }
             }
             Op::ConsumeResponses(n) => {

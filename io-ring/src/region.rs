@@ -176,11 +176,13 @@ impl SharedRegion {
     }
 
     /// The size of the region in bytes (always a multiple of 4).
+    #[inline]
     pub fn len(&self) -> usize {
         self.cells().len() * 4
     }
 
     /// Whether the region is empty.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.cells().is_empty()
     }
@@ -189,6 +191,7 @@ impl SharedRegion {
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    #[inline]
     pub fn load_u32(&self, offset: usize, order: Ordering) -> Result<u32, RegionError> {
         Ok(self.cell(offset, 4)?.load(order))
     }
@@ -197,6 +200,7 @@ impl SharedRegion {
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    #[inline]
     pub fn store_u32(&self, offset: usize, value: u32, order: Ordering) -> Result<(), RegionError> {
         self.cell(offset, 4)?.store(value, order);
         Ok(())
@@ -215,12 +219,16 @@ impl SharedRegion {
     pub fn read<T: Pod>(&self, offset: usize) -> Result<T, RegionError> {
         let cells = self.span(offset, size_of::<T>().next_multiple_of(4))?;
         let mut value = T::zeroed();
-        let bytes = bytemuck::bytes_of_mut(&mut value);
-        for (chunk, cell) in bytes.chunks_mut(4).zip(cells) {
-            // Relaxed: the caller's Acquire load of the producer index orders these reads
-            // after the peer's writes; each word needs only to be read atomically.
-            let word = cell.load(Ordering::Relaxed).to_ne_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+        let mut chunks = bytemuck::bytes_of_mut(&mut value).chunks_exact_mut(4);
+        // Relaxed: the caller's Acquire load of the producer index orders these reads after
+        // the peer's writes; each word needs only to be read atomically.
+        for (chunk, cell) in (&mut chunks).zip(cells) {
+            chunk.copy_from_slice(&cell.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        // A size that is not a multiple of 4 (never for Xen's rings; compiled away otherwise).
+        let rest = chunks.into_remainder();
+        if let (false, Some(cell)) = (rest.is_empty(), cells.last()) {
+            rest.copy_from_slice(&cell.load(Ordering::Relaxed).to_ne_bytes()[..rest.len()]);
         }
         Ok(value)
     }
@@ -246,16 +254,24 @@ impl SharedRegion {
         }
         let cells = self.span(offset, span)?;
         let bytes = bytemuck::bytes_of(value);
-        let mut chunks = bytes.chunks(4);
-        for cell in cells {
-            let mut word = [0u8; 4];
-            if let Some(chunk) = chunks.next() {
-                word[..chunk.len()].copy_from_slice(chunk);
-            }
-            let word = u32::from_ne_bytes(word);
-            // Relaxed: the caller's Release store of the producer index publishes these
-            // writes; each word needs only to be written atomically.
-            cell.store(word, Ordering::Relaxed);
+        let whole = bytes.len() / 4;
+        let (head, tail) = cells.split_at(whole);
+        // Relaxed: the caller's Release store of the producer index publishes these writes;
+        // each word needs only to be written atomically.
+        for (chunk, cell) in bytes.chunks_exact(4).zip(head) {
+            cell.store(
+                u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]),
+                Ordering::Relaxed,
+            );
+        }
+        // The partial last word of an odd-sized value (never for Xen's rings), then zeroes to
+        // the end of the slot.
+        let mut last = [0u8; 4];
+        let rest = &bytes[whole * 4..];
+        last[..rest.len()].copy_from_slice(rest);
+        let mut fill = Some(u32::from_ne_bytes(last));
+        for cell in tail {
+            cell.store(fill.take().unwrap_or(0), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -264,6 +280,7 @@ impl SharedRegion {
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if the range is unaligned or does not fit.
+    #[inline]
     pub fn zero(&self, offset: usize, len: usize) -> Result<(), RegionError> {
         for cell in self.span(offset, len)? {
             cell.store(0, Ordering::Relaxed);

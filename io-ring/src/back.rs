@@ -126,15 +126,36 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         }
     }
 
-    /// Drains the published requests: one validated read of `req_prod`, then each request
-    /// copied out of its slot once as the iterator advances.
+    /// Drains the published requests, each copied out of its slot once as the iterator
+    /// advances.
+    ///
+    /// `req_prod` is read (once, `Acquire`, validated) only when the requests known from the
+    /// previous read are all consumed. While a backlog is known the frontend's index is left
+    /// alone, as an SPSC queue caches its peer's index: on the shared header's cache line, that
+    /// read is the costliest step of a small batch. A bad `req_prod` is therefore reported by
+    /// the first call that reads it, never acted on: only entries that a validated read
+    /// published are consumed. [`unconsumed_requests`](Self::unconsumed_requests) and the final
+    /// checks always read afresh.
     ///
     /// # Errors
     /// As [`unconsumed_requests`](Self::unconsumed_requests).
     #[inline]
     pub fn requests(&mut self) -> Result<Entries<'_, Req>, RingError> {
-        let count = self.unconsumed_requests()?;
+        let count = match self.known_requests() {
+            0 => self.unconsumed_requests()?,
+            known => known,
+        };
         Ok(self.ring.entries(&mut self.st.req_cons, count))
+    }
+
+    /// Requests published as of the last validated read of `req_prod`, not yet consumed.
+    /// Within the clamp by construction: that read was checked against the ring size.
+    #[inline(always)]
+    fn known_requests(&self) -> u32 {
+        match self.st.broken {
+            Some(_) => 0,
+            None => self.st.req_prod_seen.wrapping_sub(self.st.req_cons),
+        }
     }
 
     /// Writes `rsp` as the answer to the oldest unanswered request, into that request's slot,

@@ -199,15 +199,33 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         }
     }
 
-    /// Drains the published responses: one validated read of `rsp_prod`, then each response
-    /// copied out of its slot once as the iterator advances.
+    /// Drains the published responses, each copied out of its slot once as the iterator
+    /// advances.
+    ///
+    /// `rsp_prod` is read (once, `Acquire`, validated) only when the responses known from the
+    /// previous read are all consumed, as an SPSC queue caches its peer's index. A bad
+    /// `rsp_prod` is reported by the first call that reads it, never acted on.
+    /// [`unconsumed_responses`](Self::unconsumed_responses) and the final checks always read
+    /// afresh.
     ///
     /// # Errors
     /// As [`unconsumed_responses`](Self::unconsumed_responses).
     #[inline]
     pub fn responses(&mut self) -> Result<Entries<'_, Rsp>, RingError> {
-        let count = self.unconsumed_responses()?;
+        let count = match self.known_responses() {
+            0 => self.unconsumed_responses()?,
+            known => known,
+        };
         Ok(self.ring.entries(&mut self.st.rsp_cons, count))
+    }
+
+    /// Responses published as of the last validated read of `rsp_prod`, not yet consumed.
+    #[inline(always)]
+    fn known_responses(&self) -> u32 {
+        match self.st.broken {
+            Some(_) => 0,
+            None => self.st.rsp_prod_seen.wrapping_sub(self.st.rsp_cons),
+        }
     }
 
     /// Before sleeping: asks to be notified at the next response and re-checks

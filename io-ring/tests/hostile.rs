@@ -229,13 +229,38 @@ fn xsa39_req_prod_moving_backwards_is_detected() {
         front.push_request(&[i; 3]).unwrap();
     }
     let _ = front.publish_requests();
-    assert_eq!(back.requests().unwrap().take(1).count(), 1);
+    assert_eq!(
+        back.requests().unwrap().take(1).collect::<Vec<_>>(),
+        [[0; 3]]
+    );
     // req_prod steps back below what we already saw (across the 2^32 wrap).
     r.store_u32(0, 0, Relaxed).unwrap();
+    let backwards = RingError::Peer(PeerError::ProducerWentBackwards { seen: 2, prod: 0 });
+    // A fresh read reports it at once.
+    assert_eq!(back.unconsumed_requests(), Err(backwards));
+    assert_eq!(back.requests().unwrap_err(), backwards);
+}
+
+#[test]
+fn requests_drains_a_validated_snapshot_then_detects_the_bad_index() {
+    let (r, mut front, mut back) = honest_pair(u32::MAX - 1);
+    for i in 0..4 {
+        front.push_request(&[i; 3]).unwrap();
+    }
+    let _ = front.publish_requests();
+    assert_eq!(back.requests().unwrap().take(1).count(), 1);
+    r.store_u32(0, 0, Relaxed).unwrap();
+    // The 3 requests the validated read published are still served, and nothing beyond them;
+    // the next read of req_prod breaks the ring.
     assert_eq!(
+        back.requests().unwrap().collect::<Vec<_>>(),
+        [[1; 3], [2; 3], [3; 3]]
+    );
+    assert!(matches!(
         back.requests().unwrap_err(),
         RingError::Peer(PeerError::ProducerWentBackwards { seen: 2, prod: 0 })
-    );
+    ));
+    assert_eq!(back.unanswered(), 4);
 }
 
 #[test]

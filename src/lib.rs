@@ -23,3 +23,8 @@
 #![deny(missing_docs)]
 
 pub use io_ring as ring;
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

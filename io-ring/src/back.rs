@@ -4,8 +4,9 @@
 use bytemuck::Pod;
 use crossbeam_utils::CachePadded;
 
+use crate::direction::{Consumer, Producer, REQUESTS, RESPONSES};
 use crate::error::{PeerError, RingError, SetupError};
-use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
+use crate::layout::{REQ_PROD, RSP_PROD};
 use crate::region::SharedRegion;
 use crate::shared::{Entries, Sring, check_peer_prod};
 use crate::sync::Ordering;
@@ -26,17 +27,8 @@ pub struct BackRing<Req, Rsp> {
 
 #[derive(Debug)]
 struct BackState {
-    /// Next request index to consume (`req_cons`).
-    req_cons: u32,
-    /// Next response index to fill (`rsp_prod_pvt`).
-    rsp_prod_pvt: u32,
-    /// The `rsp_prod` we last published (we are its only legitimate writer).
-    rsp_prod: u32,
-    /// The `rsp_prod` at the last publish that checked for a notification: the notify rule
-    /// covers everything published since, so unchecked publishes in between lose no wakeup.
-    rsp_prod_checked: u32,
-    /// The `req_prod` validated last.
-    req_prod_seen: u32,
+    req: Consumer,
+    rsp: Producer,
     broken: Option<PeerError>,
 }
 
@@ -64,11 +56,8 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         let req_prod = ring.load(REQ_PROD, Ordering::Acquire);
         check_peer_prod(req_prod, rsp_prod, rsp_prod, ring.size())?;
         let st = BackState {
-            req_cons: rsp_prod,
-            rsp_prod_pvt: rsp_prod,
-            rsp_prod,
-            rsp_prod_checked: rsp_prod,
-            req_prod_seen: rsp_prod,
+            req: Consumer::new(rsp_prod),
+            rsp: Producer::new(rsp_prod),
             broken: None,
         };
         Ok(Self {
@@ -94,11 +83,12 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
 
     /// Requests consumed but not answered yet.
     pub fn unanswered(&self) -> u32 {
-        self.st.req_cons.wrapping_sub(self.st.rsp_prod_pvt)
+        self.st.req.cons.wrapping_sub(self.st.rsp.pvt)
     }
 
-    /// Requests the frontend has published and we have not consumed, after validating
-    /// `req_prod` (read once, `Acquire`); clamped as `RING_HAS_UNCONSUMED_REQUESTS` does.
+    /// Requests the frontend has published and we have not consumed, after reading `req_prod`
+    /// afresh (once, `Acquire`) and validating it; clamped as `RING_HAS_UNCONSUMED_REQUESTS`
+    /// does.
     ///
     /// # Errors
     /// [`RingError::Peer`] if `req_prod` is more than a ring ahead of the oldest unanswered
@@ -107,18 +97,11 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         if let Some(e) = self.st.broken {
             return Err(e.into());
         }
-        // Acquire: pairs with the frontend's Release store of req_prod, so the request slots
-        // read after this are the ones it wrote before publishing.
-        let prod = self.ring.load(REQ_PROD, Ordering::Acquire);
         let size = self.ring.size();
         let st = &mut *self.st;
-        match check_peer_prod(prod, st.rsp_prod_pvt, st.req_prod_seen, size) {
-            Ok(_) => {
-                st.req_prod_seen = prod;
-                let published = prod.wrapping_sub(st.req_cons);
-                let room = size - st.req_cons.wrapping_sub(st.rsp_prod_pvt);
-                Ok(published.min(room))
-            }
+        match st.req.refresh(&self.ring, REQUESTS, st.rsp.pvt, size) {
+            // Validation already bounds this by the room left; the clamp states the rule.
+            Ok(published) => Ok(published.min(size - st.req.cons.wrapping_sub(st.rsp.pvt))),
             Err(e) => {
                 st.broken = Some(e);
                 Err(e.into())
@@ -141,21 +124,11 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// As [`unconsumed_requests`](Self::unconsumed_requests).
     #[inline]
     pub fn requests(&mut self) -> Result<Entries<'_, Req>, RingError> {
-        let count = match self.known_requests() {
-            0 => self.unconsumed_requests()?,
-            known => known,
+        let count = match self.st.req.known() {
+            known if known > 0 && self.st.broken.is_none() => known,
+            _ => self.unconsumed_requests()?,
         };
-        Ok(self.ring.entries(&mut self.st.req_cons, count))
-    }
-
-    /// Requests published as of the last validated read of `req_prod`, not yet consumed.
-    /// Within the clamp by construction: that read was checked against the ring size.
-    #[inline(always)]
-    fn known_requests(&self) -> u32 {
-        match self.st.broken {
-            Some(_) => 0,
-            None => self.st.req_prod_seen.wrapping_sub(self.st.req_cons),
-        }
+        Ok(self.ring.entries(&mut self.st.req.cons, count))
     }
 
     /// Writes `rsp` as the answer to the oldest unanswered request, into that request's slot,
@@ -173,8 +146,8 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         if self.unanswered() == 0 {
             return Err(RingError::NoRequestToAnswer);
         }
-        self.ring.write_slot(self.st.rsp_prod_pvt, rsp);
-        self.st.rsp_prod_pvt = self.st.rsp_prod_pvt.wrapping_add(1);
+        self.ring.write_slot(self.st.rsp.pvt, rsp);
+        self.st.rsp.pvt = self.st.rsp.pvt.wrapping_add(1);
         Ok(())
     }
 
@@ -187,30 +160,20 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     #[must_use = "notify the frontend when this returns true, or it may sleep forever"]
     #[inline]
     pub fn publish_responses(&mut self) -> bool {
-        let (old, new) = (self.st.rsp_prod_checked, self.st.rsp_prod_pvt);
-        if old == new {
-            return false;
-        }
-        self.st.rsp_prod = new;
-        self.st.rsp_prod_checked = new;
-        self.ring.publish(RSP_PROD, RSP_EVENT, old, new)
+        self.st.rsp.publish(&self.ring, RESPONSES)
     }
 
     /// Publishes every pushed response with one `Release` index store and no notification
     /// check (`RING_PUSH_RESPONSES`): no full barrier, so it costs no more than an SPSC
     /// queue's publish.
     ///
-    /// For a frontend that busy-polls this ring. A frontend that sleeps after its final check sees
-    /// these entries when it next looks, or is notified at the next
-    /// [`publish_responses`](Self::publish_responses), which makes up for every unchecked publish
-    /// before it: a wakeup can be late this way, never lost.
+    /// For a frontend that busy-polls this ring. A frontend that sleeps after its final check
+    /// sees these responses when it next looks, or is notified at the next
+    /// [`publish_responses`](Self::publish_responses), which makes up for every unchecked
+    /// publish before it: a wakeup can be late this way, never lost.
     #[inline]
     pub fn publish_responses_no_notify(&mut self) {
-        let new = self.st.rsp_prod_pvt;
-        if self.st.rsp_prod != new {
-            self.st.rsp_prod = new;
-            self.ring.publish_unchecked(RSP_PROD, new);
-        }
+        self.st.rsp.publish_no_notify(&self.ring, RESPONSES);
     }
 
     /// Before sleeping: asks to be notified at the next request and re-checks
@@ -236,9 +199,9 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         if self.unconsumed_requests()? > 0 {
             return Ok(true);
         }
-        let ahead = ahead.clamp(1, self.size());
-        self.ring
-            .arm_event(REQ_EVENT, self.st.req_cons.wrapping_add(ahead));
+        self.st
+            .req
+            .arm(&self.ring, REQUESTS, ahead.clamp(1, self.size()));
         Ok(self.unconsumed_requests()? > 0)
     }
 }

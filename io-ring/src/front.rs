@@ -3,10 +3,11 @@
 use bytemuck::Pod;
 use crossbeam_utils::CachePadded;
 
+use crate::direction::{Consumer, Producer, REQUESTS, RESPONSES};
 use crate::error::{PeerError, RingError, SetupError};
 use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
 use crate::region::SharedRegion;
-use crate::shared::{Entries, Sring, check_peer_prod};
+use crate::shared::{Entries, Sring};
 use crate::sync::Ordering;
 
 /// The frontend (guest) side of a shared ring: it owns `req_prod` and `rsp_event`.
@@ -26,17 +27,8 @@ pub struct FrontRing<Req, Rsp> {
 
 #[derive(Debug)]
 struct FrontState {
-    /// Next request index to fill (`req_prod_pvt`).
-    req_prod_pvt: u32,
-    /// The `req_prod` we last published (we are its only legitimate writer).
-    req_prod: u32,
-    /// The `req_prod` at the last publish that checked for a notification: the notify rule
-    /// covers everything published since, so unchecked publishes in between lose no wakeup.
-    req_prod_checked: u32,
-    /// Next response index to consume (`rsp_cons`).
-    rsp_cons: u32,
-    /// The `rsp_prod` validated last.
-    rsp_prod_seen: u32,
+    req: Producer,
+    rsp: Consumer,
     broken: Option<PeerError>,
 }
 
@@ -80,11 +72,8 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         // initialised page. (Handing the page to the backend normally synchronises anyway.)
         ring.store(RSP_EVENT, start.wrapping_add(1), Ordering::Release);
         let st = FrontState {
-            req_prod_pvt: start,
-            req_prod: start,
-            req_prod_checked: start,
-            rsp_cons: start,
-            rsp_prod_seen: start,
+            req: Producer::new(start),
+            rsp: Consumer::new(start),
             broken: None,
         };
         Ok(Self {
@@ -110,12 +99,12 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
 
     /// Requests that can be pushed before the ring is full (`RING_FREE_REQUESTS`).
     pub fn free_requests(&self) -> u32 {
-        self.size() - self.st.req_prod_pvt.wrapping_sub(self.st.rsp_cons)
+        self.size() - self.outstanding()
     }
 
     /// Requests pushed (published or not) whose responses have not been consumed yet.
     pub fn outstanding(&self) -> u32 {
-        self.st.req_prod_pvt.wrapping_sub(self.st.rsp_cons)
+        self.st.req.pvt.wrapping_sub(self.st.rsp.cons)
     }
 
     /// Writes `req` into the next free slot. Not visible to the backend until
@@ -131,72 +120,54 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         if self.free_requests() == 0 {
             return Err(RingError::Full);
         }
-        self.ring.write_slot(self.st.req_prod_pvt, req);
-        self.st.req_prod_pvt = self.st.req_prod_pvt.wrapping_add(1);
+        self.ring.write_slot(self.st.req.pvt, req);
+        self.st.req.pvt = self.st.req.pvt.wrapping_add(1);
         Ok(())
     }
 
-    /// Publishes every pushed request with one index store and says whether the backend
-    /// asked to be notified (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`). Send the event only if
-    /// `true`.
+    /// Publishes every pushed request with one index store and says whether the backend asked
+    /// to be notified (`RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`). Send the event only if `true`.
     ///
     /// The decision covers everything published since the last checked publish, including
     /// batches published with [`publish_requests_no_notify`](Self::publish_requests_no_notify).
     #[must_use = "notify the backend when this returns true, or it may sleep forever"]
     #[inline]
     pub fn publish_requests(&mut self) -> bool {
-        let (old, new) = (self.st.req_prod_checked, self.st.req_prod_pvt);
-        if old == new {
-            return false;
-        }
-        self.st.req_prod = new;
-        self.st.req_prod_checked = new;
-        self.ring.publish(REQ_PROD, REQ_EVENT, old, new)
+        self.st.req.publish(&self.ring, REQUESTS)
     }
 
     /// Publishes every pushed request with one `Release` index store and no notification
-    /// check (`RING_PUSH_REQUESTS`): no full barrier, so it costs no more than an SPSC
-    /// queue's publish.
+    /// check (`RING_PUSH_REQUESTS`): no full barrier, so it costs no more than an SPSC queue's
+    /// publish.
     ///
-    /// For a backend that busy-polls this ring. A backend that sleeps after its final check sees
-    /// these entries when it next looks, or is notified at the next
-    /// [`publish_requests`](Self::publish_requests), which makes up for every unchecked publish
-    /// before it: a wakeup can be late this way, never lost.
+    /// For a backend that busy-polls this ring. A backend that sleeps after its final check
+    /// sees these requests when it next looks, or is notified at the next
+    /// [`publish_requests`](Self::publish_requests), which makes up for every unchecked
+    /// publish before it: a wakeup can be late this way, never lost.
     #[inline]
     pub fn publish_requests_no_notify(&mut self) {
-        let new = self.st.req_prod_pvt;
-        if self.st.req_prod != new {
-            self.st.req_prod = new;
-            self.ring.publish_unchecked(REQ_PROD, new);
-        }
+        self.st.req.publish_no_notify(&self.ring, REQUESTS);
     }
 
-    /// Responses the backend has published and we have not consumed, after validating
-    /// `rsp_prod` (read once, `Acquire`).
+    /// Responses the backend has published and we have not consumed, after reading `rsp_prod`
+    /// afresh (once, `Acquire`) and validating it.
     ///
     /// # Errors
-    /// [`RingError::Peer`] if `rsp_prod` claims more responses than requests outstanding or
+    /// [`RingError::Peer`] if `rsp_prod` claims more responses than requests published or
     /// moved backwards; the ring is then broken.
     pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
         if let Some(e) = self.st.broken {
             return Err(e.into());
         }
-        // Acquire: pairs with the backend's Release store of rsp_prod, so the response slots
-        // read after this are the ones it wrote before publishing.
-        let prod = self.ring.load(RSP_PROD, Ordering::Acquire);
         let st = &mut *self.st;
         // A correct backend answers only requests we published.
-        let limit = st.req_prod.wrapping_sub(st.rsp_cons);
-        match check_peer_prod(prod, st.rsp_cons, st.rsp_prod_seen, limit) {
-            Ok(ahead) => {
-                st.rsp_prod_seen = prod;
-                Ok(ahead)
-            }
-            Err(e) => {
+        let limit = st.req.published.wrapping_sub(st.rsp.cons);
+        st.rsp
+            .refresh(&self.ring, RESPONSES, st.rsp.cons, limit)
+            .map_err(|e| {
                 st.broken = Some(e);
-                Err(e.into())
-            }
-        }
+                e.into()
+            })
     }
 
     /// Drains the published responses, each copied out of its slot once as the iterator
@@ -212,20 +183,11 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// As [`unconsumed_responses`](Self::unconsumed_responses).
     #[inline]
     pub fn responses(&mut self) -> Result<Entries<'_, Rsp>, RingError> {
-        let count = match self.known_responses() {
-            0 => self.unconsumed_responses()?,
-            known => known,
+        let count = match self.st.rsp.known() {
+            known if known > 0 && self.st.broken.is_none() => known,
+            _ => self.unconsumed_responses()?,
         };
-        Ok(self.ring.entries(&mut self.st.rsp_cons, count))
-    }
-
-    /// Responses published as of the last validated read of `rsp_prod`, not yet consumed.
-    #[inline(always)]
-    fn known_responses(&self) -> u32 {
-        match self.st.broken {
-            Some(_) => 0,
-            None => self.st.rsp_prod_seen.wrapping_sub(self.st.rsp_cons),
-        }
+        Ok(self.ring.entries(&mut self.st.rsp.cons, count))
     }
 
     /// Before sleeping: asks to be notified at the next response and re-checks
@@ -248,10 +210,10 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         if self.unconsumed_responses()? > 0 {
             return Ok(true);
         }
-        let published = self.st.req_prod.wrapping_sub(self.st.rsp_cons);
-        let ahead = ahead.min(published).max(1);
-        self.ring
-            .arm_event(RSP_EVENT, self.st.rsp_cons.wrapping_add(ahead));
+        let published = self.st.req.published.wrapping_sub(self.st.rsp.cons);
+        self.st
+            .rsp
+            .arm(&self.ring, RESPONSES, ahead.min(published).max(1));
         Ok(self.unconsumed_responses()? > 0)
     }
 }

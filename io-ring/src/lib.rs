@@ -60,6 +60,7 @@ extern crate alloc;
 extern crate std;
 
 mod back;
+mod direction;
 mod error;
 mod front;
 mod layout;

@@ -146,8 +146,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         if self.unanswered() == 0 {
             return Err(RingError::NoRequestToAnswer);
         }
-        self.ring.write_slot(self.st.rsp.pvt, rsp);
-        self.st.rsp.pvt = self.st.rsp.pvt.wrapping_add(1);
+        self.st.rsp.push(&self.ring, rsp);
         Ok(())
     }
 

@@ -3,6 +3,8 @@
 //! backend consumes requests and produces responses. Both handles are built from these halves,
 //! so the rules of `ring.h` are written once.
 
+use bytemuck::Pod;
+
 use crate::error::PeerError;
 use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
 use crate::shared::{Sring, check_peer_prod};
@@ -46,6 +48,14 @@ impl Producer {
             published: start,
             checked: start,
         }
+    }
+
+    /// Writes `value` into the slot at `pvt` (the rest of the slot zeroed) and advances `pvt`;
+    /// the caller has checked there is room.
+    #[inline(always)]
+    pub(crate) fn push<Req, Rsp, T: Pod>(&mut self, ring: &Sring<Req, Rsp>, value: &T) {
+        ring.write_slot(self.pvt, value);
+        self.pvt = self.pvt.wrapping_add(1);
     }
 
     /// Publishes up to `pvt` and says whether the consumer asked to be notified

@@ -120,8 +120,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         if self.free_requests() == 0 {
             return Err(RingError::Full);
         }
-        self.ring.write_slot(self.st.req.pvt, req);
-        self.st.req.pvt = self.st.req.pvt.wrapping_add(1);
+        self.st.req.push(&self.ring, req);
         Ok(())
     }
 

@@ -7,9 +7,9 @@ use crossbeam_utils::CachePadded;
 use crate::direction::{Consumer, Producer, REQUESTS, RESPONSES};
 use crate::error::{PeerError, RingError, SetupError};
 use crate::layout::{REQ_PROD, RSP_PROD};
-use crate::region::SharedRegion;
 use crate::shared::{Entries, Sring, check_peer_prod};
 use crate::sync::Ordering;
+use shared_mem::SharedRegion;
 
 /// The backend (driver domain) side of a shared ring: it owns `rsp_prod` and `req_event`.
 ///

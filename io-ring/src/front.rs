@@ -6,9 +6,9 @@ use crossbeam_utils::CachePadded;
 use crate::direction::{Consumer, Producer, REQUESTS, RESPONSES};
 use crate::error::{PeerError, RingError, SetupError};
 use crate::layout::{REQ_EVENT, REQ_PROD, RSP_EVENT, RSP_PROD};
-use crate::region::SharedRegion;
 use crate::shared::{Entries, Sring};
 use crate::sync::Ordering;
+use shared_mem::SharedRegion;
 
 /// The frontend (guest) side of a shared ring: it owns `req_prod` and `rsp_event`.
 ///

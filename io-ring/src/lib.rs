@@ -7,8 +7,9 @@
 //! when the peer's event index asks for it (`RING_PUSH_*_AND_CHECK_NOTIFY`,
 //! `RING_FINAL_CHECK_FOR_*`, with the two full barriers that make the notification race safe).
 //!
-//! - [`SharedRegion`]: the memory, reached only through atomic words (the crate's one unsafe
-//!   constructor lives there). Heap memory for tests and threads, or any `mmap`ed memory.
+//! - [`SharedRegion`] (from the `shared-mem` crate, re-exported): the memory, reached only
+//!   through atomic words behind one unsafe constructor. Heap memory for tests and threads, or
+//!   any `mmap`ed memory. `io-ring` itself has no `unsafe`.
 //! - [`FrontRing`] / [`BackRing`]: single-owner handles (`&mut self`), generic over
 //!   [`bytemuck::Pod`] request and response types. Slot size and ring size follow `ring.h`
 //!   exactly ([`slot_bytes`], [`ring_size`]): a netif tx or rx ring on one 4 KiB page has 256
@@ -52,6 +53,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![no_std]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -64,7 +66,6 @@ mod direction;
 mod error;
 mod front;
 mod layout;
-mod region;
 mod shared;
 mod sync;
 
@@ -72,5 +73,5 @@ pub use back::BackRing;
 pub use error::{PeerError, RingError, SetupError};
 pub use front::FrontRing;
 pub use layout::{HEADER_BYTES, SringHeader, ring_size, slot_bytes};
-pub use region::{RegionError, SharedRegion};
 pub use shared::Entries;
+pub use shared_mem::{RegionError, SharedRegion};

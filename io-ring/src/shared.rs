@@ -7,8 +7,8 @@ use bytemuck::Pod;
 
 use crate::error::{PeerError, SetupError};
 use crate::layout::{Geometry, notify_needed, ring_size, slot_bytes};
-use crate::region::SharedRegion;
 use crate::sync::{Ordering, fence};
+use shared_mem::SharedRegion;
 
 /// A shared ring of `Req`/`Rsp` slots over a region: geometry plus typed slot access.
 pub(crate) struct Sring<Req, Rsp> {

@@ -1,10 +1,9 @@
-//! The one place atomics and fences come from, so that loom can replace them.
+//! The one place the ring's orderings and fences come from, so that loom can replace them.
 //!
-//! Under `--cfg loom` every shared access and every fence of the ring goes through loom's
-//! model-checked types; otherwise they are `core`'s. Nothing else in the crate names
-//! `core::sync::atomic` directly.
+//! Under `--cfg loom` every fence of the ring is loom's (and the shared words are loom's
+//! atomics, inside `shared-mem`); otherwise they are `core`'s.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use core::sync::atomic::{Ordering, fence};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, Ordering, fence};
+pub(crate) use loom::sync::atomic::{Ordering, fence};

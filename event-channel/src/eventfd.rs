@@ -1,0 +1,191 @@
+//! The process host's event channel: one eventfd per direction.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::{EventChannel, EventError};
+
+/// One end of an event channel between two processes: it waits on its own eventfd and notifies
+/// by writing the peer's.
+///
+/// An eventfd's counter is the pending bit: any number of writes before a read are one event,
+/// and the read clears it. An eventfd cannot tell that the peer process is gone; the control
+/// plane's socket does. Both eventfds are non-blocking; blocking waits go through `poll`, so
+/// a wait can time out and a masked port never consumes its event.
+#[derive(Debug)]
+pub struct EventFdPort {
+    /// Ours: the peer writes it, we wait on it.
+    rx: OwnedFd,
+    /// The peer's: we write it.
+    tx: OwnedFd,
+    masked: bool,
+}
+
+impl EventFdPort {
+    /// Creates both ends of a channel (two eventfds, each end holding its own descriptors).
+    ///
+    /// # Errors
+    /// [`EventError::Io`] if an eventfd cannot be created.
+    pub fn pair() -> Result<(Self, Self), EventError> {
+        let a = new_eventfd()?;
+        let b = new_eventfd()?;
+        let (a2, b2) = (a.try_clone()?, b.try_clone()?);
+        let front = Self {
+            rx: a,
+            tx: b,
+            masked: false,
+        };
+        let back = Self {
+            rx: b2,
+            tx: a2,
+            masked: false,
+        };
+        Ok((front, back))
+    }
+
+    /// An end over descriptors received from the peer: `rx` is the eventfd this end waits on,
+    /// `tx` the one it notifies. Both are switched to non-blocking mode.
+    ///
+    /// # Errors
+    /// [`EventError::Io`] if either descriptor is not usable.
+    pub fn from_fds(rx: OwnedFd, tx: OwnedFd) -> Result<Self, EventError> {
+        for fd in [&rx, &tx] {
+            set_nonblocking(fd.as_fd())?;
+        }
+        Ok(Self {
+            rx,
+            tx,
+            masked: false,
+        })
+    }
+
+    /// The two descriptors, `(rx, tx)`, to hand to the peer process *swapped* (our `tx` is its
+    /// `rx`). They are duplicates: this end keeps working.
+    ///
+    /// # Errors
+    /// [`EventError::Io`] if a descriptor cannot be duplicated.
+    pub fn clone_fds(&self) -> Result<(OwnedFd, OwnedFd), EventError> {
+        Ok((self.rx.try_clone()?, self.tx.try_clone()?))
+    }
+
+    /// Whether an event is pending, without consuming it.
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    pub fn is_pending(&self) -> Result<bool, EventError> {
+        self.poll_rx(PollTimeout::ZERO)
+    }
+
+    fn poll_rx(&self, timeout: PollTimeout) -> Result<bool, EventError> {
+        let mut fds = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, timeout) {
+                Ok(n) => return Ok(n > 0),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads (clears) the counter. `false` if it was zero.
+    fn consume(&self) -> Result<bool, EventError> {
+        let mut buf = [0u8; 8];
+        match nix::unistd::read(&self.rx, &mut buf) {
+            Ok(8) => Ok(true),
+            Ok(_) => Err(EventError::Io(std::io::Error::other("short eventfd read"))),
+            Err(Errno::EAGAIN) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn new_eventfd() -> Result<OwnedFd, EventError> {
+    let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+    Ok(OwnedFd::from(fd))
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), EventError> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Converts a wait timeout for `poll`: `None` waits forever; anything longer than `poll` can
+/// express waits in pieces (the caller loops).
+fn poll_timeout(left: Option<Duration>) -> PollTimeout {
+    match left {
+        None => PollTimeout::NONE,
+        Some(d) => {
+            // Round up so a sub-millisecond timeout still sleeps rather than spinning.
+            let ms = i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+impl EventChannel for EventFdPort {
+    fn notify(&self) -> Result<(), EventError> {
+        match nix::unistd::write(&self.tx, &1u64.to_ne_bytes()) {
+            Ok(_) => Ok(()),
+            // The counter is near u64::MAX: an event is certainly pending already.
+            Err(Errno::EAGAIN) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn try_wait(&mut self) -> Result<bool, EventError> {
+        if self.masked {
+            return Ok(false);
+        }
+        self.consume()
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, EventError> {
+        if self.masked {
+            return Err(EventError::Masked);
+        }
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if self.consume()? {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            self.poll_rx(poll_timeout(left))?;
+        }
+    }
+
+    fn mask(&mut self) {
+        self.masked = true;
+    }
+
+    fn unmask(&mut self) -> Result<bool, EventError> {
+        self.masked = false;
+        self.is_pending()
+    }
+
+    fn is_masked(&self) -> bool {
+        self.masked
+    }
+}
+
+impl AsFd for EventFdPort {
+    /// The descriptor that becomes readable when an event is pending (for epoll / mio / tokio;
+    /// call [`EventChannel::try_wait`] when it fires).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}
+
+impl AsRawFd for EventFdPort {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.rx.as_fd().as_raw_fd()
+    }
+}

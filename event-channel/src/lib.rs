@@ -1,0 +1,103 @@
+//! Xen-style event channels: a pair of ports joining two domains, each with one bit of pending
+//! state.
+//!
+//! [`EventChannel::notify`] sets the peer's pending bit and wakes it unless the peer masked its
+//! port; [`EventChannel::wait`] blocks until this port's bit is set and clears it. Events
+//! coalesce (any number of notifies before a wait are one event), so a woken side always
+//! re-checks its rings. Masking holds events back without losing them: unmasking a port with
+//! an event pending re-delivers it.
+//!
+//! - [`EventFdPort`]: the process host, one eventfd per direction. The fds travel to the peer
+//!   process (over a Unix socket, or by inheritance) and the port is `AsFd`, so it can sit in an
+//!   epoll / mio / tokio loop.
+//! - [`LocalPort`]: both ends in one process (threads), on a mutex and condition variable;
+//!   model-checked with loom.
+//! - [`SpinThenWait`]: spins on a cheap readiness check for a bounded time before blocking,
+//!   NAPI-style, so a busy peer costs no system call.
+//!
+//! ```
+//! use std::time::Duration;
+//! use event_channel::{EventChannel, EventFdPort};
+//!
+//! let (mut front, mut back) = EventFdPort::pair()?;
+//! front.notify()?;
+//! front.notify()?; // coalesces with the first
+//! assert!(back.wait(Some(Duration::from_secs(1)))?);
+//! assert!(!back.try_wait()?, "one event, however many notifies");
+//!
+//! back.mask();
+//! front.notify()?;
+//! assert!(!back.try_wait()?, "masked: held back");
+//! assert!(back.unmask()?, "unmask reports the pending event");
+//! assert!(back.try_wait()?, "and re-delivers it");
+//! # Ok::<(), event_channel::EventError>(())
+//! ```
+#![deny(missing_docs)]
+
+mod eventfd;
+mod local;
+mod waiter;
+
+use std::time::Duration;
+
+pub use eventfd::EventFdPort;
+pub use local::LocalPort;
+pub use waiter::SpinThenWait;
+
+/// Why an event-channel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// The port is masked: waiting on it would never return an event.
+    #[error("the port is masked")]
+    Masked,
+    /// The peer's end was dropped ([`LocalPort`]; an eventfd cannot tell).
+    #[error("the peer's end of the channel is closed")]
+    PeerClosed,
+    /// A system call failed.
+    #[error("event channel I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<nix::Error> for EventError {
+    fn from(e: nix::Error) -> Self {
+        EventError::Io(e.into())
+    }
+}
+
+/// One end of an event channel. Implemented by [`EventFdPort`] (processes) and [`LocalPort`]
+/// (threads); a Xen `/dev/xen/evtchn` port would be a third.
+pub trait EventChannel: Send {
+    /// Sets the peer's pending bit and wakes it, unless it is masked.
+    ///
+    /// # Errors
+    /// [`EventError::PeerClosed`] if the implementation can tell the peer's end is gone;
+    /// [`EventError::Io`].
+    fn notify(&self) -> Result<(), EventError>;
+
+    /// Clears this port's pending bit without blocking. `Ok(true)` if an event was pending.
+    /// A masked port reports `Ok(false)` and keeps its event for [`unmask`](Self::unmask).
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    fn try_wait(&mut self) -> Result<bool, EventError>;
+
+    /// Blocks until an event is pending, clears it and returns `Ok(true)`; `Ok(false)` if
+    /// `timeout` passed first (`None`: no limit).
+    ///
+    /// # Errors
+    /// [`EventError::Masked`] if the port is masked; [`EventError::Io`].
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, EventError>;
+
+    /// Masks the port: events are held pending, not delivered.
+    fn mask(&mut self);
+
+    /// Unmasks the port. Returns `Ok(true)` if an event is pending, which the next
+    /// [`try_wait`](Self::try_wait) or [`wait`](Self::wait) then delivers at once.
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    fn unmask(&mut self) -> Result<bool, EventError>;
+
+    /// Whether the port is masked.
+    fn is_masked(&self) -> bool;
+}

@@ -297,6 +297,34 @@ impl SharedRegion {
             .compare_exchange(current, new, success, failure))
     }
 
+    /// Atomically ORs `bits` into the word at byte `offset`; returns the previous value.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    #[inline]
+    pub fn fetch_or_u32(
+        &self,
+        offset: usize,
+        bits: u32,
+        order: Ordering,
+    ) -> Result<u32, RegionError> {
+        Ok(self.cell(offset, 4)?.fetch_or(bits, order))
+    }
+
+    /// Atomically ANDs `bits` into the word at byte `offset`; returns the previous value.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if `offset` is unaligned or past the end.
+    #[inline]
+    pub fn fetch_and_u32(
+        &self,
+        offset: usize,
+        bits: u32,
+        order: Ordering,
+    ) -> Result<u32, RegionError> {
+        Ok(self.cell(offset, 4)?.fetch_and(bits, order))
+    }
+
     /// Copies `dst.len()` bytes from the region at byte `offset` into `dst`.
     ///
     /// Payload copy: bytes the peer writes meanwhile may or may not be seen, and a multi-byte

@@ -1,0 +1,390 @@
+//! The grantee's operations over a peer's grant table and frames mapped into this process.
+
+use core::sync::atomic::Ordering;
+use std::cell::Cell;
+
+use shared_mem::SharedRegion;
+
+use crate::entry::{
+    DomId, FRAME_SIZE, FrameNumber, GrantEntryV1, GrantRef, GrantStatus, RESERVED_REFS,
+    entry_offset, flag_bits, flags, frame_offset, pack, unpack,
+};
+use crate::host::memory::frames_in;
+use crate::host::pool::FramePool;
+use crate::ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
+
+/// How many times an entry is re-read when the owner keeps changing it under us (Xen gives up
+/// after 4 too: "shared grant entry is unstable").
+const ACQUIRE_TRIES: usize = 4;
+
+/// How many of our operations hold a grant (Xen's pin counts, private to the grantee).
+#[derive(Clone, Copy, Debug, Default)]
+struct Pins {
+    read: u32,
+    write: u32,
+}
+
+/// The grantee (backend) side of the process host: the owner's grant table and frame memory
+/// mapped into this process, our own frames, and optionally a flip pool.
+///
+/// Every operation reads the entry's flags/domid word once and claims it with one
+/// compare-and-swap that validates type, grantee and permission together (as Xen's
+/// `_set_status_v1` does), reads the frame number once, and checks it against the owner's
+/// memory before touching a byte. While an operation or a [`PeerMapping`] uses a grant, its
+/// `reading` (and `writing`) bit is set, so the owner's revoke fails instead of freeing a
+/// frame in use (XSA-396).
+///
+/// One owner: not `Sync` (pin counts are plain cells).
+pub struct PeerGrants {
+    me: DomId,
+    table: SharedRegion,
+    entries: u32,
+    frames: SharedRegion,
+    local: SharedRegion,
+    pool: Option<FramePool>,
+    pins: Box<[Cell<Pins>]>,
+}
+
+impl core::fmt::Debug for PeerGrants {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerGrants")
+            .field("me", &self.me)
+            .field("entries", &self.entries)
+            .field("owner_frames", &frames_in(&self.frames))
+            .field("local_frames", &frames_in(&self.local))
+            .field("pinned", &self.pinned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerGrants {
+    /// Grantee `me`, over the owner's `table` and `frames`, with our own frames in `local`.
+    pub fn new(me: DomId, table: SharedRegion, frames: SharedRegion, local: SharedRegion) -> Self {
+        let entries = u32::try_from(table.len() / size_of::<GrantEntryV1>()).unwrap_or(u32::MAX);
+        let pins = (0..entries).map(|_| Cell::new(Pins::default())).collect();
+        Self {
+            me,
+            table,
+            entries,
+            frames,
+            local,
+            pool: None,
+            pins,
+        }
+    }
+
+    /// Adds the flip pool shared with this owner (our view of it), for [`GrantOps::transfer`].
+    #[must_use]
+    pub fn with_flip_pool(mut self, pool: FramePool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Our view of the flip pool, if any.
+    pub fn pool(&self) -> Option<&FramePool> {
+        self.pool.as_ref()
+    }
+
+    /// Our own frames.
+    pub fn local(&self) -> &SharedRegion {
+        &self.local
+    }
+
+    /// Grants currently held by our operations or mappings (0 when idle: nothing in use).
+    pub fn pinned(&self) -> usize {
+        self.pins.iter().filter(|p| p.get().read > 0).count()
+    }
+
+    /// Claims a grant for reading (and writing): validates it and marks it in use.
+    fn acquire(&self, gref: GrantRef, write: bool) -> Result<FrameNumber, GrantStatus> {
+        if gref.0 < RESERVED_REFS || gref.0 >= self.entries {
+            return Err(GrantStatus::BadGntref);
+        }
+        let at = entry_offset(gref);
+        let need = flags::READING | if write { flags::WRITING } else { 0 };
+        let mut claimed = false;
+        for _ in 0..ACQUIRE_TRIES {
+            // Acquire: pairs with the owner's Release store of the flags, so the frame number
+            // read below is the one it wrote before granting.
+            let word = self
+                .table
+                .load_u32(at, Ordering::Acquire)
+                .map_err(|_| GrantStatus::BadGntref)?;
+            let (f, domid) = unpack(word);
+            if f & flags::TYPE_MASK != flags::PERMIT_ACCESS {
+                return Err(GrantStatus::GeneralError);
+            }
+            if domid != self.me {
+                return Err(GrantStatus::BadDomain);
+            }
+            if write && f & flags::READONLY != 0 {
+                return Err(GrantStatus::PermissionDenied);
+            }
+            if f & need == need {
+                claimed = true;
+                break;
+            }
+            // AcqRel: the claim is ordered before our frame accesses, and against the owner's
+            // revoke (a compare-and-swap to 0): exactly one of the two wins.
+            let new = pack(f | need, domid);
+            if let Ok(Ok(_)) =
+                self.table
+                    .compare_exchange_u32(at, word, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                claimed = true;
+                break;
+            }
+        }
+        if !claimed {
+            return Err(GrantStatus::GeneralError);
+        }
+        let cell = &self.pins[gref.0 as usize];
+        let mut pins = cell.get();
+        pins.read += 1;
+        pins.write += u32::from(write);
+        cell.set(pins);
+        // Read once; only this copy is used. Relaxed: ordered by the claim above.
+        let frame = self
+            .table
+            .load_u32(frame_offset(gref), Ordering::Relaxed)
+            .unwrap_or(u32::MAX);
+        if frame >= frames_in(&self.frames) {
+            self.release(gref, write);
+            return Err(GrantStatus::BadPage);
+        }
+        Ok(FrameNumber(frame))
+    }
+
+    /// Drops one claim; clears the in-use bits when the last claim of their kind goes.
+    fn release(&self, gref: GrantRef, write: bool) {
+        let cell = &self.pins[gref.0 as usize];
+        let mut pins = cell.get();
+        pins.read = pins.read.saturating_sub(1);
+        if write {
+            pins.write = pins.write.saturating_sub(1);
+        }
+        cell.set(pins);
+        let mut clear = 0;
+        if pins.read == 0 {
+            clear |= flags::READING;
+        }
+        if pins.write == 0 {
+            clear |= flags::WRITING;
+        }
+        // Release: our accesses to the frame happen before an owner that sees the bits clear
+        // (and then revokes and reuses the frame).
+        let _ = self
+            .table
+            .fetch_and_u32(entry_offset(gref), !flag_bits(clear), Ordering::Release);
+    }
+
+    /// Resolves one end of a copy: claims a grant if it is one. Returns the memory, the byte
+    /// offset in it, and the claim to release.
+    fn resolve(
+        &self,
+        ptr: CopyPtr,
+        len: u16,
+        write: bool,
+    ) -> Result<(&SharedRegion, usize, Option<GrantRef>), GrantStatus> {
+        let (CopyPtr::Grant { offset, .. } | CopyPtr::Local { offset, .. }) = ptr;
+        if usize::from(offset) + usize::from(len) > FRAME_SIZE {
+            return Err(GrantStatus::BadCopyArg);
+        }
+        match ptr {
+            CopyPtr::Grant { gref, .. } => {
+                let frame = self.acquire(gref, write)?;
+                Ok((
+                    &self.frames,
+                    frame.0 as usize * FRAME_SIZE + usize::from(offset),
+                    Some(gref),
+                ))
+            }
+            CopyPtr::Local { frame, .. } => {
+                if frame.0 >= frames_in(&self.local) {
+                    return Err(GrantStatus::BadPage);
+                }
+                Ok((
+                    &self.local,
+                    frame.0 as usize * FRAME_SIZE + usize::from(offset),
+                    None,
+                ))
+            }
+        }
+    }
+
+    fn copy_one(&self, op: &CopyOp) -> GrantStatus {
+        let (src, src_at, src_claim) = match self.resolve(op.source, op.len, false) {
+            Ok(r) => r,
+            Err(status) => return status,
+        };
+        let status = match self.resolve(op.dest, op.len, true) {
+            Ok((dst, dst_at, dst_claim)) => {
+                let copied = src.copy_to(src_at, dst, dst_at, usize::from(op.len));
+                if let Some(g) = dst_claim {
+                    self.release(g, true);
+                }
+                if copied.is_ok() {
+                    GrantStatus::Okay
+                } else {
+                    GrantStatus::BadCopyArg
+                }
+            }
+            Err(status) => status,
+        };
+        if let Some(g) = src_claim {
+            self.release(g, false);
+        }
+        status
+    }
+
+    fn transfer_one(&self, op: &TransferOp) -> GrantStatus {
+        let Some(pool) = &self.pool else {
+            return GrantStatus::GeneralError;
+        };
+        if !pool.owns(op.frame) {
+            return GrantStatus::BadPage;
+        }
+        if op.gref.0 < RESERVED_REFS || op.gref.0 >= self.entries {
+            return GrantStatus::BadGntref;
+        }
+        let at = entry_offset(op.gref);
+        let Ok(word) = self.table.load_u32(at, Ordering::Acquire) else {
+            return GrantStatus::BadGntref;
+        };
+        let (f, domid) = unpack(word);
+        if f & flags::TYPE_MASK != flags::ACCEPT_TRANSFER || f & flags::TRANSFER_COMMITTED != 0 {
+            return GrantStatus::GeneralError;
+        }
+        if domid != self.me {
+            return GrantStatus::BadDomain;
+        }
+        // The frame offered in exchange: read once, and it must be a pool frame the owner has
+        // (not ours), or the accounting would break.
+        let offered = FrameNumber(
+            self.table
+                .load_u32(frame_offset(op.gref), Ordering::Relaxed)
+                .unwrap_or(u32::MAX),
+        );
+        if offered.0 >= pool.frames() || pool.owns(offered) {
+            return GrantStatus::BadPage;
+        }
+        let committed = pack(f | flags::TRANSFER_COMMITTED, domid);
+        if !matches!(
+            self.table.compare_exchange_u32(
+                at,
+                word,
+                committed,
+                Ordering::AcqRel,
+                Ordering::Acquire
+            ),
+            Ok(Ok(_))
+        ) {
+            // The owner changed (or cancelled) the grant meanwhile.
+            return GrantStatus::GeneralError;
+        }
+        // Committed: from here the flip completes. Both ownership changes happen together.
+        let swapped = pool.give(op.frame).and_then(|()| pool.receive(offered));
+        debug_assert!(
+            swapped.is_ok(),
+            "checked above: we own op.frame and not offered"
+        );
+        let _ = self
+            .table
+            .store_u32(frame_offset(op.gref), op.frame.0, Ordering::Relaxed);
+        // Release: the new frame number (and the frame's contents, written before the flip)
+        // are visible to an owner that sees `transfer_completed`.
+        let _ =
+            self.table
+                .fetch_or_u32(at, flag_bits(flags::TRANSFER_COMPLETED), Ordering::Release);
+        GrantStatus::Okay
+    }
+}
+
+/// A mapped grant of the process host: the owner's frame, in use until dropped.
+pub struct PeerMapping<'a> {
+    grants: &'a PeerGrants,
+    gref: GrantRef,
+    frame: FrameNumber,
+    writable: bool,
+}
+
+impl core::fmt::Debug for PeerMapping<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerMapping")
+            .field("gref", &self.gref)
+            .field("frame", &self.frame)
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl PeerMapping<'_> {
+    fn at(&self, offset: usize, len: usize) -> Result<usize, GrantStatus> {
+        match offset.checked_add(len) {
+            Some(end) if end <= FRAME_SIZE => Ok(self.frame.0 as usize * FRAME_SIZE + offset),
+            _ => Err(GrantStatus::BadCopyArg),
+        }
+    }
+}
+
+impl GrantMapping for PeerMapping<'_> {
+    fn frame(&self) -> FrameNumber {
+        self.frame
+    }
+
+    fn writable(&self) -> bool {
+        self.writable
+    }
+
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), GrantStatus> {
+        let at = self.at(offset, buf.len())?;
+        self.grants
+            .frames
+            .copy_out(at, buf)
+            .map_err(|_| GrantStatus::BadCopyArg)
+    }
+
+    fn write(&self, offset: usize, buf: &[u8]) -> Result<(), GrantStatus> {
+        if !self.writable {
+            return Err(GrantStatus::PermissionDenied);
+        }
+        let at = self.at(offset, buf.len())?;
+        self.grants
+            .frames
+            .copy_in(at, buf)
+            .map_err(|_| GrantStatus::BadCopyArg)
+    }
+}
+
+impl Drop for PeerMapping<'_> {
+    fn drop(&mut self) {
+        self.grants.release(self.gref, self.writable);
+    }
+}
+
+impl GrantOps for PeerGrants {
+    type Mapping<'a> = PeerMapping<'a>;
+
+    fn copy(&self, ops: &mut [CopyOp]) {
+        for op in ops {
+            op.status = self.copy_one(op);
+        }
+    }
+
+    fn map(&self, gref: GrantRef, access: Access) -> Result<PeerMapping<'_>, GrantStatus> {
+        let writable = access == Access::ReadWrite;
+        let frame = self.acquire(gref, writable)?;
+        Ok(PeerMapping {
+            grants: self,
+            gref,
+            frame,
+            writable,
+        })
+    }
+
+    fn transfer(&self, ops: &mut [TransferOp]) {
+        for op in ops {
+            op.status = self.transfer_one(op);
+        }
+    }
+}

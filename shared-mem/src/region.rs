@@ -437,14 +437,19 @@ impl SharedRegion {
         self.cells()[at / 4].load(Ordering::Relaxed).to_ne_bytes()[at % 4]
     }
 
-    /// Under loom only: a byte store as a word load and store (not atomic against a concurrent
-    /// writer of the same word; the loom models never race on payload bytes).
+    /// Under loom only: a byte store as two read-modify-writes on its word (clear the byte,
+    /// then set it), never a plain load. Atomic against other writers of the same word, and it
+    /// keeps loom's search complete: loom 0.7 misses interleavings where a plain load precedes
+    /// the store (found while writing the grant-table models; see DESIGN.md).
     #[cfg(loom)]
     fn loom_set_byte(&self, at: usize, byte: u8) {
         let cell = &self.cells()[at / 4];
-        let mut word = cell.load(Ordering::Relaxed).to_ne_bytes();
-        word[at % 4] = byte;
-        cell.store(u32::from_ne_bytes(word), Ordering::Relaxed);
+        let mut mask = [0u8; 4];
+        mask[at % 4] = 0xff;
+        let mut value = [0u8; 4];
+        value[at % 4] = byte;
+        cell.fetch_and(!u32::from_ne_bytes(mask), Ordering::Relaxed);
+        cell.fetch_or(u32::from_ne_bytes(value), Ordering::Relaxed);
     }
 
     /// Zeroes `len` bytes from `offset` (both multiples of 4).

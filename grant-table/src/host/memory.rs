@@ -9,7 +9,6 @@ use memmap2::{MmapOptions, MmapRaw};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use shared_mem::SharedRegion;
 
-use crate::entry::FRAME_SIZE;
 use crate::error::GrantError;
 
 /// Creates a memfd of `bytes` bytes (zero-filled), close-on-exec, for frames or a grant table.
@@ -47,9 +46,4 @@ pub fn map_shared(fd: &impl AsFd, bytes: usize) -> Result<SharedRegion, GrantErr
     // it only through `SharedRegion`. The peer writing it concurrently is what the type is for.
     let region = unsafe { SharedRegion::from_raw_parts(ptr, bytes, Some(map as Arc<MmapRaw>)) };
     region.map_err(|e| GrantError::Io(std::io::Error::other(e)))
-}
-
-/// Whole frames in a region.
-pub fn frames_in(region: &SharedRegion) -> u32 {
-    u32::try_from(region.len() / FRAME_SIZE).unwrap_or(u32::MAX)
 }

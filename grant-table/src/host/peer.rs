@@ -9,7 +9,7 @@ use crate::entry::{
     DomId, FRAME_SIZE, FrameNumber, GrantEntryV1, GrantRef, GrantStatus, RESERVED_REFS,
     entry_offset, flag_bits, flags, frame_offset, pack, unpack,
 };
-use crate::host::memory::frames_in;
+use crate::host::frames_in;
 use crate::host::pool::FramePool;
 use crate::ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 

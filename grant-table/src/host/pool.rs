@@ -6,7 +6,7 @@ use shared_mem::SharedRegion;
 
 use crate::entry::{FRAME_SIZE, FrameNumber};
 use crate::error::GrantError;
-use crate::host::memory::frames_in;
+use crate::host::frames_in;
 
 /// One side's view of a frame pool shared by exactly one frontend / backend pair.
 ///

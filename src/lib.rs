@@ -6,7 +6,10 @@
 //!
 //! | module | crate | what |
 //! |---|---|---|
+//! | [`mem`] | `shared-mem` | memory shared with an untrusted peer: atomic words, bulk copies |
 //! | [`ring`] | `io-ring` | Xen's shared request/response ring, byte-compatible with `io/ring.h` |
+//! | [`grant`] | `grant-table` | grant tables: grant / revoke, copy / map / transfer, the memfd host |
+//! | [`event`] | `event-channel` | event channels: notify / wait / mask, eventfd and in-process ports |
 //!
 //! ```
 //! use pvnet::ring::{BackRing, FrontRing, SharedRegion};
@@ -22,7 +25,10 @@
 //! ```
 #![deny(missing_docs)]
 
+pub use event_channel as event;
+pub use grant_table as grant;
 pub use io_ring as ring;
+pub use shared_mem as mem;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -13,9 +13,11 @@ use crate::{EventChannel, EventError};
 /// by writing the peer's.
 ///
 /// An eventfd's counter is the pending bit: any number of writes before a read are one event,
-/// and the read clears it. An eventfd cannot tell that the peer process is gone; the control
-/// plane's socket does. Both eventfds are non-blocking; blocking waits go through `poll`, so
-/// a wait can time out and a masked port never consumes its event.
+/// and the read clears it. The descriptors are blocking, and this end is their only reader, so
+/// an untimed [`wait`](EventChannel::wait) is one blocking `read` (the cost of a bare eventfd),
+/// while [`try_wait`](EventChannel::try_wait) and timed waits `poll` first and read only a
+/// counter that is ready. An eventfd cannot tell that the peer process is gone; the control
+/// plane's socket does.
 #[derive(Debug)]
 pub struct EventFdPort {
     /// Ours: the peer writes it, we wait on it.
@@ -48,13 +50,13 @@ impl EventFdPort {
     }
 
     /// An end over descriptors received from the peer: `rx` is the eventfd this end waits on,
-    /// `tx` the one it notifies. Both are switched to non-blocking mode.
+    /// `tx` the one it notifies. Both are switched to blocking mode.
     ///
     /// # Errors
     /// [`EventError::Io`] if either descriptor is not usable.
     pub fn from_fds(rx: OwnedFd, tx: OwnedFd) -> Result<Self, EventError> {
         for fd in [&rx, &tx] {
-            set_nonblocking(fd.as_fd())?;
+            set_blocking(fd.as_fd())?;
         }
         Ok(Self {
             rx,
@@ -91,75 +93,75 @@ impl EventFdPort {
         }
     }
 
-    /// Reads (clears) the counter. `false` if it was zero.
-    fn consume(&self) -> Result<bool, EventError> {
+    /// Reads (clears) the counter; blocks until it is non-zero. Only called when it is known
+    /// to be ready, or for an untimed wait.
+    fn consume(&self) -> Result<(), EventError> {
         let mut buf = [0u8; 8];
-        match nix::unistd::read(&self.rx, &mut buf) {
-            Ok(8) => Ok(true),
-            Ok(_) => Err(EventError::Io(std::io::Error::other("short eventfd read"))),
-            Err(Errno::EAGAIN) => Ok(false),
-            Err(e) => Err(e.into()),
+        loop {
+            match nix::unistd::read(&self.rx, &mut buf) {
+                Ok(8) => return Ok(()),
+                Ok(_) => return Err(EventError::Io(std::io::Error::other("short eventfd read"))),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 }
 
 fn new_eventfd() -> Result<OwnedFd, EventError> {
-    let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
+    let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
     Ok(OwnedFd::from(fd))
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), EventError> {
+fn set_blocking(fd: BorrowedFd<'_>) -> Result<(), EventError> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
-/// Converts a wait timeout for `poll`: `None` waits forever; anything longer than `poll` can
-/// express waits in pieces (the caller loops).
-fn poll_timeout(left: Option<Duration>) -> PollTimeout {
-    match left {
-        None => PollTimeout::NONE,
-        Some(d) => {
-            // Round up so a sub-millisecond timeout still sleeps rather than spinning.
-            let ms = i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-        }
-    }
+/// Converts a wait timeout for `poll`, rounded up so a sub-millisecond timeout still sleeps
+/// rather than spinning (longer than `poll` can express: its maximum, about 24 days).
+fn poll_timeout(d: Duration) -> PollTimeout {
+    let ms = i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+    PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }
 
 impl EventChannel for EventFdPort {
     fn notify(&self) -> Result<(), EventError> {
-        match nix::unistd::write(&self.tx, &1u64.to_ne_bytes()) {
-            Ok(_) => Ok(()),
-            // The counter is near u64::MAX: an event is certainly pending already.
-            Err(Errno::EAGAIN) => Ok(()),
-            Err(e) => Err(e.into()),
+        // Adds 1 to the peer's counter. (A blocking eventfd write waits only if the counter is
+        // within 1 of u64::MAX, which 2^64 notifies without a read would take.)
+        loop {
+            match nix::unistd::write(&self.tx, &1u64.to_ne_bytes()) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
     fn try_wait(&mut self) -> Result<bool, EventError> {
-        if self.masked {
+        if self.masked || !self.is_pending()? {
             return Ok(false);
         }
-        self.consume()
+        self.consume()?;
+        Ok(true)
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, EventError> {
         if self.masked {
             return Err(EventError::Masked);
         }
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            if self.consume()? {
-                return Ok(true);
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Ok(false);
-            }
-            self.poll_rx(poll_timeout(left))?;
+        let Some(timeout) = timeout else {
+            // Untimed: one blocking read, as cheap as a bare eventfd.
+            self.consume()?;
+            return Ok(true);
+        };
+        if self.poll_rx(poll_timeout(timeout))? {
+            self.consume()?;
+            return Ok(true);
         }
+        Ok(false)
     }
 
     fn mask(&mut self) {

@@ -1,0 +1,156 @@
+//! Event-channel round trip between two processes against a bare eventfd ping-pong, in one run.
+//!
+//! `cargo bench --bench event`. The parent notifies, the child (this binary, re-run) waits and
+//! notifies back, the parent waits: one round trip. "bare eventfd" is the floor: two blocking
+//! eventfds, one `write` and one blocking `read` per side per trip. "EventFdPort" is pvnet's
+//! process-host event channel, waiting without a timeout (a blocking read) and with one (`poll`,
+//! then read).
+//! Rounds alternate the two; the medians and their ratio are printed.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command};
+use std::time::Instant;
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use pvnet::event::{EventChannel, EventFdPort};
+
+const TRIPS: u32 = 20_000;
+const CHILD: &str = "PVNET_EVENT_BENCH_CHILD";
+
+fn inheritable(fd: &OwnedFd) {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).unwrap();
+}
+
+fn spawn(mode: &str, rx: &OwnedFd, tx: &OwnedFd) -> Child {
+    inheritable(rx);
+    inheritable(tx);
+    Command::new(std::env::current_exe().unwrap())
+        .env(
+            CHILD,
+            format!("{mode},{},{}", rx.as_raw_fd(), tx.as_raw_fd()),
+        )
+        .spawn()
+        .unwrap()
+}
+
+fn child(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let fd = |i: usize| -> OwnedFd {
+        let raw: RawFd = parts[i].parse().unwrap();
+        std::fs::read_link(format!("/proc/self/fd/{raw}")).expect("inherited fd is open");
+        // SAFETY: the parent passed this descriptor to us by number (checked open above).
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    };
+    let (rx, tx) = (fd(1), fd(2));
+    match parts[0] {
+        "bare" => {
+            let (mut rx, mut tx) = (File::from(rx), File::from(tx));
+            let mut buf = [0u8; 8];
+            for _ in 0..TRIPS {
+                rx.read_exact(&mut buf).unwrap();
+                tx.write_all(&1u64.to_ne_bytes()).unwrap();
+            }
+        }
+        _ => {
+            let mut port = EventFdPort::from_fds(rx, tx).unwrap();
+            for _ in 0..TRIPS {
+                assert!(port.wait(None).unwrap());
+                port.notify().unwrap();
+            }
+        }
+    }
+}
+
+/// Nanoseconds per round trip.
+fn bare() -> f64 {
+    let ev = || OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::empty()).unwrap());
+    let (to_child, to_parent) = (ev(), ev());
+    let mut child = spawn("bare", &to_child, &to_parent);
+    let (mut tx, mut rx) = (File::from(to_child), File::from(to_parent));
+    let mut buf = [0u8; 8];
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        tx.write_all(&1u64.to_ne_bytes()).unwrap();
+        rx.read_exact(&mut buf).unwrap();
+    }
+    let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(TRIPS);
+    assert!(child.wait().unwrap().success());
+    ns
+}
+
+fn port() -> f64 {
+    port_with(None)
+}
+
+fn port_timed() -> f64 {
+    port_with(Some(std::time::Duration::from_secs(10)))
+}
+
+fn port_with(timeout: Option<std::time::Duration>) -> f64 {
+    let (mut ours, theirs) = EventFdPort::pair().unwrap();
+    let (rx, tx) = theirs.clone_fds().unwrap();
+    let mut child = spawn("port", &rx, &tx);
+    drop((rx, tx, theirs));
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        ours.notify().unwrap();
+        assert!(ours.wait(timeout).unwrap());
+    }
+    let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(TRIPS);
+    assert!(child.wait().unwrap().success());
+    ns
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        return child(&spec);
+    }
+    // `cargo bench` passes `--bench`; nothing else is parsed.
+    let rounds = std::env::var("PVNET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
+    let (mut b, mut p, mut pt, mut r, mut rt) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        let (nb, np, npt) = (bare(), port(), port_timed());
+        b.push(nb);
+        p.push(np);
+        pt.push(npt);
+        r.push(np / nb);
+        rt.push(npt / nb);
+    }
+    println!("event: {rounds} interleaved rounds of {TRIPS} round trips between two processes");
+    println!("{:<28} {:>12}", "channel", "median RTT");
+    println!(
+        "{:<28} {:>9.2} us",
+        "bare eventfd (blocking)",
+        median(b) / 1e3
+    );
+    println!(
+        "{:<28} {:>9.2} us",
+        "EventFdPort wait(None)",
+        median(p) / 1e3
+    );
+    println!(
+        "{:<28} {:>9.2} us",
+        "EventFdPort wait(timeout)",
+        median(pt) / 1e3
+    );
+    println!(
+        "EventFdPort wait(None) / bare eventfd    = {:.2}x (goal <= 1.2)",
+        median(r)
+    );
+    println!(
+        "EventFdPort wait(timeout) / bare eventfd = {:.2}x",
+        median(rt)
+    );
+}

@@ -14,17 +14,16 @@
 //! (system calls) far below one per message.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use memmap2::MmapRaw;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
+use pvnet::event::{EventChannel, EventFdPort};
 use pvnet::ring::{BackRing, FrontRing, SharedRegion};
 
 /// A netif tx request's size: sequence number, its complement, and a flags word.
@@ -33,6 +32,9 @@ type Req = [u32; 3];
 type Rsp = u32;
 
 const PAGE: usize = 4096;
+/// How long a side waits for an event before declaring the peer dead (a broken run fails
+/// instead of hanging).
+const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 /// Flags word of the last request: the backend answers it and exits.
 const STOP: u32 = 0x5709_5709;
 /// Indices start just below 2^32, so every run crosses the wrap.
@@ -47,32 +49,9 @@ struct Args {
     /// Batch sizes to run: requests pushed per publish.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 8, 64, 256])]
     batches: Vec<u32>,
-    /// Internal: run as the backend on inherited fds `MEMFD,TO_BACK,TO_FRONT`.
+    /// Internal: run as the backend on inherited fds `MEMFD,EVENT_RX,EVENT_TX`.
     #[arg(long, value_delimiter = ',', num_args = 1, hide = true)]
     backend: Option<Vec<RawFd>>,
-}
-
-/// One direction's event: an eventfd. `notify` writes, `wait` blocks until notified.
-struct Event(File);
-
-impl Event {
-    fn notify(&mut self) -> std::io::Result<()> {
-        self.0.write_all(&1u64.to_ne_bytes())
-    }
-
-    /// Blocks until notified; an error if nothing comes within 10 s (the peer died or lost a
-    /// wakeup), so a broken run fails instead of hanging.
-    fn wait(&mut self) -> std::io::Result<()> {
-        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(10_000u16))? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no event for 10 s",
-            ));
-        }
-        let mut buf = [0u8; 8];
-        self.0.read_exact(&mut buf)
-    }
 }
 
 fn map_page(memfd: &File) -> std::io::Result<SharedRegion> {
@@ -109,9 +88,9 @@ fn inherited(fds: &[RawFd]) -> Result<[OwnedFd; 3], String> {
 
 /// The backend: answers every request until the STOP request, then reports its counters.
 fn backend(fds: &[RawFd]) -> Result<(), Box<dyn std::error::Error>> {
-    let [memfd, to_back, to_front] = inherited(fds)?;
+    let [memfd, rx, tx] = inherited(fds)?;
     let mut back = BackRing::<Req, Rsp>::attach(map_page(&File::from(memfd))?)?;
-    let (mut wake_me, mut wake_front) = (Event(File::from(to_back)), Event(File::from(to_front)));
+    let mut events = EventFdPort::from_fds(rx, tx)?;
     let (mut served, mut notifies, mut sleeps) = (0u64, 0u64, 0u64);
     let mut answers = Vec::with_capacity(back.size() as usize);
     loop {
@@ -126,7 +105,7 @@ fn backend(fds: &[RawFd]) -> Result<(), Box<dyn std::error::Error>> {
         }
         served += answers.len() as u64;
         if back.publish_responses() {
-            wake_front.notify()?;
+            events.notify()?;
             notifies += 1;
         }
         if stop {
@@ -134,7 +113,9 @@ fn backend(fds: &[RawFd]) -> Result<(), Box<dyn std::error::Error>> {
         }
         if !back.final_check_requests()? {
             sleeps += 1;
-            wake_me.wait()?;
+            if !events.wait(WAIT)? {
+                return Err("no event from the frontend for 10 s".into());
+            }
         }
     }
     println!("served={served} notifies={notifies} sleeps={sleeps}");
@@ -154,21 +135,26 @@ struct Run {
 fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>> {
     let memfd = File::from(memfd_create(c"pvnet-ring", MFdFlags::empty())?);
     memfd.set_len(PAGE as u64)?;
-    let to_back = OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::empty())?);
-    let to_front = OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::empty())?);
+    let (mut events, theirs) = EventFdPort::pair()?;
+    let (rx, tx) = theirs.clone_fds()?;
+    drop(theirs);
+    for fd in [&rx, &tx] {
+        // The backend inherits these across exec.
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    }
     let mut front = FrontRing::<Req, Rsp>::init_at(map_page(&memfd)?, START)?;
 
     let fds = format!(
         "{},{},{}",
         memfd.as_raw_fd(),
-        to_back.as_raw_fd(),
-        to_front.as_raw_fd()
+        rx.as_raw_fd(),
+        tx.as_raw_fd()
     );
     let child = Command::new(std::env::current_exe()?)
         .args(["--backend", &fds])
         .stdout(Stdio::piped())
         .spawn()?;
-    let (mut wake_back, mut wake_me) = (Event(File::from(to_back)), Event(File::from(to_front)));
+    drop((rx, tx));
 
     let started = Instant::now();
     let total = messages + 1; // and the STOP request
@@ -186,7 +172,7 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
             pushed += 1;
         }
         if front.publish_requests() {
-            wake_back.notify()?;
+            events.notify()?;
             notifies += 1;
         }
         for rsp in front.responses()? {
@@ -206,7 +192,9 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
         // asking to be woken only after half of what is outstanding (as Linux netfront does).
         if !front.final_check_responses_ahead(front.outstanding() / 2)? {
             sleeps += 1;
-            wake_me.wait()?;
+            if !events.wait(WAIT)? {
+                return Err("no event from the backend for 10 s".into());
+            }
         }
     }
     let seconds = started.elapsed().as_secs_f64();

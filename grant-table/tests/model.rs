@@ -87,6 +87,30 @@ fn pick<T>(map: &BTreeMap<GrantRef, T>, which: u8) -> Option<GrantRef> {
     map.keys().nth(usize::from(which) % map.len()).copied()
 }
 
+/// Copies `len` bytes at `offset` of the grant into the local buffer; returns the status.
+fn copy_out(peer: &PeerGrants, gref: GrantRef, offset: u16, len: u16) -> GrantStatus {
+    let mut ops = [CopyOp::new(
+        CopyPtr::Grant { gref, offset },
+        CopyPtr::Local {
+            frame: LOCAL_BUFFER,
+            offset: 0,
+        },
+        len,
+    )];
+    peer.copy(&mut ops);
+    ops[0].status
+}
+
+/// The model's side of a successful [`copy_out`].
+fn model_copy_out(local: &mut [u8], frames: &[Vec<u8>], grant: &Live, offset: u16, len: u16) {
+    let (f, o, n) = (
+        grant.frame.0 as usize,
+        usize::from(offset),
+        usize::from(len),
+    );
+    local[..n].copy_from_slice(&frames[f][o..o + n]);
+}
+
 fn check_canaries(r: &SharedRegion, frames: &[usize]) -> Result<(), TestCaseError> {
     let mut page = vec![0u8; FRAME_SIZE];
     for &f in frames {
@@ -231,38 +255,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let Some(gref) = pick(&live, which) else {
                     continue;
                 };
-                let mut ops = [CopyOp::new(
-                    CopyPtr::Grant { gref, offset },
-                    CopyPtr::Local {
-                        frame: LOCAL_BUFFER,
-                        offset: 0,
-                    },
-                    len,
-                )];
-                peer.copy(&mut ops);
-                if usize::from(offset) + usize::from(len) > FRAME_SIZE {
-                    prop_assert_eq!(ops[0].status, GrantStatus::BadCopyArg);
+                let status = copy_out(&peer, gref, offset, len);
+                let want = if usize::from(offset) + usize::from(len) > FRAME_SIZE {
+                    GrantStatus::BadCopyArg
                 } else {
-                    prop_assert_eq!(ops[0].status, GrantStatus::Okay);
-                    let (f, o, n) = (
-                        live[&gref].frame.0 as usize,
-                        usize::from(offset),
-                        usize::from(len),
-                    );
-                    model_local[..n].copy_from_slice(&model_frames[f][o..o + n]);
+                    GrantStatus::Okay
+                };
+                prop_assert_eq!(status, want);
+                if status == GrantStatus::Okay {
+                    model_copy_out(&mut model_local, &model_frames, &live[&gref], offset, len);
                 }
             }
             Op::CopyAnyRef { gref, offset, len } => {
                 let gref = GrantRef(gref);
-                let mut ops = [CopyOp::new(
-                    CopyPtr::Grant { gref, offset },
-                    CopyPtr::Local {
-                        frame: LOCAL_BUFFER,
-                        offset: 0,
-                    },
-                    len,
-                )];
-                peer.copy(&mut ops);
+                let status = copy_out(&peer, gref, offset, len);
                 let want = if usize::from(offset) + usize::from(len) > FRAME_SIZE {
                     GrantStatus::BadCopyArg
                 } else if gref.0 < 8 || gref.0 >= 512 {
@@ -272,14 +278,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 } else {
                     GrantStatus::GeneralError
                 };
-                prop_assert_eq!(ops[0].status, want);
-                if want == GrantStatus::Okay {
-                    let (f, o, n) = (
-                        live[&gref].frame.0 as usize,
-                        usize::from(offset),
-                        usize::from(len),
-                    );
-                    model_local[..n].copy_from_slice(&model_frames[f][o..o + n]);
+                prop_assert_eq!(status, want);
+                if status == GrantStatus::Okay {
+                    model_copy_out(&mut model_local, &model_frames, &live[&gref], offset, len);
                 }
             }
         }

@@ -74,6 +74,11 @@ fn recv(sock: &OwnedFd) -> (Vec<u8>, Vec<OwnedFd>) {
     (buf, fds)
 }
 
+/// A status as the child reports it: its `i16` code's bits in a `u32`.
+fn code(s: GrantStatus) -> u32 {
+    u32::from(s as i16 as u16)
+}
+
 fn u32s(bytes: &[u8]) -> Vec<u32> {
     bytes
         .chunks_exact(4)
@@ -173,24 +178,20 @@ fn two_processes_copy_map_flip_and_ping_pong() {
     // And was refused what it may not do.
     assert_eq!(
         statuses[0],
-        GrantStatus::PermissionDenied as i16 as u16 as u32,
+        code(GrantStatus::PermissionDenied),
         "write through a read-only grant"
     );
     assert_eq!(
         statuses[1],
-        GrantStatus::BadGntref as i16 as u16 as u32,
+        code(GrantStatus::BadGntref),
         "reference outside the table"
     );
     assert_eq!(
         statuses[2],
-        GrantStatus::PermissionDenied as i16 as u16 as u32,
+        code(GrantStatus::PermissionDenied),
         "writable map of a read-only grant"
     );
-    assert_eq!(
-        statuses[3],
-        GrantStatus::Okay as i16 as u16 as u32,
-        "both flips"
-    );
+    assert_eq!(statuses[3], code(GrantStatus::Okay), "both flips");
 
     // The flipped frames are ours now and hold what the child wrote; read them in place and
     // remapped into a slot of our own.
@@ -339,7 +340,6 @@ fn child_process_entry() {
     }
     assert_eq!(peer.pinned(), 0, "nothing left in use");
 
-    let code = |s: GrantStatus| u32::from(s as i16 as u16);
     let mut report: Vec<u32> = vec![
         code(ops[1].status),
         code(ops[2].status),

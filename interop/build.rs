@@ -19,6 +19,7 @@ fn main() {
     }
     cc::Build::new()
         .file("c/ring_interop.c")
+        .file("c/netif_abi.c")
         .include(&include)
         .warnings(true)
         .extra_warnings(true)

@@ -24,4 +24,6 @@ pub fn skip_without_headers(test: &str) {
 
 pub mod events;
 #[cfg(xen_headers)]
+pub mod netif_h;
+#[cfg(xen_headers)]
 pub mod ring_h;

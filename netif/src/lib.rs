@@ -5,6 +5,9 @@
 //! - [`parse_tx`]: a backend's view of a guest packet: the copied tx request slots in, a
 //!   [`TxPacket`] (fragments inside their pages, lengths adding up, extras, GSO) or a
 //!   [`TxError`] carrying Linux netback's [`Severity`] (drop, error response, fatal) out.
+//! - [`parse_rx`]: a frontend's view of a received packet: the copied rx responses and the ids
+//!   it posted in their slots in, an [`RxPacket`] or an [`RxError`] (drop the packet, or the
+//!   backend is broken) out.
 //!
 //! ```
 //! use netif::wire::{TxRequest, tx_flags};
@@ -29,8 +32,11 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod rx;
 mod tx;
 pub mod wire;
+
+pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx};
 
 pub use tx::{
     DROP_AT_FOLLOWING, EXTRA_KINDS, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError,

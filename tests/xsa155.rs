@@ -67,7 +67,7 @@ fn a_peer_rewriting_slots_during_parsing_cannot_change_what_was_validated() {
             let mut writes = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let r = xorshift(&mut rng);
-                let word = 16 + (r as usize % ((4096 - 64) / 4));
+                let word = 16 + usize::try_from(r % ((4096 - 64) / 4)).unwrap();
                 #[allow(clippy::cast_possible_truncation)]
                 page.store_u32(word * 4, (r >> 32) as u32, Ordering::Relaxed)
                     .unwrap();

@@ -1,0 +1,447 @@
+//! The two ends of the control channel: the backend's listener and the frontend's connect, the
+//! handshake between them, and the close protocol.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect as sock_connect,
+    getsockopt, listen, socket, sockopt::PeerCredentials,
+};
+
+use crate::error::XenbusError;
+use crate::message::{Keys, Message, State};
+use crate::negotiate::{BackendFeatures, FrontendChoice, RxMode};
+use crate::resources::Resources;
+use crate::socket::{describe, recv, send};
+
+/// The connecting process, as the kernel vouches for it (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// How a backend listens.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// What it offers.
+    pub features: BackendFeatures,
+    /// Uids allowed to connect (the backend's own uid is not implied).
+    pub allowed_uids: Vec<u32>,
+    /// How long each handshake step may take.
+    pub timeout: Duration,
+}
+
+/// A backend's listening socket, created with mode 0600 and removed on drop.
+#[derive(Debug)]
+pub struct Listener {
+    sock: OwnedFd,
+    path: PathBuf,
+    config: BackendConfig,
+}
+
+impl Listener {
+    /// Listens on `path` (which must not exist), mode 0600.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`] if the socket cannot be created or bound.
+    pub fn bind(path: &Path, config: BackendConfig) -> Result<Self, XenbusError> {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            &UnixAddr::new(path)?,
+        )?;
+        // The allow-list is the gate; the mode keeps other users from even connecting.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listen(&sock, Backlog::new(16)?)?;
+        Ok(Self {
+            sock,
+            path: path.to_owned(),
+            config,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts the next frontend and runs the handshake: checks its credentials, advertises
+    /// the features (`InitWait`), takes its keys and descriptors, validates them, and answers
+    /// `Connected`. An error concerns that frontend only; call again for the next.
+    ///
+    /// # Errors
+    /// [`XenbusError::NotAllowed`], a peer fault (malformed, out of order, stalled, wrong
+    /// descriptors, unacceptable keys), or [`XenbusError::Io`].
+    pub fn accept(&self) -> Result<BackendConnection, XenbusError> {
+        let raw = accept4(
+            std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        let cred = getsockopt(&sock, PeerCredentials)?;
+        let peer = Peer {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
+        if !self.config.allowed_uids.contains(&peer.uid) {
+            let _ = send(
+                &sock,
+                &Message::Refused(format!("uid {} is not allowed", peer.uid)),
+                &[],
+            );
+            return Err(XenbusError::NotAllowed { uid: peer.uid });
+        }
+        let t = self.config.timeout;
+        let offered = &self.config.features;
+        send(
+            &sock,
+            &Message::Backend {
+                state: State::InitWait,
+                keys: offered.to_keys(),
+            },
+            &[],
+        )?;
+        let (msg, fds) = recv(&sock, t, "the frontend's keys")?;
+        let keys = match msg {
+            Message::Frontend {
+                state: State::Connected | State::Initialised,
+                keys,
+            } => keys,
+            other => {
+                return Err(XenbusError::Unexpected {
+                    expected: "frontend Connected",
+                    got: describe(&other),
+                });
+            }
+        };
+        let checked = FrontendChoice::from_keys(&keys, offered)
+            .map_err(XenbusError::from)
+            .and_then(|choice| {
+                let queues = usize::try_from(choice.queues).unwrap_or(usize::MAX);
+                let flip = choice.rx_mode == RxMode::Flip;
+                let resources = Resources::from_keys(
+                    &keys,
+                    queues,
+                    choice.split_event_channels,
+                    flip,
+                    fds.len(),
+                )?;
+                Ok((choice, resources))
+            });
+        let (choice, resources) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = send(&sock, &Message::Refused(e.to_string()), &[]);
+                return Err(e);
+            }
+        };
+        send(
+            &sock,
+            &Message::Backend {
+                state: State::Connected,
+                keys: Keys::new(),
+            },
+            &[],
+        )?;
+        Ok(BackendConnection {
+            end: End {
+                sock,
+                timeout: t,
+                closing: false,
+            },
+            peer,
+            choice,
+            resources,
+            fds: fds.into_iter().map(Some).collect(),
+        })
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One end of an established channel: the close protocol.
+#[derive(Debug)]
+struct End {
+    sock: OwnedFd,
+    timeout: Duration,
+    closing: bool,
+}
+
+impl End {
+    fn msg(&self, state: State, backend: bool) -> Message {
+        if backend {
+            Message::Backend {
+                state,
+                keys: Keys::new(),
+            }
+        } else {
+            Message::Frontend {
+                state,
+                keys: Keys::new(),
+            }
+        }
+    }
+
+    /// Whether the peer has asked to close (or gone), waiting at most `wait`.
+    fn peer_closing(&mut self, wait: Duration) -> Result<bool, XenbusError> {
+        if self.closing {
+            return Ok(true);
+        }
+        match recv(&self.sock, wait, "a state change") {
+            Ok((
+                Message::Backend {
+                    state: State::Closing,
+                    ..
+                }
+                | Message::Frontend {
+                    state: State::Closing,
+                    ..
+                },
+                _,
+            )) => {
+                self.closing = true;
+                Ok(true)
+            }
+            Ok((other, _)) => Err(XenbusError::Unexpected {
+                expected: "Closing",
+                got: describe(&other),
+            }),
+            Err(XenbusError::Timeout(_)) => Ok(false),
+            Err(XenbusError::PeerClosed) => {
+                self.closing = true;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the peer to close and waits for its `Closed` (or for it to go).
+    fn close(self, backend: bool) -> Result<(), XenbusError> {
+        send(&self.sock, &self.msg(State::Closing, backend), &[])?;
+        match recv(&self.sock, self.timeout, "the peer's Closed") {
+            Ok((
+                Message::Backend {
+                    state: State::Closed,
+                    ..
+                }
+                | Message::Frontend {
+                    state: State::Closed,
+                    ..
+                },
+                _,
+            ))
+            | Err(XenbusError::PeerClosed) => Ok(()),
+            Ok((other, _)) => Err(XenbusError::Unexpected {
+                expected: "Closed",
+                got: describe(&other),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn acknowledge(self, backend: bool) -> Result<(), XenbusError> {
+        match send(&self.sock, &self.msg(State::Closed, backend), &[]) {
+            // The peer may already be gone: that is a close too.
+            Err(XenbusError::Io(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The backend's view of a connected frontend.
+#[derive(Debug)]
+pub struct BackendConnection {
+    end: End,
+    /// Who connected.
+    pub peer: Peer,
+    /// What it chose.
+    pub choice: FrontendChoice,
+    /// What it handed over, by descriptor index.
+    pub resources: Resources,
+    fds: Vec<Option<OwnedFd>>,
+}
+
+impl BackendConnection {
+    /// Takes the descriptor at `index` (each can be taken once).
+    pub fn take_fd(&mut self, index: usize) -> Option<OwnedFd> {
+        self.fds.get_mut(index)?.take()
+    }
+
+    /// Whether the frontend asked to close (or went away), waiting at most `wait`.
+    ///
+    /// # Errors
+    /// A peer fault or [`XenbusError::Io`].
+    pub fn frontend_closing(&mut self, wait: Duration) -> Result<bool, XenbusError> {
+        self.end.peer_closing(wait)
+    }
+
+    /// Answers a frontend's close with `Closed`. Call it after releasing every mapping, grant
+    /// and descriptor of this frontend: the frontend may reuse them as soon as it sees this.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`].
+    pub fn acknowledge_closed(self) -> Result<(), XenbusError> {
+        self.end.acknowledge(true)
+    }
+
+    /// Asks the frontend to close and waits for its `Closed`.
+    ///
+    /// # Errors
+    /// A timeout, a peer fault or [`XenbusError::Io`].
+    pub fn close(self) -> Result<(), XenbusError> {
+        self.end.close(true)
+    }
+}
+
+/// A frontend that has read the backend's features and not yet connected.
+#[derive(Debug)]
+pub struct FrontendPending {
+    sock: OwnedFd,
+    timeout: Duration,
+    /// What the backend offers.
+    pub offered: BackendFeatures,
+}
+
+/// Connects to the backend at `path` and reads what it offers.
+///
+/// # Errors
+/// [`XenbusError::Refused`] (for example, our uid is not allowed), a timeout, a peer fault, or
+/// [`XenbusError::Io`].
+pub fn connect(path: &Path, timeout: Duration) -> Result<FrontendPending, XenbusError> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    sock_connect(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        &UnixAddr::new(path)?,
+    )?;
+    match recv(&sock, timeout, "the backend's features")? {
+        (
+            Message::Backend {
+                state: State::InitWait,
+                keys,
+            },
+            _,
+        ) => {
+            let offered = BackendFeatures::from_keys(&keys)?;
+            Ok(FrontendPending {
+                sock,
+                timeout,
+                offered,
+            })
+        }
+        (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
+        (other, _) => Err(XenbusError::Unexpected {
+            expected: "backend InitWait",
+            got: describe(&other),
+        }),
+    }
+}
+
+impl FrontendPending {
+    /// Sends our choices, resources and descriptors in one message (`Connected`) and waits for
+    /// the backend to attach and answer `Connected`.
+    ///
+    /// # Errors
+    /// A choice the backend did not offer (checked here first), [`XenbusError::Refused`], a
+    /// timeout, a peer fault or [`XenbusError::Io`].
+    pub fn finish(
+        self,
+        choice: &FrontendChoice,
+        resources: &Resources,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<FrontendConnection, XenbusError> {
+        let mut keys = choice.to_keys();
+        // The same checks the backend makes, so a local mistake is reported locally.
+        FrontendChoice::from_keys(&keys, &self.offered)?;
+        keys.extend(resources.to_keys());
+        send(
+            &self.sock,
+            &Message::Frontend {
+                state: State::Connected,
+                keys,
+            },
+            fds,
+        )?;
+        match recv(&self.sock, self.timeout, "the backend's Connected")? {
+            (
+                Message::Backend {
+                    state: State::Connected,
+                    ..
+                },
+                _,
+            ) => Ok(FrontendConnection {
+                end: End {
+                    sock: self.sock,
+                    timeout: self.timeout,
+                    closing: false,
+                },
+            }),
+            (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
+            (other, _) => Err(XenbusError::Unexpected {
+                expected: "backend Connected",
+                got: describe(&other),
+            }),
+        }
+    }
+}
+
+/// The frontend's view of a connected backend.
+#[derive(Debug)]
+pub struct FrontendConnection {
+    end: End,
+}
+
+impl FrontendConnection {
+    /// Asks the backend to close and waits until it has released everything (`Closed`).
+    ///
+    /// # Errors
+    /// A timeout, a peer fault or [`XenbusError::Io`].
+    pub fn close(self) -> Result<(), XenbusError> {
+        self.end.close(false)
+    }
+
+    /// Whether the backend asked to close (or went away), waiting at most `wait`.
+    ///
+    /// # Errors
+    /// A peer fault or [`XenbusError::Io`].
+    pub fn backend_closing(&mut self, wait: Duration) -> Result<bool, XenbusError> {
+        self.end.peer_closing(wait)
+    }
+
+    /// Answers a backend's close with `Closed`.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`].
+    pub fn acknowledge_closed(self) -> Result<(), XenbusError> {
+        self.end.acknowledge(false)
+    }
+}

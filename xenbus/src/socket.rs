@@ -1,0 +1,95 @@
+//! One message per datagram over a Unix SOCK_SEQPACKET socket, descriptors attached with
+//! SCM_RIGHTS, every receive bounded by a timeout.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use crate::error::XenbusError;
+use crate::message::{MAX_MESSAGE, Message};
+
+/// Most descriptors one message may carry.
+pub const MAX_FDS: usize = 32;
+
+/// Sends `msg` with `fds` attached.
+pub(crate) fn send(
+    sock: &OwnedFd,
+    msg: &Message,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), XenbusError> {
+    let bytes = msg.encode()?;
+    let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receives one message and the descriptors attached to it, waiting at most `timeout`.
+/// Descriptors are owned as soon as they arrive, so they are closed on any error.
+pub(crate) fn recv(
+    sock: &OwnedFd,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<(Message, Vec<OwnedFd>), XenbusError> {
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let mut pfd = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    if poll(
+        &mut pfd,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    )? == 0
+    {
+        return Err(XenbusError::Timeout(what));
+    }
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in this process; nothing else
+            // refers to them, so each is owned exactly once, here.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let (bytes, flags) = (msg.bytes, msg.flags);
+    if flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(XenbusError::BadFds(format!(
+            "more than {MAX_FDS} descriptors"
+        )));
+    }
+    if flags.contains(MsgFlags::MSG_TRUNC) || bytes > MAX_MESSAGE {
+        return Err(crate::message::DecodeError::TooLarge(bytes).into());
+    }
+    if bytes == 0 {
+        return Err(XenbusError::PeerClosed);
+    }
+    Ok((Message::decode(&buf[..bytes])?, fds))
+}
+
+/// A short description of a message for errors.
+pub(crate) fn describe(msg: &Message) -> String {
+    match msg {
+        Message::Backend { state, .. } => format!("backend {state:?}"),
+        Message::Frontend { state, .. } => format!("frontend {state:?}"),
+        Message::Refused(r) => format!("refused: {r}"),
+    }
+}

@@ -267,7 +267,7 @@ impl End {
     fn acknowledge(self, backend: bool) -> Result<(), XenbusError> {
         match send(&self.sock, &self.msg(State::Closed, backend), &[]) {
             // The peer may already be gone: that is a close too.
-            Err(XenbusError::Io(_)) | Ok(()) => Ok(()),
+            Err(XenbusError::PeerClosed) | Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
     }

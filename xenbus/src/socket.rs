@@ -24,14 +24,19 @@ pub(crate) fn send(
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(
+    let sent = sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(&bytes)],
         cmsgs,
         MsgFlags::MSG_NOSIGNAL,
         None,
-    )?;
-    Ok(())
+    );
+    match sent {
+        Ok(_) => Ok(()),
+        // The peer closed its end: its doing, not a local failure.
+        Err(nix::Error::EPIPE | nix::Error::ECONNRESET) => Err(XenbusError::PeerClosed),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Receives one message and the descriptors attached to it, waiting at most `timeout`.

@@ -1,0 +1,191 @@
+//! The message codec and the negotiation rules, on valid and hostile input.
+
+use proptest::prelude::*;
+use xenbus::{
+    BackendFeatures, DecodeError, FrontendChoice, Keys, MAX_KEYS, Message, NegotiationError,
+    RxMode, State,
+};
+
+fn keys(pairs: &[(&str, &str)]) -> Keys {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn malformed_messages_are_typed_errors() {
+    let good = Message::Frontend {
+        state: State::Connected,
+        keys: keys(&[("mtu", "1500")]),
+    }
+    .encode()
+    .unwrap();
+    assert_eq!(
+        Message::decode(&good[..good.len() - 1]),
+        Err(DecodeError::Truncated)
+    );
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(Message::decode(&trailing), Err(DecodeError::Trailing(1)));
+    let mut bad_state = good.clone();
+    bad_state[1] = 9;
+    assert_eq!(Message::decode(&bad_state), Err(DecodeError::BadState(9)));
+    assert_eq!(Message::decode(&[7]), Err(DecodeError::BadKind(7)));
+    assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated));
+    // The same key twice.
+    let mut dup = vec![2u8, 4, 2, 0];
+    for _ in 0..2 {
+        dup.extend_from_slice(&[3, 0]);
+        dup.extend_from_slice(b"mtu");
+        dup.extend_from_slice(&[1, 0, b'1']);
+    }
+    assert_eq!(
+        Message::decode(&dup),
+        Err(DecodeError::DuplicateKey("mtu".into()))
+    );
+    // A key with a space, and one claiming more keys than allowed.
+    let spaced = Message::Backend {
+        state: State::InitWait,
+        keys: keys(&[("a b", "1")]),
+    };
+    assert_eq!(spaced.encode(), Err(DecodeError::BadKey));
+    let many = [2u8, 4, 0xff, 0xff];
+    assert_eq!(
+        Message::decode(&many),
+        Err(DecodeError::TooManyKeys(0xffff))
+    );
+    assert!(Message::decode(&vec![1u8; xenbus::MAX_MESSAGE + 1]).is_err());
+}
+
+#[test]
+fn negotiation_checks_every_choice_against_the_offer() {
+    let offer = BackendFeatures {
+        rx_flip: false,
+        gso_tcpv6: false,
+        max_queues: 2,
+        ..BackendFeatures::default()
+    };
+    let ok = FrontendChoice {
+        queues: 2,
+        gso_tcpv4: true,
+        mtu: 9000,
+        ..FrontendChoice::default()
+    };
+    assert_eq!(
+        FrontendChoice::from_keys(&ok.to_keys(), &offer),
+        Ok(ok.clone())
+    );
+    for (bad, what) in [
+        (
+            FrontendChoice {
+                rx_mode: RxMode::Flip,
+                ..ok.clone()
+            },
+            "feature-rx-flip",
+        ),
+        (
+            FrontendChoice {
+                gso_tcpv6: true,
+                ..ok.clone()
+            },
+            "feature-gso-tcpv6",
+        ),
+        (
+            FrontendChoice {
+                queues: 3,
+                ..ok.clone()
+            },
+            "multi-queue-max-queues",
+        ),
+        (
+            FrontendChoice {
+                sg: false,
+                gso_tcpv4: false,
+                mtu: 9000,
+                ..ok.clone()
+            },
+            "feature-sg (for an MTU above 1500)",
+        ),
+    ] {
+        assert_eq!(
+            FrontendChoice::from_keys(&bad.to_keys(), &offer),
+            Err(NegotiationError::NotOffered(what))
+        );
+    }
+    // Malformed values.
+    for (key, value) in [
+        ("mtu", "0"),
+        ("mtu", "01500"),
+        ("mtu", "+1500"),
+        ("mtu", "70000"),
+        ("mac", "00:16:3e:00:00"),
+        ("mac", "zz:16:3e:00:00:01"),
+        ("feature-sg", "yes"),
+    ] {
+        let mut k = ok.to_keys();
+        k.insert(key.into(), value.into());
+        assert!(
+            matches!(
+                FrontendChoice::from_keys(&k, &offer),
+                Err(NegotiationError::BadValue { .. })
+            ),
+            "{key}={value}"
+        );
+    }
+    let mut no_mac = ok.to_keys();
+    no_mac.remove("mac");
+    assert_eq!(
+        FrontendChoice::from_keys(&no_mac, &offer),
+        Err(NegotiationError::Missing("mac"))
+    );
+    // An absent feature-no-csum-offload means IPv4 checksum offload is on.
+    let mut k = ok.to_keys();
+    k.remove("feature-no-csum-offload");
+    assert!(
+        FrontendChoice::from_keys(&k, &offer)
+            .unwrap()
+            .ipv4_csum_offload
+    );
+    assert_eq!(BackendFeatures::from_keys(&offer.to_keys()), Ok(offer));
+}
+
+fn key() -> impl Strategy<Value = String> {
+    "[a-z0-9/-]{1,20}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Message::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_messages_never_panic_and_stay_within_limits(
+        kv in proptest::collection::btree_map(key(), "[ -~]{0,40}", 0..20),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+    ) {
+        let mut bytes = Message::Frontend { state: State::Initialised, keys: kv }.encode().unwrap();
+        for (at, v) in flips {
+            let i = at % bytes.len();
+            bytes[i] = v;
+        }
+        if let Ok(Message::Frontend { keys, .. } | Message::Backend { keys, .. }) = Message::decode(&bytes) {
+            prop_assert!(keys.len() <= MAX_KEYS);
+            prop_assert!(keys.keys().all(|k| !k.is_empty() && k.len() <= xenbus::MAX_KEY_LEN));
+        }
+    }
+
+    #[test]
+    fn valid_messages_round_trip(
+        kv in proptest::collection::btree_map(key(), "[ -~]{0,40}", 0..20),
+        state in 0u8..9,
+        backend in any::<bool>(),
+    ) {
+        let state = State::try_from(state).unwrap();
+        let msg = if backend { Message::Backend { state, keys: kv } } else { Message::Frontend { state, keys: kv } };
+        prop_assert_eq!(Message::decode(&msg.encode().unwrap()), Ok(msg));
+    }
+}

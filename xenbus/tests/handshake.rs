@@ -1,0 +1,269 @@
+//! The listener against well-behaved and hostile frontends over real sockets. After every bad
+//! peer the same listener serves a good one.
+
+use std::fs::File;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect as raw_connect, sendmsg, socket,
+};
+use xenbus::{
+    BackendConfig, BackendFeatures, EventFds, FrontendChoice, Listener, Message, QueueResources,
+    Resources, RxMode, State, XenbusError, connect,
+};
+
+const T: Duration = Duration::from_secs(5);
+
+fn sock_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xenbus-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("b.sock");
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> Listener {
+    let config = BackendConfig {
+        features: BackendFeatures::default(),
+        allowed_uids: allowed,
+        timeout,
+    };
+    Listener::bind(&sock_path(name), config).unwrap()
+}
+
+fn me() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+fn files(n: usize) -> Vec<File> {
+    (0..n).map(|_| File::open("/dev/null").unwrap()).collect()
+}
+
+/// Resources for `queues` queues, split or not, flip or not, over consecutive descriptors.
+fn resources(queues: usize, split: bool, flip: bool) -> (Resources, usize) {
+    let mut next = 0;
+    let mut take = || {
+        next += 1;
+        next - 1
+    };
+    let frames = take();
+    let grant_table = take();
+    let flip_pool = flip.then(&mut take);
+    let mut qs = Vec::new();
+    for q in 0..queues {
+        let ev = |take: &mut dyn FnMut() -> usize| EventFds {
+            backend_waits: take(),
+            backend_notifies: take(),
+        };
+        let tx_event = ev(&mut take);
+        let rx_event = split.then(|| ev(&mut take));
+        let q = u32::try_from(q).unwrap();
+        qs.push(QueueResources {
+            tx_ring_ref: 8 + 2 * q,
+            rx_ring_ref: 9 + 2 * q,
+            tx_event,
+            rx_event,
+        });
+    }
+    (
+        Resources {
+            frames,
+            grant_table,
+            flip_pool,
+            queues: qs,
+        },
+        next,
+    )
+}
+
+/// A well-behaved frontend: connects with `choice`, then closes.
+fn good_frontend(
+    path: PathBuf,
+    choice: FrontendChoice,
+) -> std::thread::JoinHandle<Result<(), XenbusError>> {
+    std::thread::spawn(move || {
+        let pending = connect(&path, T)?;
+        let queues = usize::try_from(choice.queues).unwrap();
+        let (res, n) = resources(
+            queues,
+            choice.split_event_channels,
+            choice.rx_mode == RxMode::Flip,
+        );
+        let f = files(n);
+        let fds: Vec<BorrowedFd<'_>> = f.iter().map(AsFd::as_fd).collect();
+        pending.finish(&choice, &res, &fds)?.close()
+    })
+}
+
+fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
+    let mut conn = l.accept()?;
+    // Every descriptor the keys describe arrived and can be taken.
+    let n = 2
+        + usize::from(conn.resources.flip_pool.is_some())
+        + conn
+            .resources
+            .queues
+            .iter()
+            .map(|q| 2 + 2 * usize::from(q.rx_event.is_some()))
+            .sum::<usize>();
+    for i in 0..n {
+        assert!(conn.take_fd(i).is_some(), "descriptor {i}");
+    }
+    assert!(conn.take_fd(n).is_none());
+    assert_eq!(conn.peer.uid, me());
+    assert!(conn.frontend_closing(T)?);
+    let choice = conn.choice.clone();
+    conn.acknowledge_closed()?;
+    Ok(choice)
+}
+
+fn raw_client(l: &Listener) -> OwnedFd {
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    raw_connect(s.as_raw_fd(), &UnixAddr::new(l.path()).unwrap()).unwrap();
+    s
+}
+
+#[test]
+fn the_socket_is_private() {
+    let l = listener("mode", vec![me()], T);
+    let mode = std::fs::metadata(l.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn every_mode_negotiates_and_reconnects() {
+    let l = listener("modes", vec![me()], T);
+    let modes = [
+        FrontendChoice::default(),
+        FrontendChoice {
+            rx_mode: RxMode::Flip,
+            ..FrontendChoice::default()
+        },
+        FrontendChoice {
+            split_event_channels: true,
+            ..FrontendChoice::default()
+        },
+        FrontendChoice {
+            queues: 4,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            ipv6_csum_offload: true,
+            mtu: 9000,
+            ..FrontendChoice::default()
+        },
+        FrontendChoice {
+            sg: false,
+            ipv4_csum_offload: false,
+            ..FrontendChoice::default()
+        },
+        // The same frontend again: a reconnect is a fresh connection.
+        FrontendChoice::default(),
+    ];
+    for choice in modes {
+        let client = good_frontend(l.path().to_owned(), choice.clone());
+        assert_eq!(serve_one(&l).unwrap(), choice);
+        client.join().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn a_uid_outside_the_allow_list_is_refused() {
+    let l = listener("uid", vec![me().wrapping_add(1)], T);
+    let client = std::thread::spawn({
+        let path = l.path().to_owned();
+        move || connect(&path, T)
+    });
+    assert!(matches!(l.accept(), Err(XenbusError::NotAllowed { uid }) if uid == me()));
+    match client.join().unwrap() {
+        Err(XenbusError::Refused(reason)) => assert!(reason.contains("not allowed"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
+    let l = listener("hostile", vec![me()], Duration::from_millis(300));
+    let good = |l: &Listener| {
+        let c = good_frontend(l.path().to_owned(), FrontendChoice::default());
+        serve_one(l).unwrap();
+        c.join().unwrap().unwrap();
+    };
+
+    // Garbage bytes.
+    let s = raw_client(&l);
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(b"\x02\x04\xff\xffgarbage")],
+        &[],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(l.accept(), Err(XenbusError::Decode(_))));
+    drop(s);
+    good(&l);
+
+    // A peer that stalls mid-handshake.
+    let s = raw_client(&l);
+    let start = Instant::now();
+    assert!(matches!(l.accept(), Err(XenbusError::Timeout(_))));
+    assert!(start.elapsed() < Duration::from_secs(3));
+    drop(s);
+    good(&l);
+
+    // A peer that disconnects mid-handshake.
+    let s = raw_client(&l);
+    drop(s);
+    assert!(matches!(l.accept(), Err(XenbusError::PeerClosed)));
+    good(&l);
+
+    // Out of order: a backend message from the frontend.
+    let s = raw_client(&l);
+    let bytes = Message::Backend {
+        state: State::Connected,
+        keys: Default::default(),
+    }
+    .encode()
+    .unwrap();
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(&bytes)],
+        &[],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(l.accept(), Err(XenbusError::Unexpected { .. })));
+    drop(s);
+    good(&l);
+
+    // Keys that describe 4 descriptors, with only 3 attached.
+    let client = std::thread::spawn({
+        let path = l.path().to_owned();
+        move || {
+            let pending = connect(&path, T)?;
+            let (res, _) = resources(1, false, false);
+            let f = files(3);
+            let fds: Vec<BorrowedFd<'_>> = f.iter().map(AsFd::as_fd).collect();
+            pending
+                .finish(&FrontendChoice::default(), &res, &fds)
+                .map(|_| ())
+        }
+    });
+    assert!(matches!(l.accept(), Err(XenbusError::Negotiation(_))));
+    assert!(matches!(
+        client.join().unwrap(),
+        Err(XenbusError::Refused(_))
+    ));
+    good(&l);
+}

@@ -65,6 +65,9 @@ pub struct SharedRegion {
     _owner: Option<Arc<dyn Send + Sync>>,
     #[cfg(loom)]
     cells: Arc<[AtomicU32]>,
+    /// Under loom: the window of `cells` this region covers (for sub-regions).
+    #[cfg(loom)]
+    window: core::ops::Range<usize>,
 }
 
 // SAFETY: the region is only ever accessed through `&AtomicU32`, which is `Sync`; the base
@@ -108,6 +111,7 @@ impl SharedRegion {
         {
             Self {
                 cells: (0..words).map(|_| AtomicU32::new(0)).collect(),
+                window: 0..words,
             }
         }
     }
@@ -164,7 +168,32 @@ impl SharedRegion {
     #[cfg(loom)]
     #[inline(always)]
     fn cells(&self) -> &[AtomicU32] {
-        &self.cells
+        &self.cells[self.window.clone()]
+    }
+
+    /// A region over `len` bytes of this one from byte `offset` (both multiples of 4), sharing
+    /// its memory and keeping it alive: for example one granted frame inside a mapped memfd.
+    ///
+    /// # Errors
+    /// [`RegionError::OutOfBounds`] if the range is unaligned or does not fit.
+    pub fn subregion(&self, offset: usize, len: usize) -> Result<SharedRegion, RegionError> {
+        let cells = self.span(offset, len)?;
+        #[cfg(not(loom))]
+        {
+            Ok(Self {
+                base: NonNull::from(cells).cast::<AtomicU32>(),
+                words: cells.len(),
+                _owner: self._owner.clone(),
+            })
+        }
+        #[cfg(loom)]
+        {
+            let start = self.window.start + offset / 4;
+            Ok(Self {
+                cells: self.cells.clone(),
+                window: start..start + cells.len(),
+            })
+        }
     }
 
     /// The base address of the region, for handing the memory to foreign code (C, a device).
@@ -588,6 +617,27 @@ mod tests {
         assert_eq!(
             a.load_u32(12, Ordering::Relaxed).unwrap().to_ne_bytes()[3],
             0
+        );
+    }
+
+    #[test]
+    fn subregions_share_memory_and_check_bounds() {
+        let r = SharedRegion::new_zeroed(64);
+        let sub = r.subregion(16, 32).unwrap();
+        assert_eq!(sub.len(), 32);
+        sub.store_u32(4, 9, Ordering::Relaxed).unwrap();
+        assert_eq!(r.load_u32(20, Ordering::Relaxed).unwrap(), 9);
+        assert!(
+            sub.load_u32(32, Ordering::Relaxed).is_err(),
+            "bounded by the sub-region"
+        );
+        assert!(r.subregion(48, 32).is_err());
+        assert!(r.subregion(2, 4).is_err());
+        drop(r);
+        assert_eq!(
+            sub.load_u32(4, Ordering::Relaxed).unwrap(),
+            9,
+            "keeps the memory alive"
         );
     }
 

@@ -327,6 +327,18 @@ impl PeerMapping<'_> {
     }
 }
 
+impl PeerMapping<'_> {
+    /// The mapped frame as shared memory, for structures that live in a granted page (a ring
+    /// the frontend granted). Use it only while this mapping lives: the grant is in use (and
+    /// the owner cannot revoke it) exactly as long.
+    pub fn region(&self) -> SharedRegion {
+        self.grants
+            .frames
+            .subregion(self.frame.0 as usize * FRAME_SIZE, FRAME_SIZE)
+            .expect("a mapped frame lies inside the owner's memory (checked when claimed)")
+    }
+}
+
 impl GrantMapping for PeerMapping<'_> {
     fn frame(&self) -> FrameNumber {
         self.frame

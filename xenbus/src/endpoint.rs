@@ -78,14 +78,14 @@ impl Listener {
         &self.path
     }
 
-    /// Accepts the next frontend and runs the handshake: checks its credentials, advertises
-    /// the features (`InitWait`), takes its keys and descriptors, validates them, and answers
-    /// `Connected`. An error concerns that frontend only; call again for the next.
+    /// Accepts the next frontend and checks its credentials (SO_PEERCRED) against the
+    /// allow-list, telling a refused peer why. Returns at once: run
+    /// [`Incoming::handshake`] next, on another thread if other frontends must not wait for
+    /// this one.
     ///
     /// # Errors
-    /// [`XenbusError::NotAllowed`], a peer fault (malformed, out of order, stalled, wrong
-    /// descriptors, unacceptable keys), or [`XenbusError::Io`].
-    pub fn accept(&self) -> Result<BackendConnection, XenbusError> {
+    /// [`XenbusError::NotAllowed`], or [`XenbusError::Io`].
+    pub fn accept(&self) -> Result<Incoming, XenbusError> {
         let raw = accept4(
             std::os::fd::AsRawFd::as_raw_fd(&self.sock),
             SockFlag::SOCK_CLOEXEC,
@@ -106,13 +106,53 @@ impl Listener {
             );
             return Err(XenbusError::NotAllowed { uid: peer.uid });
         }
-        let t = self.config.timeout;
-        let offered = &self.config.features;
+        Ok(Incoming {
+            sock,
+            peer,
+            features: self.config.features.clone(),
+            timeout: self.config.timeout,
+        })
+    }
+
+    /// [`accept`](Self::accept) then [`Incoming::handshake`], on this thread.
+    ///
+    /// # Errors
+    /// As both.
+    pub fn accept_and_handshake(&self) -> Result<BackendConnection, XenbusError> {
+        self.accept()?.handshake()
+    }
+}
+
+/// An accepted frontend whose credentials passed, before the handshake.
+#[derive(Debug)]
+pub struct Incoming {
+    sock: OwnedFd,
+    /// Who connected.
+    pub peer: Peer,
+    features: BackendFeatures,
+    timeout: Duration,
+}
+
+impl Incoming {
+    /// Runs the handshake: advertises the features (`InitWait`), takes the frontend's keys and
+    /// descriptors, validates them, and answers `Connected`. Each step waits at most the
+    /// configured timeout. An error concerns this frontend only.
+    ///
+    /// # Errors
+    /// A peer fault (malformed, out of order, stalled, gone, wrong descriptors, unacceptable
+    /// keys; the frontend is told why where it can be), or [`XenbusError::Io`].
+    pub fn handshake(self) -> Result<BackendConnection, XenbusError> {
+        let Incoming {
+            sock,
+            peer,
+            features,
+            timeout: t,
+        } = self;
         send(
             &sock,
             &Message::Backend {
                 state: State::InitWait,
-                keys: offered.to_keys(),
+                keys: features.to_keys(),
             },
             &[],
         )?;
@@ -129,7 +169,7 @@ impl Listener {
                 });
             }
         };
-        let checked = FrontendChoice::from_keys(&keys, offered)
+        let checked = FrontendChoice::from_keys(&keys, &features)
             .map_err(XenbusError::from)
             .and_then(|choice| {
                 let queues = usize::try_from(choice.queues).unwrap_or(usize::MAX);

@@ -24,7 +24,7 @@
 //! };
 //! let listener = Listener::bind(&path, config)?;
 //! let backend = std::thread::spawn(move || -> Result<_, xenbus::XenbusError> {
-//!     let mut conn = listener.accept()?;
+//!     let mut conn = listener.accept()?.handshake()?;
 //!     let frames = conn.take_fd(conn.resources.frames);
 //!     assert!(conn.frontend_closing(Duration::from_secs(5))?);
 //!     drop(frames); // release everything of this frontend, then:

@@ -100,7 +100,7 @@ fn good_frontend(
 }
 
 fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
-    let mut conn = l.accept()?;
+    let mut conn = l.accept_and_handshake()?;
     // Every descriptor the keys describe arrived and can be taken.
     let n = 2
         + usize::from(conn.resources.flip_pool.is_some())
@@ -209,14 +209,20 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
         None,
     )
     .unwrap();
-    assert!(matches!(l.accept(), Err(XenbusError::Decode(_))));
+    assert!(matches!(
+        l.accept_and_handshake(),
+        Err(XenbusError::Decode(_))
+    ));
     drop(s);
     good(&l);
 
     // A peer that stalls mid-handshake.
     let s = raw_client(&l);
     let start = Instant::now();
-    assert!(matches!(l.accept(), Err(XenbusError::Timeout(_))));
+    assert!(matches!(
+        l.accept_and_handshake(),
+        Err(XenbusError::Timeout(_))
+    ));
     assert!(start.elapsed() < Duration::from_secs(3));
     drop(s);
     good(&l);
@@ -224,7 +230,10 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
     // A peer that disconnects mid-handshake.
     let s = raw_client(&l);
     drop(s);
-    assert!(matches!(l.accept(), Err(XenbusError::PeerClosed)));
+    assert!(matches!(
+        l.accept_and_handshake(),
+        Err(XenbusError::PeerClosed)
+    ));
     good(&l);
 
     // Out of order: a backend message from the frontend.
@@ -243,7 +252,10 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
         None,
     )
     .unwrap();
-    assert!(matches!(l.accept(), Err(XenbusError::Unexpected { .. })));
+    assert!(matches!(
+        l.accept_and_handshake(),
+        Err(XenbusError::Unexpected { .. })
+    ));
     drop(s);
     good(&l);
 
@@ -260,10 +272,66 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
                 .map(|_| ())
         }
     });
-    assert!(matches!(l.accept(), Err(XenbusError::Negotiation(_))));
+    assert!(matches!(
+        l.accept_and_handshake(),
+        Err(XenbusError::Negotiation(_))
+    ));
     assert!(matches!(
         client.join().unwrap(),
         Err(XenbusError::Refused(_))
     ));
     good(&l);
+}
+
+#[test]
+fn a_stalled_frontend_does_not_hold_up_the_next_one() {
+    let l = listener("stall-many", vec![me()], Duration::from_secs(2));
+    let staller = raw_client(&l);
+    let stalled = l.accept().unwrap();
+    let pending = std::thread::spawn(move || stalled.handshake());
+    // Meanwhile a good frontend is served at once.
+    let start = Instant::now();
+    let client = good_frontend(l.path().to_owned(), FrontendChoice::default());
+    serve_one(&l).unwrap();
+    client.join().unwrap().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "served while the other stalled"
+    );
+    assert!(matches!(
+        pending.join().unwrap(),
+        Err(XenbusError::Timeout(_))
+    ));
+    drop(staller);
+}
+
+#[test]
+fn a_frontend_reconnects_to_a_restarted_backend() {
+    let name = "restart";
+    let l = listener(name, vec![me()], T);
+    let path = l.path().to_owned();
+    let c = good_frontend(path.clone(), FrontendChoice::default());
+    serve_one(&l).unwrap();
+    c.join().unwrap().unwrap();
+    // The backend goes away (its socket file with it) and comes back on the same path.
+    drop(l);
+    assert!(connect(&path, T).is_err(), "nobody listening");
+    let l = Listener::bind(
+        &path,
+        BackendConfig {
+            features: BackendFeatures::default(),
+            allowed_uids: vec![me()],
+            timeout: T,
+        },
+    )
+    .unwrap();
+    let c = good_frontend(
+        path,
+        FrontendChoice {
+            rx_mode: RxMode::Flip,
+            ..FrontendChoice::default()
+        },
+    );
+    assert_eq!(serve_one(&l).unwrap().rx_mode, RxMode::Flip);
+    c.join().unwrap().unwrap();
 }

@@ -81,7 +81,9 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
         .unwrap();
 
     for mode in MODES {
-        let mut conn = listener.accept().unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let mut conn = listener
+            .accept_and_handshake()
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert_eq!(conn.choice, choice(mode), "{mode}");
         let res = conn.resources.clone();
         let frames = map_whole(&conn.take_fd(res.frames).unwrap());

@@ -11,6 +11,7 @@
 //! | [`grant`] | `grant-table` | grant tables: grant / revoke, copy / map / transfer, the memfd host |
 //! | [`event`] | `event-channel` | event channels: notify / wait / mask, eventfd and in-process ports |
 //! | [`netif`] | `netif` | the netif wire ABI and validated tx / rx packet parsers |
+//! | [`bus`] | `xenbus` | the control plane: states, feature keys, fd passing, credentials |
 //!
 //! ```
 //! use pvnet::ring::{BackRing, FrontRing, SharedRegion};
@@ -30,6 +31,7 @@ pub use event_channel as event;
 pub use grant_table as grant;
 pub use io_ring as ring;
 pub use netif;
+pub use xenbus as bus;
 pub use shared_mem as mem;
 
 /// The README's examples, compiled and run as doctests so they stay true.

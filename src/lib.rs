@@ -31,8 +31,8 @@ pub use event_channel as event;
 pub use grant_table as grant;
 pub use io_ring as ring;
 pub use netif;
-pub use xenbus as bus;
 pub use shared_mem as mem;
+pub use xenbus as bus;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -32,13 +32,15 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod extras;
 mod rx;
 mod tx;
 pub mod wire;
 
+pub use extras::{EXTRA_KINDS, Extras};
 pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx};
 
 pub use tx::{
-    DROP_AT_FOLLOWING, EXTRA_KINDS, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError,
-    TxErrorKind, TxFragment, TxPacket, parse_tx, tx_responses,
+    DROP_AT_FOLLOWING, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError, TxErrorKind,
+    TxFragment, TxPacket, parse_tx, tx_responses,
 };

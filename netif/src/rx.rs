@@ -1,7 +1,8 @@
 //! The frontend's parser of a received packet: a chain of copied rx response slots (and the ids
 //! it posted in those slots) in, a validated packet or a typed error out.
 
-use crate::tx::{EXTRA_KINDS, MAX_DATA_SLOTS, Severity};
+use crate::extras::Extras;
+use crate::tx::{MAX_DATA_SLOTS, Severity};
 use crate::wire::{ExtraInfo, PAGE_SIZE, RxResponse, extra_flags, extra_type, gso_type, rx_flags};
 
 /// What was wrong with a received packet.
@@ -90,7 +91,7 @@ pub struct RxPacket {
     pub flags: u16,
     fragments: [RxFragment; MAX_DATA_SLOTS],
     nfrags: usize,
-    extras: [ExtraInfo; EXTRA_KINDS],
+    extras: Extras,
     /// Response slots consumed (data and extras).
     pub slots: usize,
 }
@@ -101,16 +102,15 @@ impl RxPacket {
         &self.fragments[..self.nfrags]
     }
 
-    /// The extra of a type, if the packet carried one.
+    /// The extra of a type (one of [`extra_type`](crate::wire::extra_type)), if the packet
+    /// carried one.
     pub fn extra(&self, kind: u8) -> Option<ExtraInfo> {
-        let e = *self.extras.get(usize::from(kind).checked_sub(1)?)?;
-        (e.kind != extra_type::NONE).then_some(e)
+        self.extras.get(kind)
     }
 
     /// The GSO extra as `(type, size)`, validated.
     pub fn gso(&self) -> Option<(u8, u16)> {
-        self.extra(extra_type::GSO)
-            .map(|e| (e.gso_type(), e.gso_size()))
+        self.extras.gso()
     }
 
     /// Whether the checksum is known good.
@@ -176,7 +176,7 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
     }
     let mut idx = 1;
 
-    let mut extras = [ExtraInfo::default(); EXTRA_KINDS];
+    let mut extras = Extras::default();
     if first.flags & rx_flags::EXTRA_INFO != 0 {
         loop {
             if idx >= n {
@@ -187,7 +187,7 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
             if extra.kind == extra_type::NONE || extra.kind >= extra_type::MAX {
                 return Err(fail(RxErrorKind::BadExtraType(extra.kind), idx));
             }
-            extras[usize::from(extra.kind) - 1] = extra;
+            extras.insert(extra);
             if extra.flags & extra_flags::MORE == 0 {
                 break;
             }
@@ -220,17 +220,10 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
     if let Some(k) = dropped {
         return Err(fail(k, idx));
     }
-    let gso = extras[usize::from(extra_type::GSO) - 1];
-    if gso.kind == extra_type::GSO
-        && (gso.gso_size() == 0 || !matches!(gso.gso_type(), gso_type::TCPV4 | gso_type::TCPV6))
+    if let Some((kind, size)) = extras.gso()
+        && (size == 0 || !matches!(kind, gso_type::TCPV4 | gso_type::TCPV6))
     {
-        return Err(fail(
-            RxErrorKind::BadGso {
-                kind: gso.gso_type(),
-                size: gso.gso_size(),
-            },
-            idx,
-        ));
+        return Err(fail(RxErrorKind::BadGso { kind, size }, idx));
     }
     let len = fragments[..nfrags].iter().map(|f| u32::from(f.len)).sum();
     Ok(RxPacket {

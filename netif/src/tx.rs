@@ -1,6 +1,7 @@
 //! The backend's parser of a guest tx packet: a chain of copied tx request slots in, a validated
 //! packet description or a typed error with Linux netback's severity out.
 
+use crate::extras::Extras;
 use crate::wire::{
     ETH_HLEN, ExtraInfo, PAGE_SIZE, TxRequest, TxResponse, extra_flags, extra_type, gso_type,
     status, tx_flags,
@@ -13,8 +14,6 @@ pub const DROP_AT_FOLLOWING: u32 = 18;
 pub const FATAL_AT_FOLLOWING: u32 = 20;
 /// Most data slots an accepted packet has (the first and 18 following).
 pub const MAX_DATA_SLOTS: usize = DROP_AT_FOLLOWING as usize + 1;
-/// Extra types kept (one of each, as netback does; a later one replaces an earlier one).
-pub const EXTRA_KINDS: usize = extra_type::MAX as usize - 1;
 
 /// How bad a malformed packet is, as Linux netback judges it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +119,7 @@ pub struct TxPacket {
     pub flags: u16,
     fragments: [TxFragment; MAX_DATA_SLOTS],
     nfrags: usize,
-    extras: [ExtraInfo; EXTRA_KINDS],
+    extras: Extras,
     /// Request slots consumed (first, extras, following).
     pub slots: usize,
     /// Extra slots among them.
@@ -133,16 +132,15 @@ impl TxPacket {
         &self.fragments[..self.nfrags]
     }
 
-    /// The extra of a type (one of [`extra_type`]), if the packet carried one.
+    /// The extra of a type (one of [`extra_type`](crate::wire::extra_type)), if the packet
+    /// carried one.
     pub fn extra(&self, kind: u8) -> Option<ExtraInfo> {
-        let e = *self.extras.get(usize::from(kind).checked_sub(1)?)?;
-        (e.kind != extra_type::NONE).then_some(e)
+        self.extras.get(kind)
     }
 
     /// The GSO extra as `(type, size)`, validated.
     pub fn gso(&self) -> Option<(u8, u16)> {
-        self.extra(extra_type::GSO)
-            .map(|e| (e.gso_type(), e.gso_size()))
+        self.extras.gso()
     }
 
     /// Whether the checksum is blank (the backend fills it).
@@ -175,7 +173,7 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
     let mut idx = 1;
 
     // Extras, chained by their `more` flag, right after the first slot.
-    let mut extras = [ExtraInfo::default(); EXTRA_KINDS];
+    let mut extras = Extras::default();
     if first.flags & tx_flags::EXTRA_INFO != 0 {
         loop {
             let Some(slot) = reqs.get(idx) else {
@@ -186,7 +184,7 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
             if extra.kind == extra_type::NONE || extra.kind >= extra_type::MAX {
                 return Err(fail(TxErrorKind::BadExtraType(extra.kind), idx, idx - 1));
             }
-            extras[usize::from(extra.kind) - 1] = extra;
+            extras.insert(extra);
             if extra.flags & extra_flags::MORE == 0 {
                 break;
             }
@@ -272,17 +270,12 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
         len: remaining,
     };
 
-    let gso = extras[usize::from(extra_type::GSO) - 1];
-    if gso.kind == extra_type::GSO {
-        if gso.gso_size() == 0 {
+    if let Some((kind, size)) = extras.gso() {
+        if size == 0 {
             return Err(fail(TxErrorKind::GsoSizeZero, idx, extra_slots));
         }
-        if !matches!(gso.gso_type(), gso_type::TCPV4 | gso_type::TCPV6) {
-            return Err(fail(
-                TxErrorKind::BadGsoType(gso.gso_type()),
-                idx,
-                extra_slots,
-            ));
+        if !matches!(kind, gso_type::TCPV4 | gso_type::TCPV6) {
+            return Err(fail(TxErrorKind::BadGsoType(kind), idx, extra_slots));
         }
     }
     Ok(TxPacket {

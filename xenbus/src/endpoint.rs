@@ -17,6 +17,17 @@ use crate::negotiate::{BackendFeatures, FrontendChoice, RxMode};
 use crate::resources::Resources;
 use crate::socket::{describe, recv, send};
 
+/// A new close-on-exec Unix SOCK_SEQPACKET socket and the address of `path`.
+fn seqpacket(path: &Path) -> Result<(OwnedFd, UnixAddr), XenbusError> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    Ok((sock, UnixAddr::new(path)?))
+}
+
 /// The connecting process, as the kernel vouches for it (SO_PEERCRED).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -53,16 +64,8 @@ impl Listener {
     /// # Errors
     /// [`XenbusError::Io`] if the socket cannot be created or bound.
     pub fn bind(path: &Path, config: BackendConfig) -> Result<Self, XenbusError> {
-        let sock = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            &UnixAddr::new(path)?,
-        )?;
+        let (sock, addr) = seqpacket(path)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr)?;
         // The allow-list is the gate; the mode keeps other users from even connecting.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listen(&sock, Backlog::new(16)?)?;
@@ -373,16 +376,8 @@ pub struct FrontendPending {
 /// [`XenbusError::Refused`] (for example, our uid is not allowed), a timeout, a peer fault, or
 /// [`XenbusError::Io`].
 pub fn connect(path: &Path, timeout: Duration) -> Result<FrontendPending, XenbusError> {
-    let sock = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    sock_connect(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        &UnixAddr::new(path)?,
-    )?;
+    let (sock, addr) = seqpacket(path)?;
+    sock_connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr)?;
     match recv(&sock, timeout, "the backend's features")? {
         (
             Message::Backend {

@@ -66,7 +66,8 @@ mod resources;
 mod socket;
 
 pub use endpoint::{
-    BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Listener, Peer, connect,
+    BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Incoming, Listener,
+    Peer, connect,
 };
 pub use error::XenbusError;
 pub use message::{

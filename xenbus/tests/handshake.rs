@@ -335,3 +335,85 @@ fn a_frontend_reconnects_to_a_restarted_backend() {
     assert_eq!(serve_one(&l).unwrap().rx_mode, RxMode::Flip);
     c.join().unwrap().unwrap();
 }
+
+const NOBODY_ENV: &str = "PVNET_XENBUS_NOBODY_SOCKET";
+const NOBODY: u32 = 65534;
+
+/// A client running as another user (`nobody`): needs root to switch uid. Two layers keep it
+/// out: the socket's 0600 mode (it cannot even connect), and with the mode opened up, the
+/// SO_PEERCRED allow-list (it is told it is refused).
+#[test]
+fn another_user_is_kept_out_by_mode_and_by_credentials() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipping another_user_is_kept_out_by_mode_and_by_credentials: needs root to run a client as uid {NOBODY} (CI runs it as root)"
+        );
+        return;
+    }
+    let l = listener("nobody", vec![0], T);
+    // The directory must let `nobody` reach the socket; only the socket's own mode may stop it.
+    std::fs::set_permissions(
+        l.path().parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = l.path().to_owned();
+    let run_as_nobody = move |expect: &str| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "nobody_client_entry",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(NOBODY_ENV, &path)
+            .env("PVNET_XENBUS_NOBODY_EXPECT", expect)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .status()
+            .unwrap()
+    };
+    // 0600: connecting is refused by the file system.
+    assert!(
+        run_as_nobody("denied").success(),
+        "nobody could connect to a 0600 socket"
+    );
+    // Opened up: it connects, and SO_PEERCRED keeps it out.
+    std::fs::set_permissions(l.path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let child = std::thread::spawn(move || run_as_nobody("refused"));
+    assert!(matches!(
+        l.accept(),
+        Err(XenbusError::NotAllowed { uid: NOBODY })
+    ));
+    assert!(
+        child.join().unwrap().success(),
+        "nobody was not told it is refused"
+    );
+}
+
+/// The `nobody` client of `another_user_is_kept_out_by_mode_and_by_credentials`.
+#[test]
+#[ignore = "run as uid 65534 by another_user_is_kept_out_by_mode_and_by_credentials"]
+fn nobody_client_entry() {
+    let Ok(path) = std::env::var(NOBODY_ENV) else {
+        eprintln!(
+            "nobody_client_entry: only runs as the child of another_user_is_kept_out_by_mode_and_by_credentials"
+        );
+        return;
+    };
+    assert_eq!(nix::unistd::getuid().as_raw(), NOBODY);
+    let result = connect(std::path::Path::new(&path), T);
+    match std::env::var("PVNET_XENBUS_NOBODY_EXPECT").as_deref() {
+        Ok("denied") => assert!(
+            matches!(&result, Err(XenbusError::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied),
+            "{result:?}"
+        ),
+        _ => assert!(
+            matches!(&result, Err(XenbusError::Refused(r)) if r.contains("not allowed")),
+            "{result:?}"
+        ),
+    }
+}

@@ -9,8 +9,9 @@
 //!
 //! For each batch size the frontend pushes up to that many requests per publish and checks
 //! every response; the table shows throughput, how many notifications each side sent (an
-//! eventfd write each) and how many times each side slept, and the count of lost or corrupted
-//! messages, which must be 0. Batching with event indices is what keeps the notifications
+//! eventfd write each) and how many times each side found nothing to do and waited (spinning
+//! for `--spin-us`, then sleeping on its eventfd), and the count of lost or corrupted messages,
+//! which must be 0. Batching with event indices is what keeps the notifications
 //! (system calls) far below one per message.
 
 use std::fs::File;
@@ -23,7 +24,7 @@ use clap::Parser;
 use memmap2::MmapRaw;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use pvnet::event::{EventChannel, EventFdPort};
+use pvnet::event::{EventChannel, EventFdPort, SpinThenWait};
 use pvnet::ring::{BackRing, FrontRing, SharedRegion};
 
 /// A netif tx request's size: sequence number, its complement, and a flags word.
@@ -49,6 +50,10 @@ struct Args {
     /// Batch sizes to run: requests pushed per publish.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 8, 64, 256])]
     batches: Vec<u32>,
+    /// Microseconds each side spins on the ring before sleeping on its eventfd; one run per
+    /// value (0: purely event-driven).
+    #[arg(long, value_delimiter = ',', default_values_t = [0u64, 50])]
+    spin_us: Vec<u64>,
     /// Internal: run as the backend on inherited fds `MEMFD,EVENT_RX,EVENT_TX`.
     #[arg(long, value_delimiter = ',', num_args = 1, hide = true)]
     backend: Option<Vec<RawFd>>,
@@ -87,11 +92,41 @@ fn inherited(fds: &[RawFd]) -> Result<[OwnedFd; 3], String> {
 }
 
 /// The backend: answers every request until the STOP request, then reports its counters.
-fn backend(fds: &[RawFd]) -> Result<(), Box<dyn std::error::Error>> {
+/// Waits until `final_check` reports work: spinning on it for up to `spin`, then sleeping on
+/// the event channel. The final check re-arms the event index each time it finds nothing, so
+/// sleeping after it cannot miss a wakeup. Errors (a broken ring, a dead peer) end the wait.
+fn idle(
+    events: &mut EventFdPort,
+    spin: Duration,
+    mut final_check: impl FnMut() -> Result<bool, pvnet::ring::RingError>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut fault = None;
+    let ready = SpinThenWait::new(spin).wait(
+        events,
+        || match final_check() {
+            Ok(work) => work,
+            // Stop waiting; the error is returned below.
+            Err(e) => {
+                fault = Some(e);
+                true
+            }
+        },
+        WAIT,
+    )?;
+    if let Some(e) = fault {
+        return Err(e.into());
+    }
+    if !ready {
+        return Err("no event from the peer for 10 s".into());
+    }
+    Ok(())
+}
+
+fn backend(fds: &[RawFd], spin: Duration) -> Result<(), Box<dyn std::error::Error>> {
     let [memfd, rx, tx] = inherited(fds)?;
     let mut back = BackRing::<Req, Rsp>::attach(map_page(&File::from(memfd))?)?;
     let mut events = EventFdPort::from_fds(rx, tx)?;
-    let (mut served, mut notifies, mut sleeps) = (0u64, 0u64, 0u64);
+    let (mut served, mut notifies, mut waits) = (0u64, 0u64, 0u64);
     let mut answers = Vec::with_capacity(back.size() as usize);
     loop {
         answers.clear();
@@ -112,13 +147,11 @@ fn backend(fds: &[RawFd]) -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         if !back.final_check_requests()? {
-            sleeps += 1;
-            if !events.wait(WAIT)? {
-                return Err("no event from the frontend for 10 s".into());
-            }
+            waits += 1;
+            idle(&mut events, spin, || back.final_check_requests())?;
         }
     }
-    println!("served={served} notifies={notifies} sleeps={sleeps}");
+    println!("served={served} notifies={notifies} waits={waits}");
     Ok(())
 }
 
@@ -126,13 +159,13 @@ struct Run {
     messages: u64,
     seconds: f64,
     front_notifies: u64,
-    front_sleeps: u64,
+    front_waits: u64,
     backend: String,
     lost: u64,
 }
 
 /// The frontend: spawns the backend, streams `messages` requests, checks every response.
-fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>> {
+fn frontend(messages: u64, batch: u32, spin: Duration) -> Result<Run, Box<dyn std::error::Error>> {
     let memfd = File::from(memfd_create(c"pvnet-ring", MFdFlags::empty())?);
     memfd.set_len(PAGE as u64)?;
     let (mut events, theirs) = EventFdPort::pair()?;
@@ -151,7 +184,12 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
         tx.as_raw_fd()
     );
     let child = Command::new(std::env::current_exe()?)
-        .args(["--backend", &fds])
+        .args([
+            "--backend",
+            &fds,
+            "--spin-us",
+            &spin.as_micros().to_string(),
+        ])
         .stdout(Stdio::piped())
         .spawn()?;
     drop((rx, tx));
@@ -159,7 +197,7 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
     let started = Instant::now();
     let total = messages + 1; // and the STOP request
     let (mut sent, mut received, mut verified) = (0u64, 0u64, 0u64);
-    let (mut notifies, mut sleeps) = (0u64, 0u64);
+    let (mut notifies, mut waits) = (0u64, 0u64);
     while received < total {
         let mut pushed = 0;
         while sent < total && pushed < batch && front.free_requests() > 0 {
@@ -190,11 +228,12 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
         }
         // Nothing to send and nothing received: sleep until the backend says otherwise,
         // asking to be woken only after half of what is outstanding (as Linux netfront does).
-        if !front.final_check_responses_ahead(front.outstanding() / 2)? {
-            sleeps += 1;
-            if !events.wait(WAIT)? {
-                return Err("no event from the backend for 10 s".into());
-            }
+        let ahead = front.outstanding() / 2;
+        if !front.final_check_responses_ahead(ahead)? {
+            waits += 1;
+            idle(&mut events, spin, || {
+                front.final_check_responses_ahead(ahead)
+            })?;
         }
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -206,7 +245,7 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
         messages,
         seconds,
         front_notifies: notifies,
-        front_sleeps: sleeps,
+        front_waits: waits,
         backend: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
         lost: total - verified,
     })
@@ -215,7 +254,8 @@ fn frontend(messages: u64, batch: u32) -> Result<Run, Box<dyn std::error::Error>
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(fds) = args.backend {
-        return match backend(&fds) {
+        let spin = Duration::from_micros(args.spin_us.first().copied().unwrap_or(0));
+        return match backend(&fds, spin) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("backend: {e}");
@@ -227,25 +267,41 @@ fn main() -> ExitCode {
         "two processes, one netif-tx-sized io-ring (256 entries) in a memfd page, eventfd wakeups"
     );
     println!(
-        "{:>6} {:>10} {:>8} {:>15} {:>13}  {:<42} {:>4}",
-        "batch", "messages", "Mmsg/s", "front notifies", "front sleeps", "backend", "lost"
+        "{:>7} {:>6} {:>10} {:>8} {:>15} {:>12}  {:<42} {:>4}",
+        "spin us",
+        "batch",
+        "messages",
+        "Mmsg/s",
+        "front notifies",
+        "front waits",
+        "backend",
+        "lost"
     );
     let mut lost = 0;
-    for &batch in &args.batches {
-        let batch = batch.max(1);
-        match frontend(args.messages, batch) {
-            Ok(r) => {
-                #[allow(clippy::cast_precision_loss)]
-                let rate = r.messages as f64 / r.seconds / 1e6;
-                println!(
-                    "{:>6} {:>10} {:>8.2} {:>15} {:>13}  {:<42} {:>4}",
-                    batch, r.messages, rate, r.front_notifies, r.front_sleeps, r.backend, r.lost
-                );
-                lost += r.lost;
-            }
-            Err(e) => {
-                eprintln!("batch {batch}: {e}");
-                return ExitCode::FAILURE;
+    for &spin_us in &args.spin_us {
+        for &batch in &args.batches {
+            let batch = batch.max(1);
+            match frontend(args.messages, batch, Duration::from_micros(spin_us)) {
+                Ok(r) => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let rate = r.messages as f64 / r.seconds / 1e6;
+                    println!(
+                        "{:>7} {:>6} {:>10} {:>8.2} {:>15} {:>12}  {:<42} {:>4}",
+                        spin_us,
+                        batch,
+                        r.messages,
+                        rate,
+                        r.front_notifies,
+                        r.front_waits,
+                        r.backend,
+                        r.lost
+                    );
+                    lost += r.lost;
+                }
+                Err(e) => {
+                    eprintln!("spin {spin_us} us, batch {batch}: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
         }
     }

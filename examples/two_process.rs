@@ -24,7 +24,7 @@ use clap::Parser;
 use memmap2::MmapRaw;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use pvnet::event::{EventChannel, EventFdPort, SpinThenWait};
+use pvnet::event::{Check, EventChannel, EventFdPort, SpinThenWait};
 use pvnet::ring::{BackRing, FrontRing, SharedRegion};
 
 /// A netif tx request's size: sequence number, its complement, and a flags word.
@@ -92,18 +92,18 @@ fn inherited(fds: &[RawFd]) -> Result<[OwnedFd; 3], String> {
 }
 
 /// The backend: answers every request until the STOP request, then reports its counters.
-/// Waits until `final_check` reports work: spinning on it for up to `spin`, then sleeping on
-/// the event channel. The final check re-arms the event index each time it finds nothing, so
-/// sleeping after it cannot miss a wakeup. Errors (a broken ring, a dead peer) end the wait.
+/// Waits until the ring has work: spinning on a cheap look at it for up to `spin` (which does
+/// not ask the peer to notify), then the final check (which does, and re-checks) and a sleep on
+/// the event channel. Errors (a broken ring, a dead peer) end the wait.
 fn idle(
     events: &mut EventFdPort,
     spin: Duration,
-    mut final_check: impl FnMut() -> Result<bool, pvnet::ring::RingError>,
+    mut check: impl FnMut(Check) -> Result<bool, pvnet::ring::RingError>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut fault = None;
     let ready = SpinThenWait::new(spin).wait(
         events,
-        || match final_check() {
+        |phase| match check(phase) {
             Ok(work) => work,
             // Stop waiting; the error is returned below.
             Err(e) => {
@@ -146,9 +146,13 @@ fn backend(fds: &[RawFd], spin: Duration) -> Result<(), Box<dyn std::error::Erro
         if stop {
             break;
         }
-        if !back.final_check_requests()? {
+        // A cheap look; `idle` spins, then makes the final check (arming the event index).
+        if back.unconsumed_requests()? == 0 {
             waits += 1;
-            idle(&mut events, spin, || back.final_check_requests())?;
+            idle(&mut events, spin, |phase| match phase {
+                Check::Spin => back.unconsumed_requests().map(|n| n > 0),
+                Check::Final => back.final_check_requests(),
+            })?;
         }
     }
     println!("served={served} notifies={notifies} waits={waits}");
@@ -229,10 +233,11 @@ fn frontend(messages: u64, batch: u32, spin: Duration) -> Result<Run, Box<dyn st
         // Nothing to send and nothing received: sleep until the backend says otherwise,
         // asking to be woken only after half of what is outstanding (as Linux netfront does).
         let ahead = front.outstanding() / 2;
-        if !front.final_check_responses_ahead(ahead)? {
+        if front.unconsumed_responses()? == 0 {
             waits += 1;
-            idle(&mut events, spin, || {
-                front.final_check_responses_ahead(ahead)
+            idle(&mut events, spin, |phase| match phase {
+                Check::Spin => front.unconsumed_responses().map(|n| n > 0),
+                Check::Final => front.final_check_responses_ahead(ahead),
             })?;
         }
     }

@@ -42,7 +42,7 @@ use std::time::Duration;
 
 pub use eventfd::EventFdPort;
 pub use local::LocalPort;
-pub use waiter::SpinThenWait;
+pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.
 #[derive(Debug, thiserror::Error)]

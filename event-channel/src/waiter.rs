@@ -4,19 +4,27 @@ use std::time::{Duration, Instant};
 
 use crate::{EventChannel, EventError};
 
+/// Which check [`SpinThenWait::wait`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// While spinning: a cheap look (the ring's `unconsumed_*`), which must not re-arm the
+    /// event index, so a busy peer is not asked to notify.
+    Spin,
+    /// Before sleeping: the ring's final check (`final_check_*`), which arms the event index
+    /// and re-checks, so that sleeping afterwards cannot miss a wakeup.
+    Final,
+}
+
 /// Waits for work by first polling a cheap readiness check for up to `spin`, and only then
 /// blocking on the event channel.
 ///
 /// While the peer keeps producing, the check succeeds during the spin and no system call is
-/// made. `spin` is zero by default (block at once, the right choice when cores are scarce);
+/// made, and since spinning does not arm the event index, the peer is not asked to notify
+/// either. `spin` is zero by default (block at once, the right choice when cores are scarce);
 /// the benchmarks measure what a given spin buys.
-///
-/// The readiness check must be the ring's *final* check (`final_check_requests` /
-/// `final_check_responses`): it re-arms the event index before reporting "no work", which is
-/// what makes blocking afterwards safe. The event that the peer then sends ends the wait.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpinThenWait {
-    /// How long to poll `ready` before blocking.
+    /// How long to poll before blocking.
     pub spin: Duration,
 }
 
@@ -26,21 +34,23 @@ impl SpinThenWait {
         Self { spin }
     }
 
-    /// Returns `Ok(true)` as soon as `ready()` does (spinning, or after an event), `Ok(false)` if
-    /// `timeout` passes with no event. Consumes the event that woke it.
+    /// Returns `Ok(true)` as soon as `ready` reports work (spinning, or after an event),
+    /// `Ok(false)` if `timeout` passes with no event. `ready(Check::Spin)` must be a cheap
+    /// look; `ready(Check::Final)` the ring's final check (see [`Check`]). Consumes the event
+    /// that woke it.
     ///
     /// # Errors
     /// What the channel's `wait` reports (a masked port: [`EventError::Masked`]).
     pub fn wait<C: EventChannel + ?Sized>(
         &self,
         port: &mut C,
-        mut ready: impl FnMut() -> bool,
+        mut ready: impl FnMut(Check) -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool, EventError> {
         if !self.spin.is_zero() {
             let start = Instant::now();
             loop {
-                if ready() {
+                if ready(Check::Spin) {
                     // An event sent meanwhile is stale now; drop it so the next wait blocks.
                     port.try_wait()?;
                     return Ok(true);
@@ -53,12 +63,12 @@ impl SpinThenWait {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            if ready() {
+            if ready(Check::Final) {
                 return Ok(true);
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) || !port.wait(left)? {
-                return Ok(ready());
+                return Ok(ready(Check::Final));
             }
         }
     }

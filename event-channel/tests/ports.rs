@@ -64,7 +64,7 @@ fn spin_then_wait<P: EventChannel + 'static>(a: P, mut b: P) {
     let waiter = SpinThenWait::new(Duration::from_millis(5));
     assert!(
         waiter
-            .wait(&mut b, || ready.load(Ordering::Relaxed), Some(SHORT))
+            .wait(&mut b, |_| ready.load(Ordering::Relaxed), Some(SHORT))
             .unwrap()
     );
 
@@ -72,7 +72,7 @@ fn spin_then_wait<P: EventChannel + 'static>(a: P, mut b: P) {
     ready.store(false, Ordering::Relaxed);
     assert!(
         !waiter
-            .wait(&mut b, || ready.load(Ordering::Relaxed), Some(SHORT))
+            .wait(&mut b, |_| ready.load(Ordering::Relaxed), Some(SHORT))
             .unwrap()
     );
 
@@ -90,7 +90,7 @@ fn spin_then_wait<P: EventChannel + 'static>(a: P, mut b: P) {
     let blocking = SpinThenWait::default();
     assert!(
         blocking
-            .wait(&mut b, || flag.load(Ordering::Acquire), Some(LONG))
+            .wait(&mut b, |_| flag.load(Ordering::Acquire), Some(LONG))
             .unwrap()
     );
     drop(producer.join().unwrap());
@@ -161,4 +161,46 @@ fn local_port_reports_a_dropped_peer() {
     let (a, b) = LocalPort::pair();
     drop(b);
     assert!(matches!(a.notify(), Err(EventError::PeerClosed)));
+}
+
+#[test]
+fn spinning_only_looks_and_the_final_check_comes_last_before_sleeping() {
+    use event_channel::Check;
+    let (_a, mut b) = LocalPort::pair();
+    let mut phases = Vec::new();
+    let waiter = SpinThenWait::new(Duration::from_millis(2));
+    assert!(
+        !waiter
+            .wait(
+                &mut b,
+                |p| {
+                    phases.push(p);
+                    false
+                },
+                Some(SHORT)
+            )
+            .unwrap()
+    );
+    assert!(phases.len() > 2);
+    let first_final = phases.iter().position(|p| *p == Check::Final).unwrap();
+    assert!(
+        phases[..first_final].iter().all(|p| *p == Check::Spin),
+        "spin first, with cheap looks only"
+    );
+    assert!(
+        phases[first_final..].iter().all(|p| *p == Check::Final),
+        "then only final checks"
+    );
+
+    // Without a spin the first check is the final one.
+    let mut first = None;
+    let _ = SpinThenWait::default().wait(
+        &mut b,
+        |p| {
+            first.get_or_insert(p);
+            true
+        },
+        Some(SHORT),
+    );
+    assert_eq!(first, Some(Check::Final));
 }

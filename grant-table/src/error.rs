@@ -26,6 +26,10 @@ pub enum GrantError {
         /// What was wrong.
         what: &'static str,
     },
+    /// A flip delivered a frame outside the pool, or one this side already owns: the peer
+    /// handed over a frame that was not its to give.
+    #[error("flip delivered frame {0}, which the peer did not own")]
+    BadFlippedFrame(u32),
     /// Local: the memory given is too small or misshapen.
     #[error("memory of {len} bytes is too small: {what}")]
     TooSmall {
@@ -51,6 +55,9 @@ impl From<nix::Error> for GrantError {
 impl GrantError {
     /// Whether the peer is to blame (disconnect it) rather than the local caller.
     pub fn is_peer_fault(&self) -> bool {
-        matches!(self, GrantError::PeerMisbehaved { .. })
+        matches!(
+            self,
+            GrantError::PeerMisbehaved { .. } | GrantError::BadFlippedFrame(_)
+        )
     }
 }

@@ -78,14 +78,11 @@ impl FramePool {
     /// Takes `frame` (a flip delivered it to us).
     ///
     /// # Errors
-    /// [`GrantError::PeerMisbehaved`] if it is outside the pool or already ours: the peer
+    /// [`GrantError::BadFlippedFrame`] if it is outside the pool or already ours: the peer
     /// handed us a frame it does not own.
     pub fn receive(&self, frame: FrameNumber) -> Result<(), GrantError> {
         self.owned_cell(frame, false)
-            .map_err(|_| GrantError::PeerMisbehaved {
-                gref: crate::GrantRef(u32::MAX),
-                what: "flip delivered a frame outside the pool or already ours",
-            })?
+            .map_err(|_| GrantError::BadFlippedFrame(frame.0))?
             .set(true);
         Ok(())
     }

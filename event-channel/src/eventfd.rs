@@ -79,13 +79,17 @@ impl EventFdPort {
     /// # Errors
     /// [`EventError::Io`].
     pub fn is_pending(&self) -> Result<bool, EventError> {
-        self.poll_rx(PollTimeout::ZERO)
+        self.poll_rx(Duration::ZERO)
     }
 
-    fn poll_rx(&self, timeout: PollTimeout) -> Result<bool, EventError> {
+    /// Waits up to `timeout` for the counter to become non-zero. A signal restarts the wait
+    /// with the time that remains, never the whole timeout again.
+    fn poll_rx(&self, timeout: Duration) -> Result<bool, EventError> {
+        let deadline = std::time::Instant::now() + timeout;
         let mut fds = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
         loop {
-            match poll(&mut fds, timeout) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match poll(&mut fds, poll_timeout(left)) {
                 Ok(n) => return Ok(n > 0),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -157,7 +161,7 @@ impl EventChannel for EventFdPort {
             self.consume()?;
             return Ok(true);
         };
-        if self.poll_rx(poll_timeout(timeout))? {
+        if self.poll_rx(timeout)? {
             self.consume()?;
             return Ok(true);
         }

@@ -3,7 +3,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -46,14 +46,21 @@ pub(crate) fn recv(
     timeout: Duration,
     what: &'static str,
 ) -> Result<(Message, Vec<OwnedFd>), XenbusError> {
-    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // A signal restarts the wait with the time that remains.
+    let deadline = Instant::now() + timeout;
     let mut pfd = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-    if poll(
-        &mut pfd,
-        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-    )? == 0
-    {
-        return Err(XenbusError::Timeout(what));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        match poll(
+            &mut pfd,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(0) => return Err(XenbusError::Timeout(what)),
+            Ok(_) => break,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);

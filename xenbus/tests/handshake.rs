@@ -121,6 +121,18 @@ fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
     Ok(choice)
 }
 
+/// Sends `bytes` as one datagram, bypassing the codec (a hostile frontend).
+fn raw_send(s: &OwnedFd, bytes: &[u8]) {
+    sendmsg::<()>(
+        s.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &[],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+}
+
 fn raw_client(l: &Listener) -> OwnedFd {
     let s = socket(
         AddressFamily::Unix,
@@ -201,14 +213,7 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
 
     // Garbage bytes.
     let s = raw_client(&l);
-    sendmsg::<()>(
-        s.as_raw_fd(),
-        &[IoSlice::new(b"\x02\x04\xff\xffgarbage")],
-        &[],
-        MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
+    raw_send(&s, b"\x02\x04\xff\xffgarbage");
     assert!(matches!(
         l.accept_and_handshake(),
         Err(XenbusError::Decode(_))
@@ -244,14 +249,7 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
     }
     .encode()
     .unwrap();
-    sendmsg::<()>(
-        s.as_raw_fd(),
-        &[IoSlice::new(&bytes)],
-        &[],
-        MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
+    raw_send(&s, &bytes);
     assert!(matches!(
         l.accept_and_handshake(),
         Err(XenbusError::Unexpected { .. })

@@ -82,6 +82,16 @@ impl EventFdPort {
         self.poll_rx(Duration::ZERO)
     }
 
+    /// Clears an event that [`wait_any`](crate::wait_any) (or the caller's own poll/epoll)
+    /// reported ready, with one `read`. This end is the eventfd's only reader, so a counter
+    /// seen ready stays ready until read; on one not ready, this blocks until an event comes.
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    pub fn consume_ready(&mut self) -> Result<(), EventError> {
+        self.consume()
+    }
+
     /// Waits up to `timeout` for the counter to become non-zero. A signal restarts the wait
     /// with the time that remains, never the whole timeout again.
     fn poll_rx(&self, timeout: Duration) -> Result<bool, EventError> {
@@ -126,7 +136,7 @@ fn set_blocking(fd: BorrowedFd<'_>) -> Result<(), EventError> {
 
 /// Converts a wait timeout for `poll`, rounded up so a sub-millisecond timeout still sleeps
 /// rather than spinning (longer than `poll` can express: its maximum, about 24 days).
-fn poll_timeout(d: Duration) -> PollTimeout {
+pub(crate) fn poll_timeout(d: Duration) -> PollTimeout {
     let ms = i32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
     PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
 }

@@ -36,12 +36,14 @@
 
 mod eventfd;
 mod local;
+mod poll;
 mod waiter;
 
 use std::time::Duration;
 
 pub use eventfd::EventFdPort;
 pub use local::LocalPort;
+pub use poll::wait_any;
 pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.

@@ -28,16 +28,18 @@
 //! assert_eq!(parse_tx(&bad).unwrap_err().severity, Severity::Fatal);
 //! # Ok::<(), netif::TxError>(())
 //! ```
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod extras;
+mod flow;
 mod rx;
 mod tx;
 pub mod wire;
 
 pub use extras::{EXTRA_KINDS, Extras};
+pub use flow::flow_hash;
 pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx};
 
 pub use tx::{

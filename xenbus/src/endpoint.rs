@@ -221,6 +221,22 @@ impl AsFd for Listener {
     }
 }
 
+impl AsFd for BackendConnection {
+    /// The control socket: readable when the frontend changes state or goes away (then call
+    /// [`frontend_closing`](BackendConnection::frontend_closing)), for a poll loop.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.sock.as_fd()
+    }
+}
+
+impl AsFd for FrontendConnection {
+    /// The control socket: readable when the backend changes state or goes away (then call
+    /// [`backend_closing`](FrontendConnection::backend_closing)), for a poll loop.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.end.sock.as_fd()
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

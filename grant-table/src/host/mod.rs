@@ -12,8 +12,8 @@ mod remap;
 
 #[cfg(not(loom))]
 pub use memory::{create_memfd, map_shared};
-pub use peer::{PeerGrants, PeerMapping};
-pub use pool::FramePool;
+pub use peer::{HeldMapping, PeerGrants, PeerMapping};
+pub use pool::{FramePool, PoolSide};
 #[cfg(not(loom))]
 pub use remap::RemapWindow;
 

@@ -300,6 +300,63 @@ impl PeerGrants {
     }
 }
 
+/// A grant mapped for as long as the caller likes (a ring page the backend keeps for the
+/// whole connection), not tied to a borrow of [`PeerGrants`]: Xen's map handle. The grant stays
+/// in use (the owner cannot revoke it) until [`PeerGrants::unmap_held`] takes the handle back;
+/// dropping the handle instead leaves the grant in use (the frontend then cannot reuse that
+/// frame: a leak, never an access to freed memory).
+#[must_use = "a held mapping keeps the grant in use until PeerGrants::unmap_held"]
+#[derive(Debug)]
+pub struct HeldMapping {
+    gref: GrantRef,
+    frame: FrameNumber,
+    writable: bool,
+    region: SharedRegion,
+}
+
+impl HeldMapping {
+    /// The mapped frame as shared memory.
+    pub fn region(&self) -> &SharedRegion {
+        &self.region
+    }
+
+    /// The grant it maps.
+    pub fn gref(&self) -> GrantRef {
+        self.gref
+    }
+
+    /// The owner's frame behind it.
+    pub fn frame(&self) -> FrameNumber {
+        self.frame
+    }
+}
+
+impl PeerGrants {
+    /// Maps `gref` until [`unmap_held`](Self::unmap_held) (see [`HeldMapping`]).
+    ///
+    /// # Errors
+    /// The status that refused it.
+    pub fn map_held(&self, gref: GrantRef, access: Access) -> Result<HeldMapping, GrantStatus> {
+        let writable = access == Access::ReadWrite;
+        let frame = self.acquire(gref, writable)?;
+        let region = self
+            .frames
+            .subregion(frame.0 as usize * FRAME_SIZE, FRAME_SIZE)
+            .expect("a claimed frame lies inside the owner's memory (checked when claimed)");
+        Ok(HeldMapping {
+            gref,
+            frame,
+            writable,
+            region,
+        })
+    }
+
+    /// Ends a held mapping: the grant is no longer in use by it.
+    pub fn unmap_held(&self, mapping: HeldMapping) {
+        self.release(mapping.gref, mapping.writable);
+    }
+}
+
 /// A mapped grant of the process host: the owner's frame, in use until dropped.
 pub struct PeerMapping<'a> {
     grants: &'a PeerGrants,

@@ -8,6 +8,15 @@ use crate::entry::{FRAME_SIZE, FrameNumber};
 use crate::error::GrantError;
 use crate::host::frames_in;
 
+/// Which side of a connection a pool view belongs to (see [`FramePool::split`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolSide {
+    /// The frontend: owns the lower half at first.
+    Frontend,
+    /// The backend: owns the upper half at first.
+    Backend,
+}
+
 /// One side's view of a frame pool shared by exactly one frontend / backend pair.
 ///
 /// Every frame is owned by exactly one side. Each side keeps its own record and changes it
@@ -37,6 +46,17 @@ impl FramePool {
             .map(|f| Cell::new(ours(FrameNumber(f))))
             .collect();
         Self { region, owned }
+    }
+
+    /// The view of `side` under pvnet's convention for a connection's pool: the frontend
+    /// starts with the lower half of the frames (to offer in accept-transfer grants) and the
+    /// backend with the upper half (to fill and flip). Both sides agree without a message.
+    pub fn split(region: SharedRegion, side: PoolSide) -> Self {
+        let half = frames_in(&region) / 2;
+        match side {
+            PoolSide::Frontend => Self::new(region, |f| f.0 < half),
+            PoolSide::Backend => Self::new(region, |f| f.0 >= half),
+        }
     }
 
     /// Frames in the pool.

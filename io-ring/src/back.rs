@@ -185,6 +185,28 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         self.final_check_requests_ahead(1)
     }
 
+    /// Before sleeping until at least `needed` requests wait (clamped to 1 ..= ring size):
+    /// asks to be notified when the frontend's producer index reaches `req_cons + needed`,
+    /// and re-checks. `Ok(true)` means `needed` requests are there now. This is the rx side's
+    /// check, where a packet needs several posted buffers at once (netback sets `req_event =
+    /// req_cons + needed` the same way); [`final_check_requests_ahead`] would report a
+    /// single waiting request as work and never arm.
+    ///
+    /// [`final_check_requests_ahead`]: Self::final_check_requests_ahead
+    ///
+    /// # Errors
+    /// As [`unconsumed_requests`](Self::unconsumed_requests).
+    pub fn final_check_requests_for(&mut self, needed: u32) -> Result<bool, RingError> {
+        let needed = needed.clamp(1, self.size());
+        if self.unconsumed_requests()? >= needed {
+            return Ok(true);
+        }
+        // Wake me when `req_prod` reaches `req_cons + needed` (the next request that makes
+        // the count); `arm` issues the full barrier before the re-check.
+        self.st.req.arm(&self.ring, REQUESTS, needed);
+        Ok(self.unconsumed_requests()? >= needed)
+    }
+
     /// Like [`final_check_requests`](Self::final_check_requests), but asks to be woken only
     /// after `ahead` more requests (clamped to 1 ..= ring size), to batch wakeups.
     ///

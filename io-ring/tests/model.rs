@@ -230,3 +230,31 @@ proptest! {
         run(1, true, start, ops)?;
     }
 }
+
+/// `final_check_requests_for(n)`: with fewer than `n` requests waiting it arms and says sleep;
+/// the frontend's publish that brings the count to `n` (and no earlier one) asks to notify,
+/// across the 2^32 wrap.
+#[test]
+fn final_check_for_several_requests_wakes_at_the_count() {
+    for start in [0, u32::MAX - 2] {
+        let region = SharedRegion::new_zeroed(4096);
+        let mut front = FrontRing::<Req, Rsp>::init_at(region.clone(), start).unwrap();
+        let mut back = BackRing::<Req, Rsp>::attach(region).unwrap();
+        front.push_request(&request(0)).unwrap();
+        assert!(
+            front.publish_requests(),
+            "the initial event asks for the first"
+        );
+        // Consume nothing: one waits, the backend needs three.
+        assert!(!back.final_check_requests_for(3).unwrap());
+        front.push_request(&request(1)).unwrap();
+        assert!(!front.publish_requests(), "two of three: no wakeup yet");
+        front.push_request(&request(2)).unwrap();
+        assert!(
+            front.publish_requests(),
+            "the third request wakes the backend"
+        );
+        assert!(back.final_check_requests_for(3).unwrap());
+        assert_eq!(back.requests().unwrap().count(), 3);
+    }
+}

@@ -34,12 +34,14 @@
 
 mod extras;
 mod flow;
+mod offload;
 mod rx;
 mod tx;
 pub mod wire;
 
 pub use extras::{EXTRA_KINDS, Extras};
 pub use flow::flow_hash;
+pub use offload::{Gso, GsoKind, Offload};
 pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx};
 
 pub use tx::{

@@ -115,6 +115,10 @@ impl ExtraInfo {
         out.copy_from_slice(&bytes[..8]);
         bytemuck::cast(out)
     }
+    /// The rx response slot carrying this extra (both are 8 bytes).
+    pub fn to_rx_slot(self) -> RxResponse {
+        bytemuck::cast(self)
+    }
     /// The tx request slot carrying this extra (the rest zeroed).
     pub fn to_tx_slot(self) -> TxRequest {
         let mut bytes = [0u8; 12];

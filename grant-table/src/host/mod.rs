@@ -21,6 +21,9 @@ use shared_mem::SharedRegion;
 
 use crate::entry::FRAME_SIZE;
 
+/// The backend's domain id on the process host: frontends grant to it.
+pub const BACKEND_DOMID: crate::DomId = crate::DomId(0);
+
 /// Whole frames in a region.
 pub fn frames_in(region: &SharedRegion) -> u32 {
     u32::try_from(region.len() / FRAME_SIZE).unwrap_or(u32::MAX)

@@ -1,0 +1,527 @@
+//! The backend: attached vifs, the poll that moves their frames, and the sleep between polls.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_channel::{EventChannel, EventFdPort, wait_any};
+use xenbus::{BackendConnection, FrontendChoice, Peer};
+
+use crate::credit::RateLimit;
+use crate::error::{NetbackError, VifFault};
+use crate::memory::{PacketId, PacketMemory};
+use crate::rx::RxScratch;
+use crate::stats::VifStats;
+use crate::tx::{PollFailure, TxMode, TxScratch};
+use crate::uplink::{Outbox, Uplink, VifId};
+use crate::vif::Vif;
+
+/// How long a vif waits before retrying when backend memory ran out.
+const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
+
+/// Netback's settings.
+#[derive(Clone, Debug)]
+pub struct NetbackConfig {
+    /// How guest transmit bytes are read: grant copy or map.
+    pub tx_mode: TxMode,
+    /// Packets handled per queue and direction in one [`Netback::poll`] (NAPI's budget): a
+    /// busy guest cannot starve the others, and a flood of events buys no more work.
+    pub budget: usize,
+    /// The most bytes of frames that may wait for one vif's receive buffers (counted in
+    /// whole pages, the memory they hold); beyond it frames for that vif are dropped and
+    /// counted (a guest that stops posting buffers cannot pin backend memory, XSA-392).
+    pub rx_backlog_bytes: usize,
+    /// A transmit rate limit applied to each vif, if any.
+    pub rate_limit: Option<RateLimit>,
+    /// How long [`Netback::wait`] polls the rings before sleeping (0: sleep at once).
+    pub spin: Duration,
+    /// Pages of backend packet memory.
+    pub memory_pages: u32,
+}
+
+impl Default for NetbackConfig {
+    fn default() -> Self {
+        Self {
+            tx_mode: TxMode::Copy,
+            budget: 64,
+            rx_backlog_bytes: 2 << 20,
+            rate_limit: None,
+            spin: Duration::ZERO,
+            memory_pages: 16384,
+        }
+    }
+}
+
+/// What netback knows about an attached vif.
+#[derive(Clone, Debug)]
+pub struct VifInfo {
+    /// Its id.
+    pub id: VifId,
+    /// The frontend process.
+    pub peer: Option<Peer>,
+    /// What the frontend negotiated.
+    pub choice: FrontendChoice,
+    /// Its counters.
+    pub stats: VifStats,
+    /// Why it was disabled, if it was.
+    pub fault: Option<VifFault>,
+}
+
+/// A vif that is gone, and what it left behind.
+#[derive(Debug)]
+pub struct ClosedVif {
+    /// Its id.
+    pub id: VifId,
+    /// Its final counters.
+    pub stats: VifStats,
+    /// Why it had been disabled, if it had.
+    pub fault: Option<VifFault>,
+    /// Grants of this frontend still in use when it was released (0: everything let go).
+    pub pinned: usize,
+    /// How acknowledging the close went (the frontend may already be gone: that is fine).
+    pub acknowledged: Result<(), xenbus::XenbusError>,
+}
+
+/// Wakes a [`Netback`] from [`wait`](Netback::wait), from any thread (for example an
+/// acceptor thread that has a new connection to attach).
+#[derive(Clone, Debug)]
+pub struct Waker(Arc<EventFdPort>);
+
+impl Waker {
+    /// Wakes the backend.
+    ///
+    /// # Errors
+    /// [`NetbackError::Event`].
+    pub fn wake(&self) -> Result<(), NetbackError> {
+        Ok(self.0.notify()?)
+    }
+}
+
+/// The driver side: serves any number of frontends (vifs), moving frames between their rings
+/// and an [`Uplink`]. Single-threaded: one thread calls [`poll`](Self::poll) and
+/// [`wait`](Self::wait) in a loop; [`Waker`] reaches it from others.
+#[derive(Debug)]
+pub struct Netback<U> {
+    cfg: NetbackConfig,
+    mem: PacketMemory,
+    uplink: U,
+    vifs: Vec<Vif>,
+    next_id: u32,
+    tx_scratch: TxScratch,
+    rx_scratch: RxScratch,
+    accepted: Vec<PacketId>,
+    deliveries: Vec<(VifId, PacketId)>,
+    active: Vec<VifId>,
+    wake: EventFdPort,
+    waker: Waker,
+    closed: Vec<ClosedVif>,
+}
+
+impl<U: Uplink> Netback<U> {
+    /// A backend with no vif yet.
+    ///
+    /// # Errors
+    /// [`NetbackError::Memory`] or [`NetbackError::Event`] if its memory or waker cannot be
+    /// created.
+    pub fn new(cfg: NetbackConfig, uplink: U) -> Result<Self, NetbackError> {
+        let mem = PacketMemory::new(cfg.memory_pages)?;
+        let (wake, theirs) = EventFdPort::pair()?;
+        Ok(Self {
+            cfg,
+            mem,
+            uplink,
+            vifs: Vec::new(),
+            next_id: 1,
+            tx_scratch: TxScratch::default(),
+            rx_scratch: RxScratch::default(),
+            accepted: Vec::new(),
+            deliveries: Vec::new(),
+            active: Vec::new(),
+            wake,
+            waker: Waker(Arc::new(theirs)),
+            closed: Vec::new(),
+        })
+    }
+
+    /// A handle that wakes [`wait`](Self::wait) from another thread.
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// The uplink.
+    pub fn uplink(&self) -> &U {
+        &self.uplink
+    }
+
+    /// The uplink, mutably.
+    pub fn uplink_mut(&mut self) -> &mut U {
+        &mut self.uplink
+    }
+
+    /// The packet memory (for its counters).
+    pub fn memory(&self) -> &PacketMemory {
+        &self.mem
+    }
+
+    /// Attaches a frontend that completed its handshake: maps its memory and rings, takes
+    /// its event channels.
+    ///
+    /// # Errors
+    /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
+    /// not work (it is refused: dropping the connection tells it); local errors otherwise.
+    pub fn attach(&mut self, conn: BackendConnection) -> Result<VifId, NetbackError> {
+        let id = VifId(self.next_id);
+        self.next_id += 1;
+        let vif = Vif::attach(id, conn, self.mem.region().clone(), self.cfg.rate_limit)?;
+        self.vifs.push(vif);
+        Ok(id)
+    }
+
+    /// Every attached vif.
+    pub fn vifs(&self) -> Vec<VifInfo> {
+        self.vifs
+            .iter()
+            .map(|v| VifInfo {
+                id: v.id,
+                peer: v.conn.as_ref().map(|c| c.peer),
+                choice: v.choice.clone(),
+                stats: v.stats,
+                fault: v.fault,
+            })
+            .collect()
+    }
+
+    /// The vifs that went away since the last call.
+    pub fn take_closed(&mut self) -> Vec<ClosedVif> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// One round over every vif: up to the budget of transmitted frames per queue into the
+    /// uplink, then up to the budget of waiting frames per queue into receive buffers.
+    /// Returns the frames handled (0: nothing to do).
+    ///
+    /// # Errors
+    /// Local failures only; a misbehaving frontend disables its own vif (see
+    /// [`VifInfo::fault`]).
+    pub fn poll(&mut self) -> Result<usize, NetbackError> {
+        let mut work = 0;
+        self.active.clear();
+        self.active
+            .extend(self.vifs.iter().filter(|v| v.active()).map(|v| v.id));
+        let now = Instant::now();
+        for vi in 0..self.vifs.len() {
+            let vif = &mut self.vifs[vi];
+            if !vif.active() || vif.tx_blocked_until.is_some_and(|t| t > now) {
+                continue;
+            }
+            vif.tx_blocked_until = None;
+            for q in 0..vif.queues.len() {
+                let r = vif.tx_poll(
+                    q,
+                    self.cfg.tx_mode,
+                    &mut self.mem,
+                    &mut self.tx_scratch,
+                    self.cfg.budget,
+                    &mut self.accepted,
+                );
+                let from = vif.id;
+                match r {
+                    Ok(r) => {
+                        work += r.packets;
+                        if let Some(t) = r.throttled {
+                            vif.tx_blocked_until = Some(t);
+                        } else if r.out_of_memory {
+                            vif.tx_blocked_until = Some(now + OUT_OF_MEMORY_RETRY);
+                        }
+                    }
+                    Err(PollFailure::Fault(f)) => vif.disable(f, &mut self.mem),
+                    Err(PollFailure::Local(e)) => {
+                        for p in self.accepted.drain(..) {
+                            self.mem.release(p);
+                        }
+                        return Err(e);
+                    }
+                }
+                for p in self.accepted.drain(..) {
+                    let mut out = Outbox {
+                        mem: &mut self.mem,
+                        deliveries: &mut self.deliveries,
+                        vifs: &self.active,
+                    };
+                    self.uplink.transmit(from, p, &mut out);
+                    self.mem.release(p);
+                }
+                if !vif.active() {
+                    break;
+                }
+            }
+            self.deliver_all();
+        }
+        for vif in &mut self.vifs {
+            if !vif.active() {
+                continue;
+            }
+            for q in 0..vif.queues.len() {
+                match vif.rx_poll(q, &mut self.mem, &mut self.rx_scratch, self.cfg.budget) {
+                    Ok(n) => work += n,
+                    Err(PollFailure::Fault(f)) => {
+                        vif.disable(f, &mut self.mem);
+                        break;
+                    }
+                    Err(PollFailure::Local(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(work)
+    }
+
+    /// Queues a frame of `bytes` for `to`'s receive ring (an embedder's own traffic).
+    /// Returns whether it was queued (not: no such active vif, its backlog is full, or
+    /// memory is short; the vif's `rx_dropped` counts the latter two).
+    pub fn inject(&mut self, to: VifId, bytes: &[u8], meta: netif::Offload) -> bool {
+        let Some(p) = self.mem.alloc_from(bytes, meta) else {
+            if let Some(v) = self.vifs.iter_mut().find(|v| v.id == to) {
+                v.stats.rx_dropped += 1;
+            }
+            return false;
+        };
+        self.deliveries.push((to, p));
+        let before = self.mem.packets();
+        self.deliver_all();
+        self.mem.packets() == before
+    }
+
+    /// Moves the uplink's deliveries into the vifs' backlogs.
+    fn deliver_all(&mut self) {
+        let cap_pages = self.cfg.rx_backlog_bytes / grant_table::FRAME_SIZE;
+        for (to, p) in self.deliveries.drain(..) {
+            let Some(vif) = self.vifs.iter_mut().find(|v| v.id == to) else {
+                self.mem.release(p);
+                continue;
+            };
+            let pages = self.mem.npages(p);
+            if !vif.active() || vif.backlog_pages + pages > cap_pages {
+                vif.stats.rx_dropped += 1;
+                self.mem.release(p);
+                continue;
+            }
+            let q = if vif.queues.len() > 1 {
+                let mut hdr = [0u8; 64];
+                let n = self.mem.read(p, 0, &mut hdr);
+                netif::flow_hash(&hdr[..n]) as usize % vif.queues.len()
+            } else {
+                0
+            };
+            vif.backlog_pages += pages;
+            vif.queues[q].backlog.push_back(p);
+        }
+    }
+
+    /// Whether any ring has work, looking without arming (the spin's check).
+    fn has_work(&mut self, now: Instant) -> bool {
+        for vif in &mut self.vifs {
+            if !vif.active() {
+                continue;
+            }
+            let tx_open = vif.tx_blocked_until.is_none_or(|t| t <= now);
+            for q in &mut vif.queues {
+                if tx_open
+                    && (q.start < q.pending.len() || q.tx.unconsumed_requests().unwrap_or(1) > 0)
+                {
+                    return true;
+                }
+                if !q.backlog.is_empty()
+                    && q.rx.unconsumed_requests().unwrap_or(u32::MAX) >= q.rx_need.max(1)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Arms every ring's event and re-checks (the final check before sleeping). A ring
+    /// error disables its vif.
+    fn final_check(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        for vif in &mut self.vifs {
+            if !vif.active() {
+                continue;
+            }
+            let tx_open = vif.tx_blocked_until.is_none_or(|t| t <= now);
+            let mut fault = None;
+            for q in &mut vif.queues {
+                if tx_open {
+                    match q.tx.final_check_requests() {
+                        Ok(w) => work |= w || q.start < q.pending.len(),
+                        Err(e) => fault = peer_fault(e),
+                    }
+                }
+                if !q.backlog.is_empty() {
+                    match q.rx.final_check_requests_for(q.rx_need.max(1)) {
+                        Ok(w) => work |= w,
+                        Err(e) => fault = peer_fault(e),
+                    }
+                }
+            }
+            if let Some(f) = fault {
+                vif.disable(f, &mut self.mem);
+                work = true;
+            }
+        }
+        work
+    }
+
+    /// Waits for work: clears the events that woke the last sleep (after the poll that
+    /// followed drained the rings: late EOI), spins for the configured time looking at the
+    /// rings, then arms every ring and sleeps on all event channels, control sockets and the
+    /// waker, for at most `timeout`. Vifs whose frontend closed are released here (see
+    /// [`take_closed`](Self::take_closed)).
+    ///
+    /// # Errors
+    /// Local failures.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NetbackError> {
+        for vif in &mut self.vifs {
+            for q in &mut vif.queues {
+                if std::mem::take(&mut q.eoi_tx) {
+                    q.tx_event.consume_ready()?;
+                }
+                if std::mem::take(&mut q.eoi_rx)
+                    && let Some(e) = &mut q.rx_event
+                {
+                    e.consume_ready()?;
+                }
+            }
+        }
+        let start = Instant::now();
+        if !self.cfg.spin.is_zero() {
+            loop {
+                let now = Instant::now();
+                if self.has_work(now) {
+                    return Ok(());
+                }
+                if now - start >= self.cfg.spin {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let now = Instant::now();
+        if self.final_check(now) {
+            return Ok(());
+        }
+        // Sleep no longer than the first credit refill.
+        let refill = self
+            .vifs
+            .iter()
+            .filter(|v| v.active())
+            .filter_map(|v| v.tx_blocked_until)
+            .min()
+            .map(|t| t.saturating_duration_since(now));
+        let timeout = match (timeout, refill) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ready = self.sleep(timeout)?;
+        self.after_sleep(&ready)
+    }
+
+    /// What a sleep watches, in order: the waker; per vif its control socket and, if active,
+    /// each queue's event channel(s).
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<Vec<bool>, NetbackError> {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
+        for vif in &self.vifs {
+            if let Some(c) = &vif.conn {
+                fds.push(c.as_fd());
+            }
+            if vif.active() {
+                for q in &vif.queues {
+                    fds.push(q.tx_event.as_fd());
+                    if let Some(e) = &q.rx_event {
+                        fds.push(e.as_fd());
+                    }
+                }
+            }
+        }
+        let mut ready = vec![false; fds.len()];
+        wait_any(&fds, timeout, &mut ready)?;
+        Ok(ready)
+    }
+
+    fn after_sleep(&mut self, ready: &[bool]) -> Result<(), NetbackError> {
+        let mut i = 0;
+        let mut next = || {
+            i += 1;
+            ready.get(i - 1).copied().unwrap_or(false)
+        };
+        if next() {
+            self.wake.consume_ready()?;
+        }
+        let mut closing = Vec::new();
+        for vif in &mut self.vifs {
+            // A broken control channel counts as a close.
+            if let Some(c) = vif.conn.as_mut()
+                && next()
+                && c.frontend_closing(Duration::ZERO).unwrap_or(true)
+            {
+                closing.push(vif.id);
+            }
+            if vif.active() {
+                for q in &mut vif.queues {
+                    q.eoi_tx |= next();
+                    if q.rx_event.is_some() {
+                        q.eoi_rx |= next();
+                    }
+                }
+            }
+        }
+        for id in closing {
+            self.release(id, false);
+        }
+        Ok(())
+    }
+
+    /// Releases a vif: drops its backlog, unmaps its rings and memory, closes its event
+    /// channels, then answers its close (`acknowledge`) or asks it to close.
+    fn release(&mut self, id: VifId, ask: bool) {
+        let Some(i) = self.vifs.iter().position(|v| v.id == id) else {
+            return;
+        };
+        let vif = self.vifs.remove(i);
+        self.uplink.vif_removed(id);
+        let (stats, fault) = (vif.stats, vif.fault);
+        let (conn, pinned) = vif.release(&mut self.mem);
+        let acknowledged = match conn {
+            Some(c) if ask => c.close(),
+            Some(c) => c.acknowledge_closed(),
+            None => Ok(()),
+        };
+        self.closed.push(ClosedVif {
+            id,
+            stats,
+            fault,
+            pinned,
+            acknowledged,
+        });
+    }
+
+    /// Detaches a vif on the backend's initiative: releases everything of it, then asks the
+    /// frontend to close and waits (up to the control plane's timeout) for its `Closed`.
+    ///
+    /// # Errors
+    /// [`NetbackError::NoSuchVif`].
+    pub fn detach(&mut self, id: VifId) -> Result<ClosedVif, NetbackError> {
+        if !self.vifs.iter().any(|v| v.id == id) {
+            return Err(NetbackError::NoSuchVif);
+        }
+        self.release(id, true);
+        self.closed.pop().ok_or(NetbackError::NoSuchVif)
+    }
+}
+
+fn peer_fault(e: io_ring::RingError) -> Option<VifFault> {
+    match e {
+        io_ring::RingError::Peer(p) => Some(VifFault::Ring(p)),
+        _ => None,
+    }
+}

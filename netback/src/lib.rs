@@ -1,0 +1,64 @@
+//! The driver side of Xen's paravirtual network path (netback), for any host that can share
+//! memory and signal: frontends (guests) connect over the control plane ([`xenbus`]), hand
+//! over their frames, grant table and event channels, and netback moves their frames between
+//! their rings and an [`Uplink`].
+//!
+//! - Guest transmit: each request is copied out of the ring once, parsed by
+//!   [`netif::parse_tx`] with Linux netback's judgement (drop / error / fatal), and the
+//!   packet's bytes are brought into backend memory by grant copy or by mapping
+//!   ([`TxMode`]). Every request is answered, extras with `NULL`.
+//! - Guest receive: frames the uplink delivers wait in a per-vif backlog (capped) and go into
+//!   the buffers the guest posted, by grant copy or page flip, with the GSO extra after the
+//!   first data slot.
+//! - Several queues per vif, steered by [`netif::flow_hash`]; a transmit rate limit per vif
+//!   ([`RateLimit`]); a budget per poll; events re-armed only after the rings are drained.
+//! - A frontend that breaks the protocol disables its own vif ([`VifFault`]); the others go
+//!   on. A frontend that closes has everything of it released before its close is answered.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use netback::{Echo, Netback, NetbackConfig};
+//! use xenbus::{BackendConfig, BackendFeatures, Listener};
+//!
+//! let listener = Listener::bind(
+//!     std::path::Path::new("/tmp/pvnet.sock"),
+//!     BackendConfig {
+//!         features: BackendFeatures::default(),
+//!         allowed_uids: vec![nix::unistd::getuid().as_raw()],
+//!         timeout: Duration::from_secs(5),
+//!     },
+//! )?;
+//! let mut backend = Netback::new(NetbackConfig::default(), Echo)?;
+//! let incoming = netback::spawn_acceptor(listener, backend.waker());
+//! loop {
+//!     backend.wait(Some(Duration::from_secs(1)))?;
+//!     while let Ok(conn) = incoming.try_recv() {
+//!         if let Ok(conn) = conn {
+//!             backend.attach(conn)?;
+//!         }
+//!     }
+//!     backend.poll()?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod acceptor;
+mod backend;
+mod credit;
+mod error;
+mod memory;
+mod rx;
+mod stats;
+mod tx;
+mod uplink;
+mod vif;
+
+pub use acceptor::spawn_acceptor;
+pub use backend::{ClosedVif, Netback, NetbackConfig, VifInfo, Waker};
+pub use credit::{MIN_BURST, RateLimit};
+pub use error::{NetbackError, VifFault};
+pub use memory::{MAX_PACKET_PAGES, PacketId, PacketMemory};
+pub use stats::VifStats;
+pub use tx::TxMode;
+pub use uplink::{Callback, Echo, Outbox, Sink, Switch, Uplink, VifId};

@@ -1,0 +1,208 @@
+//! The backend's packet memory: 4 KiB pages that hold packets between a guest's transmit and
+//! their delivery, and reference-counted packet handles over them.
+//!
+//! Every vif's grant operations see this region as their `local` memory, so a packet copied in
+//! from one guest is copied out to another with no bounce buffer, and no guest ever sees a
+//! page of it: guests only get bytes copied (or flipped) into their own frames.
+
+use grant_table::host::{create_memfd, map_shared};
+use grant_table::{FRAME_SIZE, FrameNumber};
+use netif::Offload;
+use shared_mem::SharedRegion;
+
+use crate::error::NetbackError;
+
+/// Pages one packet may span (65535 bytes).
+pub const MAX_PACKET_PAGES: usize = 16;
+
+/// A packet in backend memory. A handle: copy it freely; the memory lives until every
+/// delivery made with it is done (reference counted inside [`PacketMemory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PacketId(u32);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    pages: [u32; MAX_PACKET_PAGES],
+    npages: u8,
+    len: u32,
+    meta: Offload,
+    refs: u32,
+}
+
+/// Pages and packet handles. Allocation is O(1) from free lists; nothing is allocated per
+/// packet after start-up.
+#[derive(Debug)]
+pub struct PacketMemory {
+    region: SharedRegion,
+    free_pages: Vec<u32>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+}
+
+impl PacketMemory {
+    /// `pages` pages of packet memory (a memfd, so untouched pages cost nothing).
+    ///
+    /// # Errors
+    /// [`NetbackError::Io`] if the memory cannot be created.
+    pub fn new(pages: u32) -> Result<Self, NetbackError> {
+        let bytes = pages as usize * FRAME_SIZE;
+        let fd = create_memfd(c"netback-packets", bytes).map_err(NetbackError::Memory)?;
+        let region = map_shared(&fd, bytes).map_err(NetbackError::Memory)?;
+        Ok(Self {
+            region,
+            free_pages: (0..pages).rev().collect(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+        })
+    }
+
+    /// The pages, as grant operations address them (`CopyPtr::Local`).
+    pub fn region(&self) -> &SharedRegion {
+        &self.region
+    }
+
+    /// Pages not holding a packet.
+    pub fn free_pages(&self) -> usize {
+        self.free_pages.len()
+    }
+
+    /// Packets held.
+    pub fn packets(&self) -> usize {
+        self.slots.len() - self.free_slots.len()
+    }
+
+    /// Pages a packet of `len` bytes takes (at least one).
+    pub fn pages_for(len: u32) -> usize {
+        (len as usize).div_ceil(FRAME_SIZE).max(1)
+    }
+
+    /// A packet of `len` bytes (contents undefined until written) with one reference, or
+    /// `None` when `len` exceeds 65535 or memory is short (back-pressure: try later).
+    pub fn alloc(&mut self, len: u32, meta: Offload) -> Option<PacketId> {
+        let n = Self::pages_for(len);
+        if len > 0xffff || self.free_pages.len() < n {
+            return None;
+        }
+        let mut slot = Slot {
+            npages: u8::try_from(n).ok()?,
+            len,
+            meta,
+            refs: 1,
+            ..Slot::default()
+        };
+        for p in &mut slot.pages[..n] {
+            *p = self.free_pages.pop()?;
+        }
+        let id = match self.free_slots.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                u32::try_from(self.slots.len() - 1).ok()?
+            }
+        };
+        Some(PacketId(id))
+    }
+
+    /// A packet holding `bytes`, or `None` as for [`alloc`](Self::alloc).
+    pub fn alloc_from(&mut self, bytes: &[u8], meta: Offload) -> Option<PacketId> {
+        let id = self.alloc(u32::try_from(bytes.len()).ok()?, meta)?;
+        for (i, chunk) in bytes.chunks(FRAME_SIZE).enumerate() {
+            let page = self.slot(id).pages[i] as usize;
+            self.region
+                .copy_in(page * FRAME_SIZE, chunk)
+                .expect("packet pages lie inside the region");
+        }
+        Some(id)
+    }
+
+    fn slot(&self, id: PacketId) -> &Slot {
+        &self.slots[id.0 as usize]
+    }
+
+    /// The packet's length.
+    pub fn len(&self, id: PacketId) -> u32 {
+        self.slot(id).len
+    }
+
+    /// The packet's offload metadata.
+    pub fn meta(&self, id: PacketId) -> Offload {
+        self.slot(id).meta
+    }
+
+    /// Pages the packet holds.
+    pub fn npages(&self, id: PacketId) -> usize {
+        usize::from(self.slot(id).npages)
+    }
+
+    /// The `i`th page of the packet (bytes `i * 4096 ..`).
+    pub fn page(&self, id: PacketId, i: usize) -> FrameNumber {
+        FrameNumber(self.slot(id).pages[i])
+    }
+
+    /// Copies the packet's bytes from `offset` into `buf` (as many as fit and exist); returns
+    /// how many.
+    pub fn read(&self, id: PacketId, offset: usize, buf: &mut [u8]) -> usize {
+        let s = self.slot(id);
+        let end = (s.len as usize).min(offset.saturating_add(buf.len()));
+        let mut at = offset;
+        while at < end {
+            let (page, within) = (at / FRAME_SIZE, at % FRAME_SIZE);
+            let n = (FRAME_SIZE - within).min(end - at);
+            self.region
+                .copy_out(
+                    s.pages[page] as usize * FRAME_SIZE + within,
+                    &mut buf[at - offset..at - offset + n],
+                )
+                .expect("packet pages lie inside the region");
+            at += n;
+        }
+        end.saturating_sub(offset)
+    }
+
+    /// Adds a reference (one more delivery).
+    pub fn retain(&mut self, id: PacketId) {
+        self.slots[id.0 as usize].refs += 1;
+    }
+
+    /// Drops a reference; the pages are free when the last goes.
+    pub fn release(&mut self, id: PacketId) {
+        let s = &mut self.slots[id.0 as usize];
+        debug_assert!(s.refs > 0, "packet released more often than retained");
+        s.refs = s.refs.saturating_sub(1);
+        if s.refs == 0 {
+            let n = usize::from(s.npages);
+            self.free_pages.extend_from_slice(&s.pages[..n]);
+            s.npages = 0;
+            self.free_slots.push(id.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_write_read_release_accounts_every_page() {
+        let mut m = PacketMemory::new(40).unwrap();
+        let bytes: Vec<u8> = (0..65535u32).map(|i| (i * 7 % 251) as u8).collect();
+        let a = m.alloc_from(&bytes, Offload::default()).unwrap();
+        assert_eq!(m.npages(a), 16);
+        assert_eq!(m.free_pages(), 24);
+        let mut back = vec![0u8; 70000];
+        assert_eq!(m.read(a, 0, &mut back), 65535);
+        assert_eq!(&back[..65535], &bytes[..]);
+        assert_eq!(m.read(a, 65530, &mut back[..100]), 5);
+        assert!(m.alloc(65535, Offload::default()).is_some());
+        assert!(m.alloc(65535, Offload::default()).is_none(), "8 pages left");
+        m.retain(a);
+        m.release(a);
+        assert_eq!(m.free_pages(), 8);
+        m.release(a);
+        assert_eq!(m.free_pages(), 24);
+        assert!(m.alloc(65536, Offload::default()).is_none(), "too long");
+    }
+}

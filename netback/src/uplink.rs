@@ -1,0 +1,187 @@
+//! Where guests' frames go: the [`Uplink`] trait and the uplinks pvnet ships (a learning
+//! switch, echo, sink, and a callback for embedders).
+
+use std::collections::HashMap;
+
+use netif::Offload;
+
+use crate::memory::{PacketId, PacketMemory};
+
+/// A vif's identity within one [`Netback`](crate::Netback); never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VifId(pub u32);
+
+/// Where frames a guest transmits go. Netback calls [`transmit`](Self::transmit) for each
+/// accepted frame, in the order the guest sent them; the uplink delivers it (or others) to
+/// vifs through the [`Outbox`]. A frame delivered nowhere is dropped.
+pub trait Uplink {
+    /// A frame `from` sent, held in backend memory until its last delivery is done.
+    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>);
+
+    /// `vif` is gone: forget it (a switch drops the MAC addresses it learnt there).
+    fn vif_removed(&mut self, vif: VifId) {
+        let _ = vif;
+    }
+}
+
+/// What an uplink can do with a frame: deliver it to vifs, read it, or make new frames.
+#[derive(Debug)]
+pub struct Outbox<'a> {
+    pub(crate) mem: &'a mut PacketMemory,
+    pub(crate) deliveries: &'a mut Vec<(VifId, PacketId)>,
+    pub(crate) vifs: &'a [VifId],
+}
+
+impl Outbox<'_> {
+    /// Queues `packet` for `to`'s receive ring. The same packet may go to several vifs; its
+    /// memory is shared until the last copy into a guest is done.
+    pub fn deliver(&mut self, to: VifId, packet: PacketId) {
+        self.mem.retain(packet);
+        self.deliveries.push((to, packet));
+    }
+
+    /// Queues a new frame of `bytes` for `to`. Returns `false` (and counts nothing) when the
+    /// frame is longer than 65535 bytes or backend memory is short.
+    pub fn inject(&mut self, to: VifId, bytes: &[u8], meta: Offload) -> bool {
+        match self.mem.alloc_from(bytes, meta) {
+            Some(p) => {
+                self.deliveries.push((to, p));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The packet memory, to read a frame ([`PacketMemory::read`]).
+    pub fn memory(&self) -> &PacketMemory {
+        self.mem
+    }
+
+    /// The vifs that can receive now (attached and not disabled).
+    pub fn vifs(&self) -> &[VifId] {
+        self.vifs
+    }
+}
+
+/// Sends every frame back to the vif that sent it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Echo;
+
+impl Uplink for Echo {
+    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+        out.deliver(from, packet);
+    }
+}
+
+/// Counts and drops every frame.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sink {
+    /// Frames received.
+    pub frames: u64,
+    /// Bytes received.
+    pub bytes: u64,
+}
+
+impl Uplink for Sink {
+    fn transmit(&mut self, _from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+        self.frames += 1;
+        self.bytes += u64::from(out.memory().len(packet));
+    }
+}
+
+/// An L2 learning switch joining the vifs of one backend: it learns each source MAC address
+/// on the vif it came from, forwards a unicast frame to the vif that owns its destination,
+/// and floods broadcast, multicast and unknown destinations to every other vif. A frame never
+/// goes back where it came from. Frames pass only through backend memory: no guest sees
+/// another guest's pages.
+#[derive(Clone, Debug, Default)]
+pub struct Switch {
+    table: HashMap<[u8; 6], VifId>,
+    /// Frames forwarded to one known vif.
+    pub forwarded: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+}
+
+impl Switch {
+    /// Where the switch has learnt `mac` to live.
+    pub fn lookup(&self, mac: [u8; 6]) -> Option<VifId> {
+        self.table.get(&mac).copied()
+    }
+}
+
+impl Uplink for Switch {
+    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+        let mut hdr = [0u8; 12];
+        if out.memory().read(packet, 0, &mut hdr) < hdr.len() {
+            return;
+        }
+        let (dst, src) = hdr.split_at(6);
+        let (dst, src): ([u8; 6], [u8; 6]) = (
+            dst.try_into().expect("6 bytes"),
+            src.try_into().expect("6 bytes"),
+        );
+        // Learn unicast sources only (a multicast source address is bogus).
+        if src[0] & 1 == 0 {
+            self.table.insert(src, from);
+        }
+        match self.table.get(&dst) {
+            Some(&to) if dst[0] & 1 == 0 => {
+                if to != from {
+                    self.forwarded += 1;
+                    out.deliver(to, packet);
+                }
+            }
+            _ => {
+                self.flooded += 1;
+                let vifs = out.vifs;
+                for &to in vifs.iter().filter(|v| **v != from) {
+                    out.deliver(to, packet);
+                }
+            }
+        }
+    }
+
+    fn vif_removed(&mut self, vif: VifId) {
+        self.table.retain(|_, v| *v != vif);
+    }
+}
+
+/// An uplink made of a closure: it gets each frame's bytes (copied into a buffer reused from
+/// frame to frame) and its offload metadata, and may deliver or inject frames.
+pub struct Callback<F> {
+    f: F,
+    scratch: Vec<u8>,
+}
+
+impl<F> core::fmt::Debug for Callback<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Callback").finish_non_exhaustive()
+    }
+}
+
+impl<F> Callback<F>
+where
+    F: FnMut(VifId, PacketId, &[u8], Offload, &mut Outbox<'_>),
+{
+    /// An uplink calling `f(from, packet, bytes, offload, outbox)` for each frame.
+    pub fn new(f: F) -> Self {
+        Self {
+            f,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<F> Uplink for Callback<F>
+where
+    F: FnMut(VifId, PacketId, &[u8], Offload, &mut Outbox<'_>),
+{
+    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+        let len = out.memory().len(packet) as usize;
+        self.scratch.resize(len, 0);
+        out.memory().read(packet, 0, &mut self.scratch);
+        let meta = out.memory().meta(packet);
+        (self.f)(from, packet, &self.scratch, meta, out);
+    }
+}

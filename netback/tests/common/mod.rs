@@ -1,0 +1,118 @@
+//! A backend on a thread of this process serving frontends over a real socket, shared
+//! memory and eventfds, for the data-path tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use netback::{ClosedVif, Netback, NetbackConfig, Uplink, VifInfo};
+use xenbus::{BackendConfig, BackendFeatures, Listener};
+
+pub const T: Duration = Duration::from_secs(10);
+
+/// A running backend: stop it to get its closed vifs and final view.
+pub struct Running<U> {
+    pub path: PathBuf,
+    stop: Arc<AtomicBool>,
+    waker: netback::Waker,
+    handle: JoinHandle<(Netback<U>, Vec<ClosedVif>)>,
+    dir: PathBuf,
+}
+
+pub struct Stopped<U> {
+    pub backend: Netback<U>,
+    pub closed: Vec<ClosedVif>,
+}
+
+impl<U> Stopped<U> {
+    pub fn vifs(&self) -> Vec<VifInfo>
+    where
+        U: Uplink,
+    {
+        self.backend.vifs()
+    }
+}
+
+pub fn start<U: Uplink + Send + 'static>(
+    name: &str,
+    features: BackendFeatures,
+    cfg: NetbackConfig,
+    uplink: U,
+) -> Running<U> {
+    let dir = std::env::temp_dir().join(format!("netback-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("backend.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = Listener::bind(
+        &path,
+        BackendConfig {
+            features,
+            allowed_uids: vec![nix::unistd::getuid().as_raw()],
+            timeout: T,
+        },
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop2 = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut backend = Netback::new(cfg, uplink).unwrap();
+        tx.send(backend.waker()).unwrap();
+        let incoming = netback::spawn_acceptor(listener, backend.waker());
+        let mut closed = Vec::new();
+        while !stop2.load(Ordering::Acquire) {
+            backend.wait(Some(Duration::from_millis(200))).unwrap();
+            while let Ok(conn) = incoming.try_recv() {
+                if let Ok(conn) = conn {
+                    backend.attach(conn).unwrap();
+                }
+            }
+            backend.poll().unwrap();
+            closed.extend(backend.take_closed());
+        }
+        (backend, closed)
+    });
+    let waker = rx.recv().unwrap();
+    Running {
+        path,
+        stop,
+        waker,
+        handle,
+        dir,
+    }
+}
+
+impl<U> Running<U> {
+    pub fn stop(self) -> Stopped<U> {
+        self.stop.store(true, Ordering::Release);
+        self.waker.wake().unwrap();
+        let (backend, closed) = self.handle.join().unwrap();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Stopped { backend, closed }
+    }
+}
+
+/// A frame of `len` bytes: broadcast-free unicast header from `src` to `dst`, then a pattern
+/// keyed by `seq`.
+pub fn frame(src: u8, dst: u8, seq: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    if len >= 14 {
+        f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, dst]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, src]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    }
+    for (i, b) in f.iter_mut().enumerate().skip(14) {
+        *b = seq
+            .wrapping_mul(31)
+            .wrapping_add(u32::try_from(i * 7).unwrap())
+            .to_le_bytes()[0];
+    }
+    if len >= 18 {
+        f[14..18].copy_from_slice(&seq.to_le_bytes());
+    }
+    f
+}

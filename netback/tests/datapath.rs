@@ -1,0 +1,117 @@
+//! Frames through netfront and netback and back (echo), byte for byte, in every mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{T, frame, start};
+use netback::{Echo, NetbackConfig, TxMode};
+use netfront::{Netfront, NetfrontConfig};
+use netif::{Gso, GsoKind, Offload};
+use xenbus::{BackendFeatures, FrontendChoice, RxMode};
+
+fn echo_round_trip(name: &str, tx_mode: TxMode, rx_mode: RxMode, remap: bool, sizes: &[usize]) {
+    let features = BackendFeatures {
+        gso_tcpv4: true,
+        gso_tcpv6: true,
+        ..BackendFeatures::default()
+    };
+    let backend = start(
+        name,
+        features,
+        NetbackConfig {
+            tx_mode,
+            ..NetbackConfig::default()
+        },
+        Echo,
+    );
+    let cfg = NetfrontConfig {
+        choice: FrontendChoice {
+            rx_mode,
+            mtu: 9000,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            ..FrontendChoice::default()
+        },
+        flip_remap: remap,
+        ..NetfrontConfig::default()
+    };
+    let mut nic = Netfront::connect(&backend.path, cfg).unwrap();
+    for (seq, &len) in (0u32..).zip(sizes) {
+        let gso = (len > 9014).then_some(Gso {
+            kind: GsoKind::TcpV4,
+            size: 1448,
+        });
+        let meta = Offload {
+            csum_blank: len % 2 == 0,
+            data_validated: len % 3 == 0,
+            gso,
+        };
+        let sent = frame(1, 1, seq, len);
+        nic.send(&sent, meta).unwrap();
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + T;
+        while got.is_empty() {
+            nic.receive(1, |rx| got.push((rx.data.to_vec(), rx.offload)))
+                .unwrap();
+            if got.is_empty() {
+                if std::time::Instant::now() >= deadline {
+                    let stats = nic.stats();
+                    let stopped = backend.stop();
+                    panic!(
+                        "{name}: {len} bytes never came back: front {stats:?}, back {:?}",
+                        stopped.vifs()
+                    );
+                }
+                nic.wait(Some(Duration::from_millis(100))).unwrap();
+            }
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.len(), len, "{name}: length");
+        assert!(got[0].0 == sent, "{name}: {len} bytes differ");
+        assert_eq!(got[0].1, meta, "{name}: offload metadata round trip");
+    }
+    nic.poll().unwrap();
+    let stats = nic.stats();
+    assert_eq!(stats.rx_packets, sizes.len() as u64);
+    assert_eq!(
+        stats.tx_errors + stats.tx_dropped + stats.rx_errors + stats.rx_dropped,
+        0
+    );
+    nic.close().unwrap();
+    let stopped = backend.stop();
+    assert_eq!(stopped.closed.len(), 1, "{name}: the vif closed");
+    let closed = &stopped.closed[0];
+    assert_eq!(closed.pinned, 0, "{name}: no grant in use after close");
+    assert_eq!(closed.stats.tx_packets, sizes.len() as u64);
+    assert_eq!(closed.stats.rx_packets, sizes.len() as u64);
+    assert_eq!(
+        stopped.backend.memory().packets(),
+        0,
+        "{name}: no packet left"
+    );
+}
+
+const SIZES: [usize; 12] = [
+    14, 15, 60, 64, 1500, 1514, 4095, 4096, 4097, 9014, 20000, 65535,
+];
+
+#[test]
+fn copy_tx_copy_rx_every_size() {
+    echo_round_trip("copy", TxMode::Copy, RxMode::Copy, false, &SIZES);
+}
+
+#[test]
+fn map_tx_every_size() {
+    echo_round_trip("map", TxMode::Map, RxMode::Copy, false, &SIZES);
+}
+
+#[test]
+fn flip_rx_every_size() {
+    echo_round_trip("flip", TxMode::Copy, RxMode::Flip, false, &SIZES);
+}
+
+#[test]
+fn flip_rx_with_remap_every_size() {
+    echo_round_trip("flip-remap", TxMode::Copy, RxMode::Flip, true, &SIZES);
+}

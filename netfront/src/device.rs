@@ -1,0 +1,631 @@
+//! The device: connecting (memory, grants, rings, event channels, handshake), sending,
+//! receiving, waiting, counters and closing.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use event_channel::{EventChannel, EventFdPort, wait_any};
+use grant_table::host::{
+    BACKEND_DOMID, FramePool, PoolSide, RemapWindow, create_memfd, map_shared,
+};
+use grant_table::{ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantRef, GrantTable, RESERVED_REFS};
+use io_ring::FrontRing;
+use netif::Offload;
+use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
+
+use xenbus::{EventFds, FrontendChoice, FrontendConnection, QueueResources, Resources, RxMode};
+
+use crate::error::{BackendFault, NetfrontError, SendError};
+use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue};
+use crate::stats::Stats;
+use crate::txq::{TxLimits, TxQueue, ring_error};
+
+/// Buffers per ring (both rings of a queue are one page: 256 slots each).
+const RING_SLOTS: u32 = 256;
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct NetfrontConfig {
+    /// What to negotiate: MAC, MTU, receive mode, queues, scatter-gather, offloads, split
+    /// event channels. Checked against what the backend offers.
+    pub choice: FrontendChoice,
+    /// Flip mode: map each received frame into a fixed receive slot (`mmap`), what a flip
+    /// costs on real hardware, instead of reading it where it is in the pool.
+    pub flip_remap: bool,
+    /// How long [`Netfront::wait`] polls the rings before sleeping (0: sleep at once).
+    pub spin: Duration,
+    /// Control-plane timeout (connect, close).
+    pub timeout: Duration,
+}
+
+impl Default for NetfrontConfig {
+    fn default() -> Self {
+        Self {
+            choice: FrontendChoice::default(),
+            flip_remap: false,
+            spin: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What closing released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseReport {
+    /// Grants revoked (rings, buffers, transfer offers).
+    pub revoked: usize,
+}
+
+#[derive(Debug)]
+struct Queue {
+    tx: TxQueue,
+    rx: RxQueue,
+    tx_event: EventFdPort,
+    rx_event: Option<EventFdPort>,
+    ring_grants: [GrantRef; 2],
+    eoi_tx: bool,
+    eoi_rx: bool,
+}
+
+/// A flip mode pool and what reads it.
+#[derive(Debug)]
+struct Flip {
+    pool: FramePool,
+    fd: OwnedFd,
+    window: Option<RemapWindow>,
+}
+
+/// A paravirtual NIC: the guest side of one connection to a netback. Single owner
+/// (`&mut self`); frames within a queue are never reordered, and a flow always uses one queue.
+#[derive(Debug)]
+pub struct Netfront {
+    conn: Option<FrontendConnection>,
+    table: GrantTable,
+    flip: Option<Flip>,
+    queues: Vec<Queue>,
+    limits: TxLimits,
+    choice: FrontendChoice,
+    spin: Duration,
+    broken: Option<BackendFault>,
+    stats: Stats,
+    scratch: Vec<u8>,
+}
+
+/// Frames of our memory per queue: two ring pages, the tx buffers, and (copy mode) the rx
+/// buffers.
+fn frames_per_queue(copy: bool) -> u32 {
+    2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 }
+}
+
+fn event_pair(fds: &mut Vec<OwnedFd>) -> Result<(EventFdPort, EventFds), NetfrontError> {
+    let (ours, theirs) = EventFdPort::pair()?;
+    let (waits, notifies) = theirs.clone_fds()?;
+    fds.push(waits);
+    fds.push(notifies);
+    Ok((
+        ours,
+        EventFds {
+            backend_waits: fds.len() - 2,
+            backend_notifies: fds.len() - 1,
+        },
+    ))
+}
+
+impl Netfront {
+    /// Connects to the backend listening at `path`: allocates and grants rings and buffer
+    /// pools, hands them over with the event channels, and posts every receive buffer.
+    ///
+    /// # Errors
+    /// A choice the backend does not offer, a refused or timed-out handshake
+    /// ([`NetfrontError::Xenbus`]), or a local failure to set up memory.
+    pub fn connect(path: &Path, cfg: NetfrontConfig) -> Result<Self, NetfrontError> {
+        let choice = cfg.choice.clone();
+        let nq = usize::try_from(choice.queues).unwrap_or(0);
+        if nq == 0 {
+            return Err(NetfrontError::Config("at least one queue".into()));
+        }
+        let pending = xenbus::connect(path, cfg.timeout)?;
+        let copy = choice.rx_mode == RxMode::Copy;
+        let per_queue = frames_per_queue(copy);
+        let frames_len = nq * per_queue as usize * FRAME_SIZE;
+        let frames_fd = create_memfd(c"netfront-frames", frames_len)?;
+        let frames = map_shared(&frames_fd, frames_len)?;
+        // Grants: the ring pages and one per buffer of each ring (access grants for copy
+        // buffers, accept-transfer grants in flip mode).
+        let entries = RESERVED_REFS as usize + nq * (2 + 2 * RING_SLOTS as usize);
+        let table_len = entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE;
+        let table_fd = create_memfd(c"netfront-grants", table_len)?;
+        let mut table = GrantTable::new(map_shared(&table_fd, table_len)?)?;
+        let mut fds: Vec<OwnedFd> = vec![frames_fd.try_clone().map_err(io)?, table_fd];
+        let flip = if copy {
+            None
+        } else {
+            let len = 2 * nq * RING_SLOTS as usize * FRAME_SIZE;
+            let fd = create_memfd(c"netfront-flip-pool", len)?;
+            let pool = FramePool::split(map_shared(&fd, len)?, PoolSide::Frontend);
+            let window = if cfg.flip_remap {
+                Some(RemapWindow::new(nq * RING_SLOTS as usize)?)
+            } else {
+                None
+            };
+            fds.push(fd.try_clone().map_err(io)?);
+            Some(Flip { pool, fd, window })
+        };
+        let flip_pool = flip.as_ref().map(|_| 2);
+
+        let mut queues = Vec::with_capacity(nq);
+        let mut resources = Vec::with_capacity(nq);
+        let mut offers = flip
+            .as_ref()
+            .map(|f| f.pool.owned_frames().collect::<Vec<FrameNumber>>())
+            .unwrap_or_default()
+            .into_iter();
+        for q in 0..nq {
+            let base = u32::try_from(q).unwrap_or(u32::MAX) * per_queue;
+            let page = |f: u32| frames.subregion(f as usize * FRAME_SIZE, FRAME_SIZE);
+            let tx_ref = table.grant_access(BACKEND_DOMID, FrameNumber(base), false)?;
+            let rx_ref = table.grant_access(BACKEND_DOMID, FrameNumber(base + 1), false)?;
+            let tx_ring = FrontRing::<TxRequest, TxResponse>::init(page(base).map_err(region)?)
+                .map_err(|e| NetfrontError::Config(e.to_string()))?;
+            let rx_ring = FrontRing::<RxRequest, RxResponse>::init(page(base + 1).map_err(region)?)
+                .map_err(|e| NetfrontError::Config(e.to_string()))?;
+            let tx_first = base + 2;
+            let tx_grefs = (0..RING_SLOTS)
+                .map(|i| table.grant_access(BACKEND_DOMID, FrameNumber(tx_first + i), true))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bufs = if copy {
+                let first = base + 2 + RING_SLOTS;
+                let grefs = (0..RING_SLOTS)
+                    .map(|i| table.grant_access(BACKEND_DOMID, FrameNumber(first + i), false))
+                    .collect::<Result<Vec<_>, _>>()?;
+                RxBuffers::Copy {
+                    frames: frames.clone(),
+                    first_frame: first,
+                    grefs,
+                }
+            } else {
+                let pool = &flip.as_ref().expect("flip mode").pool;
+                let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
+                for _ in 0..RING_SLOTS {
+                    let f = offers
+                        .next()
+                        .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
+                    pool.give(f)?;
+                    grefs.push(table.grant_transfer(BACKEND_DOMID, f)?);
+                }
+                RxBuffers::Flip {
+                    grefs,
+                    held: vec![None; RING_SLOTS as usize],
+                    window_base: q * RING_SLOTS as usize,
+                }
+            };
+            let (tx_event, tx_fds) = event_pair(&mut fds)?;
+            let rx_pair = if choice.split_event_channels {
+                Some(event_pair(&mut fds)?)
+            } else {
+                None
+            };
+            resources.push(QueueResources {
+                tx_ring_ref: tx_ref.0,
+                rx_ring_ref: rx_ref.0,
+                tx_event: tx_fds,
+                rx_event: rx_pair.as_ref().map(|(_, e)| *e),
+            });
+            queues.push(Queue {
+                tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
+                rx: RxQueue::new(rx_ring, bufs),
+                tx_event,
+                rx_event: rx_pair.map(|(p, _)| p),
+                ring_grants: [tx_ref, rx_ref],
+                eoi_tx: false,
+                eoi_rx: false,
+            });
+        }
+        let res = Resources {
+            frames: 0,
+            grant_table: 1,
+            flip_pool,
+            queues: resources,
+        };
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
+        let conn = pending.finish(&choice, &res, &borrowed)?;
+        drop(borrowed);
+        drop(fds);
+        let max_len = if choice.sg {
+            (choice.mtu as usize + 14).min(65535)
+        } else {
+            1514
+        };
+        let mut dev = Self {
+            conn: Some(conn),
+            table,
+            flip,
+            queues,
+            limits: TxLimits {
+                max_len,
+                max_len_gso: if choice.sg { 65535 } else { max_len },
+                gso_tcpv4: choice.gso_tcpv4,
+                gso_tcpv6: choice.gso_tcpv6,
+            },
+            choice,
+            spin: cfg.spin,
+            broken: None,
+            stats: Stats::default(),
+            scratch: Vec::new(),
+        };
+        dev.refill()?;
+        Ok(dev)
+    }
+
+    /// What was negotiated.
+    pub fn choice(&self) -> &FrontendChoice {
+        &self.choice
+    }
+
+    /// Queue pairs.
+    pub fn queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Why the device is broken, if it is.
+    pub fn broken(&self) -> Option<BackendFault> {
+        self.broken
+    }
+
+    /// The queue a frame's flow uses.
+    pub fn queue_for(&self, frame_start: &[u8]) -> usize {
+        if self.queues.len() == 1 {
+            0
+        } else {
+            netif::flow_hash(frame_start) as usize % self.queues.len()
+        }
+    }
+
+    fn check(&self) -> Result<(), NetfrontError> {
+        match self.broken {
+            Some(f) => Err(NetfrontError::Broken(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a backend fault (the device is broken from now on) and passes errors through.
+    fn note<T>(&mut self, r: Result<T, NetfrontError>) -> Result<T, NetfrontError> {
+        if let Err(NetfrontError::Broken(f)) = &r
+            && self.broken.is_none()
+        {
+            self.broken = Some(*f);
+        }
+        r
+    }
+
+    /// Sends one frame (its flow's queue). Publishes at once.
+    ///
+    /// # Errors
+    /// [`SendError`]; `Full` means: reclaim ([`poll`](Self::poll) / [`wait`](Self::wait))
+    /// and retry.
+    pub fn send(&mut self, frame: &[u8], offload: Offload) -> Result<(), SendError> {
+        self.send_sg(&[frame], offload)
+    }
+
+    /// Sends one frame made of several slices (scatter-gather). Publishes at once.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_sg(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {
+        self.queue_frame(parts, offload)?;
+        self.flush().map_err(|_| self.send_error())
+    }
+
+    /// Sends frames in order until one does not fit, publishing each queue once (one
+    /// notification at most per queue). Returns how many were sent; a frame that is wrong
+    /// in itself stops the batch with its error.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), for the first frame not sent when none was.
+    pub fn send_batch<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = &'a [u8]>,
+        offload: Offload,
+    ) -> Result<usize, SendError> {
+        let mut sent = 0;
+        let mut failure = None;
+        for frame in frames {
+            match self.queue_frame(&[frame], offload) {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        self.flush().map_err(|_| self.send_error())?;
+        match failure {
+            Some(e) if sent == 0 => Err(e),
+            _ => Ok(sent),
+        }
+    }
+
+    fn send_error(&self) -> SendError {
+        SendError::Broken(self.broken.unwrap_or(BackendFault::Closed))
+    }
+
+    fn queue_frame(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {
+        if let Some(f) = self.broken {
+            return Err(SendError::Broken(f));
+        }
+        let mut head = [0u8; 64];
+        let mut n = 0;
+        for p in parts {
+            let take = (head.len() - n).min(p.len());
+            head[n..n + take].copy_from_slice(&p[..take]);
+            n += take;
+        }
+        let q = self.queue_for(&head[..n]);
+        let limits = self.limits;
+        let queue = &mut self.queues[q];
+        let mut r = queue.tx.push_frame(parts, offload, limits);
+        if r == Err(SendError::Full) {
+            // Reclaim completions, then try once more.
+            let reclaimed = queue.tx.reclaim(&mut self.stats);
+            if let Err(e) = self.note(reclaimed) {
+                return Err(match e {
+                    NetfrontError::Broken(f) => SendError::Broken(f),
+                    _ => SendError::Full,
+                });
+            }
+            r = self.queues[q].tx.push_frame(parts, offload, limits);
+        }
+        let len = r?;
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += len as u64;
+        Ok(())
+    }
+
+    /// Publishes queued transmit requests, notifying where the backend asked.
+    fn flush(&mut self) -> Result<(), NetfrontError> {
+        for q in &mut self.queues {
+            if std::mem::take(&mut q.tx.unpublished) && q.tx.ring.publish_requests() {
+                q.tx_event.notify()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees transmit buffers the backend is done with and posts receive buffers. Returns the
+    /// transmit buffers reclaimed.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Broken`] if the backend misbehaved; local failures.
+    pub fn poll(&mut self) -> Result<usize, NetfrontError> {
+        self.check()?;
+        let mut n = 0;
+        for q in 0..self.queues.len() {
+            let r = self.queues[q].tx.reclaim(&mut self.stats);
+            n += self.note(r)?;
+        }
+        let r = self.refill();
+        self.note(r)?;
+        Ok(n)
+    }
+
+    fn refill(&mut self) -> Result<(), NetfrontError> {
+        let (table, flip) = (&mut self.table, &self.flip);
+        let mut ctx = FlipCtx {
+            table,
+            pool: flip.as_ref().map(|f| &f.pool),
+            remap: None,
+        };
+        for q in &mut self.queues {
+            if q.rx.post(&mut ctx)? {
+                let port = q.rx_event.as_ref().unwrap_or(&q.tx_event);
+                port.notify()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands up to `budget` received frames (over all queues) to `f`, in order per queue,
+    /// then posts their buffers again. Returns how many frames were handled (including
+    /// dropped ones).
+    ///
+    /// # Errors
+    /// [`NetfrontError::Broken`] if the backend misbehaved; local failures.
+    pub fn receive(
+        &mut self,
+        budget: usize,
+        mut f: impl FnMut(RxFrame<'_>),
+    ) -> Result<usize, NetfrontError> {
+        self.check()?;
+        let mut done = 0;
+        let nq = self.queues.len();
+        for qi in 0..nq {
+            if done >= budget {
+                break;
+            }
+            let (table, flip) = (&mut self.table, &self.flip);
+            let mut ctx = FlipCtx {
+                table,
+                pool: flip.as_ref().map(|f| &f.pool),
+                remap: flip
+                    .as_ref()
+                    .and_then(|f| f.window.as_ref().map(|w| (w, f.fd.as_fd()))),
+            };
+            let q = &mut self.queues[qi];
+            let r = q.rx.receive(
+                qi,
+                budget - done,
+                &mut ctx,
+                &mut self.scratch,
+                &mut self.stats,
+                &mut f,
+            );
+            done += self.note(r)?;
+        }
+        let r = self.refill();
+        self.note(r)?;
+        Ok(done)
+    }
+
+    fn has_work(&mut self) -> Result<bool, NetfrontError> {
+        for q in &mut self.queues {
+            if q.rx.has_work()? || q.tx.ring.unconsumed_responses().map_err(ring_error)? > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn final_check(&mut self) -> Result<bool, NetfrontError> {
+        let mut work = false;
+        for q in &mut self.queues {
+            work |= q.rx.ring.final_check_responses().map_err(ring_error)?;
+            work |= q.rx.has_work()?;
+            work |= q.tx.ring.final_check_responses().map_err(ring_error)?;
+        }
+        Ok(work)
+    }
+
+    /// Waits until a frame arrives or transmit buffers come back (or `timeout` passes):
+    /// spins for the configured time looking at the rings, then arms them and sleeps on the
+    /// event channels and the control socket. Returns whether there is work.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Broken`] (with [`BackendFault::Closed`] if the backend closed);
+    /// local failures.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+        self.check()?;
+        let r = self.wait_inner(timeout);
+        self.note(r)
+    }
+
+    fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+        // Late EOI: clear the events of the last sleep now that the rings were handled.
+        for q in &mut self.queues {
+            if std::mem::take(&mut q.eoi_tx) {
+                q.tx_event.consume_ready()?;
+            }
+            if std::mem::take(&mut q.eoi_rx)
+                && let Some(e) = &mut q.rx_event
+            {
+                e.consume_ready()?;
+            }
+        }
+        let start = Instant::now();
+        if !self.spin.is_zero() {
+            loop {
+                if self.has_work()? {
+                    return Ok(true);
+                }
+                if start.elapsed() >= self.spin {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if self.final_check()? {
+            return Ok(true);
+        }
+        let ready = {
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
+            if let Some(c) = &self.conn {
+                fds.push(c.as_fd());
+            }
+            for q in &self.queues {
+                fds.push(q.tx_event.as_fd());
+                if let Some(e) = &q.rx_event {
+                    fds.push(e.as_fd());
+                }
+            }
+            let mut ready = vec![false; fds.len()];
+            wait_any(&fds, timeout, &mut ready)?;
+            ready
+        };
+        let mut it = ready.into_iter();
+        if let Some(c) = self.conn.as_mut()
+            && it.next() == Some(true)
+            && c.backend_closing(Duration::ZERO).unwrap_or(true)
+        {
+            return Err(BackendFault::Closed.into());
+        }
+        for q in &mut self.queues {
+            q.eoi_tx |= it.next() == Some(true);
+            if q.rx_event.is_some() {
+                q.eoi_rx |= it.next() == Some(true);
+            }
+        }
+        self.final_check()
+    }
+
+    /// Closes: asks the backend to close, waits until it has released everything, then
+    /// revokes every grant (rings, buffers, transfer offers).
+    ///
+    /// # Errors
+    /// A control-plane failure; [`NetfrontError::GrantsInUse`] if the backend still holds
+    /// grants (their frames are then never reused: the memory is simply kept).
+    pub fn close(mut self) -> Result<CloseReport, NetfrontError> {
+        if let Some(conn) = self.conn.take() {
+            // A backend that already went away has released everything with its process.
+            match conn.close() {
+                Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut revoked = 0;
+        let mut in_use = 0;
+        for q in &self.queues {
+            let mut grants: Vec<GrantRef> = q.ring_grants.to_vec();
+            grants.extend_from_slice(&q.tx.grefs);
+            let transfers = match q.rx.buffers() {
+                RxBuffers::Copy { grefs, .. } => {
+                    grants.extend_from_slice(grefs);
+                    Vec::new()
+                }
+                RxBuffers::Flip { grefs, held, .. } => grefs
+                    .iter()
+                    .zip(held)
+                    .filter(|(_, h)| h.is_none())
+                    .map(|(g, _)| *g)
+                    .collect(),
+            };
+            for g in grants {
+                match self.table.end_access(g) {
+                    Ok(_) => revoked += 1,
+                    Err(_) => in_use += 1,
+                }
+            }
+            for g in transfers {
+                match self.table.end_transfer(g) {
+                    Ok(_) => revoked += 1,
+                    Err(_) => in_use += 1,
+                }
+            }
+        }
+        if in_use > 0 {
+            return Err(NetfrontError::GrantsInUse(in_use));
+        }
+        Ok(CloseReport { revoked })
+    }
+}
+
+fn io(e: std::io::Error) -> NetfrontError {
+    NetfrontError::Memory(grant_table::GrantError::Io(e))
+}
+
+fn region(e: shared_mem::RegionError) -> NetfrontError {
+    NetfrontError::Config(e.to_string())
+}
+
+impl Drop for Netfront {
+    fn drop(&mut self) {
+        // Dropping without `close`: tell the backend (best effort) so it releases us.
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close();
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The guest side of Xen's paravirtual network path (netfront), for any host that can share
+//! memory and signal.
+//!
+//! [`Netfront::connect`] allocates its memory (rings, a transmit buffer page per ring slot, a
+//! receive buffer page per slot or a flip pool), grants it once for the whole connection,
+//! hands it over with its event channels through the control plane ([`xenbus`]) and posts
+//! every receive buffer. Then:
+//!
+//! - [`send`](Netfront::send), [`send_sg`](Netfront::send_sg) and
+//!   [`send_batch`](Netfront::send_batch) copy frames into transmit buffers and post them
+//!   (frames up to 65535 bytes with scatter-gather, with checksum and GSO metadata the
+//!   backend agreed to); a flow always goes to the same queue, so it is never reordered.
+//! - [`receive`](Netfront::receive) hands received frames to a closure, in order, after
+//!   validating everything the backend wrote ([`netif::parse_rx`]: ids, statuses, offsets,
+//!   lengths); the buffers are posted again at once.
+//! - [`wait`](Netfront::wait) spins (if configured), arms the rings and sleeps on the event
+//!   channels; [`close`](Netfront::close) revokes every grant once the backend let go.
+//!
+//! A backend that misbehaves turns the device [`broken`](Netfront::broken) with a typed
+//! [`BackendFault`]; nothing it writes can make netfront panic or read outside its own
+//! frames.
+//!
+//! ```no_run
+//! use netfront::{Netfront, NetfrontConfig};
+//! use netif::Offload;
+//!
+//! let mut nic = Netfront::connect(std::path::Path::new("/tmp/pvnet.sock"), NetfrontConfig::default())?;
+//! let frame = [0xffu8; 60];
+//! nic.send(&frame, Offload::default())?;
+//! while nic.receive(64, |rx| println!("{} bytes on queue {}", rx.data.len(), rx.queue))? == 0 {
+//!     nic.wait(None)?;
+//! }
+//! nic.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+mod device;
+mod error;
+mod rxq;
+mod stats;
+mod txq;
+
+pub use device::{CloseReport, Netfront, NetfrontConfig};
+pub use error::{BackendFault, NetfrontError, SendError};
+pub use rxq::RxFrame;
+pub use stats::Stats;

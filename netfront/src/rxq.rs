@@ -1,0 +1,303 @@
+//! One queue's receive side: buffers posted to the backend (pre-granted pages in copy mode,
+//! accept-transfer grants offering pool frames in flip mode), responses validated by the
+//! netif parser, frames assembled from their slots, and every slot's buffer posted again.
+
+use std::os::fd::BorrowedFd;
+
+use grant_table::host::{BACKEND_DOMID, FramePool, RemapWindow};
+use grant_table::{
+    FRAME_SIZE, FrameNumber, GrantError, GrantRef, GrantTable, TransferEnd, TransferState,
+};
+use io_ring::FrontRing;
+use netif::wire::{RxRequest, RxResponse};
+use netif::{Offload, RxErrorKind, Severity, parse_rx};
+use shared_mem::SharedRegion;
+
+use crate::error::{BackendFault, NetfrontError};
+use crate::stats::Stats;
+use crate::txq::ring_error;
+
+/// A received frame, handed to the caller's closure.
+#[derive(Debug)]
+pub struct RxFrame<'a> {
+    /// The queue it came on.
+    pub queue: usize,
+    /// Its bytes (copied out of shared memory: the backend cannot change them).
+    pub data: &'a [u8],
+    /// Its offload metadata.
+    pub offload: Offload,
+}
+
+/// How the receive buffers are provided.
+#[derive(Debug)]
+pub(crate) enum RxBuffers {
+    /// Pre-granted pages of our frames, one per id.
+    Copy {
+        frames: SharedRegion,
+        first_frame: u32,
+        grefs: Vec<GrantRef>,
+    },
+    /// Accept-transfer grants, one per id, each offering a pool frame; `held[id]` is a frame
+    /// a flip delivered and we have not offered again yet.
+    Flip {
+        grefs: Vec<GrantRef>,
+        held: Vec<Option<FrameNumber>>,
+        /// This queue's first slot in the remap window.
+        window_base: usize,
+    },
+}
+
+/// What flip mode needs from the device.
+#[derive(Debug)]
+pub(crate) struct FlipCtx<'a> {
+    pub(crate) table: &'a mut GrantTable,
+    pub(crate) pool: Option<&'a FramePool>,
+    /// The window received frames are mapped into, and the pool's descriptor.
+    pub(crate) remap: Option<(&'a RemapWindow, BorrowedFd<'a>)>,
+}
+
+/// A receive queue.
+#[derive(Debug)]
+pub(crate) struct RxQueue {
+    pub(crate) ring: FrontRing<RxRequest, RxResponse>,
+    bufs: RxBuffers,
+    prod: u32,
+    cons: u32,
+    /// Ring slot -> the id posted there.
+    posted: Vec<u16>,
+    /// Ids whose buffers are ours and not posted.
+    to_post: Vec<u16>,
+    /// Responses copied out of the ring, with the id posted in each one's slot; those from
+    /// `start` on are not handled yet.
+    rsps: Vec<RxResponse>,
+    ids: Vec<u16>,
+    start: usize,
+}
+
+fn transfer_fault(_: GrantError) -> NetfrontError {
+    NetfrontError::Broken(BackendFault::TransferIncomplete)
+}
+
+impl RxQueue {
+    pub(crate) fn new(ring: FrontRing<RxRequest, RxResponse>, bufs: RxBuffers) -> Self {
+        let size = ring.size() as usize;
+        let ids = match &bufs {
+            RxBuffers::Copy { grefs, .. } | RxBuffers::Flip { grefs, .. } => grefs.len(),
+        };
+        Self {
+            ring,
+            bufs,
+            prod: 0,
+            cons: 0,
+            posted: vec![0; size],
+            to_post: (0..u16::try_from(ids).unwrap_or(u16::MAX)).rev().collect(),
+            rsps: Vec::with_capacity(size),
+            ids: Vec::with_capacity(size),
+            start: 0,
+        }
+    }
+
+    /// The grants of this queue's buffers (to revoke at close).
+    pub(crate) fn buffers(&self) -> &RxBuffers {
+        &self.bufs
+    }
+
+    /// Posts every buffer that is ours (flip: offering each delivered frame again). Returns
+    /// whether the backend asked to be notified.
+    pub(crate) fn post(&mut self, ctx: &mut FlipCtx<'_>) -> Result<bool, NetfrontError> {
+        if self.to_post.is_empty() {
+            return Ok(false);
+        }
+        let mask = self.posted.len() - 1;
+        while let Some(&id) = self.to_post.last() {
+            if self.ring.free_requests() == 0 {
+                break;
+            }
+            let gref = match &mut self.bufs {
+                RxBuffers::Copy { grefs, .. } => grefs[usize::from(id)],
+                RxBuffers::Flip { grefs, held, .. } => {
+                    if let Some(f) = held[usize::from(id)].take() {
+                        let pool = ctx
+                            .pool
+                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
+                        pool.give(f)?;
+                        grefs[usize::from(id)] = ctx.table.grant_transfer(BACKEND_DOMID, f)?;
+                    }
+                    grefs[usize::from(id)]
+                }
+            };
+            self.ring
+                .push_request(&RxRequest {
+                    id,
+                    pad: 0,
+                    gref: gref.0,
+                })
+                .map_err(ring_error)?;
+            self.posted[self.prod as usize & mask] = id;
+            self.prod = self.prod.wrapping_add(1);
+            self.to_post.pop();
+        }
+        Ok(self.ring.publish_requests())
+    }
+
+    /// Flip mode: collects the frame flipped into `id`'s grant, if a flip happened.
+    fn settle(&mut self, id: u16, ctx: &mut FlipCtx<'_>) -> Result<(), NetfrontError> {
+        let RxBuffers::Flip { grefs, held, .. } = &mut self.bufs else {
+            return Ok(());
+        };
+        let gref = grefs[usize::from(id)];
+        if held[usize::from(id)].is_some() {
+            return Ok(());
+        }
+        match ctx.table.transfer_state(gref).map_err(transfer_fault)? {
+            TransferState::Pending => Ok(()),
+            TransferState::Committed => Err(BackendFault::TransferIncomplete.into()),
+            TransferState::Completed(_) => {
+                match ctx.table.end_transfer(gref).map_err(transfer_fault)? {
+                    TransferEnd::Completed { received, .. } => {
+                        let pool = ctx
+                            .pool
+                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
+                        pool.receive(received)
+                            .map_err(|_| BackendFault::FlippedFrame(received.0))?;
+                        held[usize::from(id)] = Some(received);
+                        Ok(())
+                    }
+                    TransferEnd::Cancelled { .. } => Err(BackendFault::TransferIncomplete.into()),
+                }
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of buffer `id`'s page.
+    fn read(
+        &self,
+        id: u16,
+        offset: usize,
+        buf: &mut [u8],
+        ctx: &FlipCtx<'_>,
+    ) -> Result<(), NetfrontError> {
+        match &self.bufs {
+            RxBuffers::Copy {
+                frames,
+                first_frame,
+                ..
+            } => {
+                let frame = (*first_frame + u32::from(id)) as usize;
+                frames
+                    .copy_out(frame * FRAME_SIZE + offset, buf)
+                    .map_err(|_| NetfrontError::Broken(BackendFault::Rx(RxErrorKind::Incomplete)))
+            }
+            RxBuffers::Flip {
+                held, window_base, ..
+            } => {
+                let Some(frame) = held[usize::from(id)] else {
+                    return if buf.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(BackendFault::TransferIncomplete.into())
+                    };
+                };
+                match ctx.remap {
+                    Some((window, fd)) => {
+                        let slot = window_base + usize::from(id);
+                        window.remap(slot, &fd, frame)?;
+                        window
+                            .region()
+                            .copy_out(slot * FRAME_SIZE + offset, buf)
+                            .map_err(|_| NetfrontError::Config("remap window too small".into()))
+                    }
+                    None => {
+                        let pool = ctx
+                            .pool
+                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
+                        Ok(pool.read(frame, offset, buf)?)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles up to `budget` received frames, each given to `f`. Returns how many frames
+    /// were handled (delivered or dropped).
+    pub(crate) fn receive(
+        &mut self,
+        queue: usize,
+        budget: usize,
+        ctx: &mut FlipCtx<'_>,
+        scratch: &mut Vec<u8>,
+        stats: &mut Stats,
+        f: &mut dyn FnMut(RxFrame<'_>),
+    ) -> Result<usize, NetfrontError> {
+        if self.start >= self.rsps.len() {
+            self.rsps.clear();
+            self.ids.clear();
+            self.start = 0;
+            let mask = self.posted.len() - 1;
+            let rsps = self.ring.responses().map_err(ring_error)?;
+            for r in rsps {
+                self.ids.push(self.posted[self.cons as usize & mask]);
+                self.rsps.push(r);
+                self.cons = self.cons.wrapping_add(1);
+            }
+        }
+        let mut done = 0;
+        while done < budget && self.start < self.rsps.len() {
+            let start = self.start;
+            let parsed = parse_rx(&self.rsps[start..], &self.ids[start..]);
+            let slots = match parsed {
+                Ok(pkt) => {
+                    for i in start..start + pkt.slots {
+                        self.settle(self.ids[i], ctx)?;
+                    }
+                    scratch.clear();
+                    scratch.resize(pkt.len as usize, 0);
+                    let mut at = 0;
+                    for frag in pkt.fragments() {
+                        let n = usize::from(frag.len);
+                        self.read(
+                            frag.id,
+                            usize::from(frag.offset),
+                            &mut scratch[at..at + n],
+                            ctx,
+                        )?;
+                        at += n;
+                    }
+                    stats.rx_packets += 1;
+                    stats.rx_bytes += u64::from(pkt.len);
+                    f(RxFrame {
+                        queue,
+                        data: scratch,
+                        offload: Offload::from_rx(&pkt),
+                    });
+                    pkt.slots
+                }
+                Err(e) if e.severity == Severity::Fatal => {
+                    return Err(BackendFault::Rx(e.kind).into());
+                }
+                Err(e) => {
+                    for i in start..start + e.slots {
+                        self.settle(self.ids[i], ctx)?;
+                    }
+                    if matches!(e.kind, RxErrorKind::Status(_)) {
+                        stats.rx_errors += 1;
+                    } else {
+                        stats.rx_dropped += 1;
+                    }
+                    e.slots
+                }
+            };
+            self.to_post
+                .extend_from_slice(&self.ids[start..start + slots]);
+            self.start += slots;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Whether responses wait (a fresh look at the ring, or ones copied and not handled).
+    pub(crate) fn has_work(&mut self) -> Result<bool, NetfrontError> {
+        Ok(self.start < self.rsps.len()
+            || self.ring.unconsumed_responses().map_err(ring_error)? > 0)
+    }
+}

@@ -1,0 +1,197 @@
+//! One queue's transmit side: a pool of pre-granted buffer pages (one per ring slot, granted
+//! read-only once at connect), frames copied into them and posted as request chains, and
+//! completions validated and reclaimed.
+
+use grant_table::{FRAME_SIZE, GrantRef};
+use io_ring::FrontRing;
+use netif::Offload;
+use netif::wire::{ETH_HLEN, TxRequest, TxResponse, status, tx_flags};
+use shared_mem::SharedRegion;
+
+use crate::error::{BackendFault, NetfrontError, SendError};
+use crate::stats::Stats;
+
+/// A transmit queue's buffers and ring.
+#[derive(Debug)]
+pub(crate) struct TxQueue {
+    pub(crate) ring: FrontRing<TxRequest, TxResponse>,
+    /// The frames region and the first buffer page's frame number in it.
+    frames: SharedRegion,
+    first_frame: u32,
+    /// Buffer id -> its grant (granted for the whole connection).
+    pub(crate) grefs: Vec<GrantRef>,
+    free: Vec<u16>,
+    /// Buffer id -> in flight (sent, not answered).
+    in_flight: Vec<bool>,
+    /// Buffer id -> it holds a frame's first slot (its answer counts the frame).
+    head: Vec<bool>,
+    /// Ring requests pushed and not yet published.
+    pub(crate) unpublished: bool,
+}
+
+/// The limits a frame is checked against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TxLimits {
+    pub(crate) max_len: usize,
+    pub(crate) max_len_gso: usize,
+    pub(crate) gso_tcpv4: bool,
+    pub(crate) gso_tcpv6: bool,
+}
+
+impl TxQueue {
+    pub(crate) fn new(
+        ring: FrontRing<TxRequest, TxResponse>,
+        frames: SharedRegion,
+        first_frame: u32,
+        grefs: Vec<GrantRef>,
+    ) -> Self {
+        let n = grefs.len();
+        Self {
+            ring,
+            frames,
+            first_frame,
+            free: (0..u16::try_from(n).unwrap_or(u16::MAX)).rev().collect(),
+            in_flight: vec![false; n],
+            head: vec![false; n],
+            grefs,
+            unpublished: false,
+        }
+    }
+
+    /// Copies a frame made of `parts` into buffers and pushes its request chain (not
+    /// published).
+    pub(crate) fn push_frame(
+        &mut self,
+        parts: &[&[u8]],
+        meta: Offload,
+        limits: TxLimits,
+    ) -> Result<usize, SendError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len < usize::from(ETH_HLEN) {
+            return Err(SendError::TooShort(len));
+        }
+        let max = if meta.gso.is_some() {
+            limits.max_len_gso
+        } else {
+            limits.max_len
+        };
+        if len > max {
+            return Err(SendError::TooLong { len, max });
+        }
+        if let Some(g) = meta.gso {
+            let allowed = match g.kind {
+                netif::GsoKind::TcpV4 => limits.gso_tcpv4,
+                netif::GsoKind::TcpV6 => limits.gso_tcpv6,
+            };
+            if !allowed || g.size == 0 {
+                return Err(SendError::OffloadNotNegotiated);
+            }
+        }
+        let slots = len.div_ceil(FRAME_SIZE);
+        let extra = usize::from(meta.gso.is_some());
+        if self.free.len() < slots || (self.ring.free_requests() as usize) < slots + extra {
+            return Err(SendError::Full);
+        }
+        // Copy the parts into successive buffer pages.
+        let mut ids = [0u16; netif::MAX_DATA_SLOTS];
+        for id in &mut ids[..slots] {
+            *id = self.free.pop().expect("counted");
+        }
+        let ids = &ids[..slots];
+        let mut page = 0;
+        let mut within = 0;
+        for part in parts {
+            let mut part: &[u8] = part;
+            while !part.is_empty() {
+                let n = (FRAME_SIZE - within).min(part.len());
+                let frame = (self.first_frame + u32::from(ids[page])) as usize;
+                self.frames
+                    .copy_in(frame * FRAME_SIZE + within, &part[..n])
+                    .expect("buffer pages lie inside our frames");
+                part = &part[n..];
+                within += n;
+                if within == FRAME_SIZE {
+                    page += 1;
+                    within = 0;
+                }
+            }
+        }
+        let size = u16::try_from(len).expect("checked against 65535");
+        for (k, &id) in ids.iter().enumerate() {
+            let last = k + 1 == slots;
+            let mut flags = if last { 0 } else { tx_flags::MORE_DATA };
+            let chunk = if last {
+                len - k * FRAME_SIZE
+            } else {
+                FRAME_SIZE
+            };
+            if k == 0 {
+                flags |= meta.tx_flags();
+                if extra == 1 {
+                    flags |= tx_flags::EXTRA_INFO;
+                }
+            }
+            let req = TxRequest {
+                gref: self.grefs[usize::from(id)].0,
+                offset: 0,
+                flags,
+                id,
+                // The first slot carries the whole packet's length.
+                size: if k == 0 {
+                    size
+                } else {
+                    u16::try_from(chunk).expect("a page")
+                },
+            };
+            self.ring.push_request(&req).map_err(|_| SendError::Full)?;
+            self.in_flight[usize::from(id)] = true;
+            self.head[usize::from(id)] = k == 0;
+            if k == 0
+                && let Some(e) = meta.gso_extra()
+            {
+                self.ring
+                    .push_request(&e.to_tx_slot())
+                    .map_err(|_| SendError::Full)?;
+            }
+        }
+        self.unpublished = true;
+        Ok(len)
+    }
+
+    /// Validates and reclaims every completion published. Returns how many buffers came back.
+    pub(crate) fn reclaim(&mut self, stats: &mut Stats) -> Result<usize, NetfrontError> {
+        let mut n = 0;
+        let rsps = self.ring.responses().map_err(ring_error)?;
+        for rsp in rsps {
+            match rsp.status {
+                status::NULL => continue,
+                status::OKAY | status::ERROR | status::DROPPED => {}
+                other => return Err(BackendFault::TxStatus(other).into()),
+            }
+            let id = rsp.id;
+            match self.in_flight.get_mut(usize::from(id)) {
+                Some(f) if *f => *f = false,
+                _ => return Err(BackendFault::TxId(id).into()),
+            }
+            self.free.push(id);
+            n += 1;
+            // Every slot of a failed frame says so: count the frame once, at its first slot.
+            if self.head[usize::from(id)] {
+                match rsp.status {
+                    status::DROPPED => stats.tx_dropped += 1,
+                    status::ERROR => stats.tx_errors += 1,
+                    _ => {}
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A ring error: the backend's fault if it is a peer error, ours otherwise.
+pub(crate) fn ring_error(e: io_ring::RingError) -> NetfrontError {
+    match e {
+        io_ring::RingError::Peer(p) => NetfrontError::Broken(BackendFault::Ring(p)),
+        other => NetfrontError::Ring(other),
+    }
+}

@@ -12,6 +12,8 @@
 //! | [`event`] | `event-channel` | event channels: notify / wait / mask, eventfd and in-process ports |
 //! | [`netif`] | `netif` | the netif wire ABI and validated tx / rx packet parsers |
 //! | [`bus`] | `xenbus` | the control plane: states, feature keys, fd passing, credentials |
+//! | [`front`] | `netfront` | the guest side: send / receive frames, buffer pools, offloads |
+//! | [`back`] | `netback` | the driver side: serves many frontends into an uplink (switch, echo, ...) |
 //!
 //! ```
 //! use pvnet::ring::{BackRing, FrontRing, SharedRegion};
@@ -30,6 +32,8 @@
 pub use event_channel as event;
 pub use grant_table as grant;
 pub use io_ring as ring;
+pub use netback as back;
+pub use netfront as front;
 pub use netif;
 pub use shared_mem as mem;
 pub use xenbus as bus;

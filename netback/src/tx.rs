@@ -85,13 +85,10 @@ fn dest_pieces(pos: usize, len: usize) -> impl Iterator<Item = (usize, usize, us
 }
 
 impl Vif {
-    /// Copies out what the ring holds beyond `pending`.
+    /// Copies out what the ring holds, appending to `pending` (whose indices the poll's
+    /// answers refer to: nothing is removed during a poll).
     fn refill_pending(&mut self, q: usize) -> Result<(), PollFailure> {
         let queue = &mut self.queues[q];
-        if queue.start > 0 {
-            queue.pending.drain(..queue.start);
-            queue.start = 0;
-        }
         let reqs = queue.tx.requests().map_err(ring_failure)?;
         queue.pending.extend(reqs);
         Ok(())
@@ -110,6 +107,10 @@ impl Vif {
     ) -> Result<TxPoll, PollFailure> {
         scratch.ops.clear();
         scratch.answers.clear();
+        // Requests answered by earlier polls go; at most a ring's worth ever stays.
+        let queue = &mut self.queues[q];
+        queue.pending.drain(..queue.start);
+        queue.start = 0;
         let mut result = TxPoll::default();
         let mut refilled = false;
         let now = self.credit.limited().then(Instant::now);

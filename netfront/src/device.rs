@@ -92,6 +92,30 @@ pub struct Netfront {
     scratch: Vec<u8>,
 }
 
+/// Frames queued by [`Netfront::batch`], published together when it returns.
+#[derive(Debug)]
+pub struct TxBatch<'a> {
+    dev: &'a mut Netfront,
+}
+
+impl TxBatch<'_> {
+    /// Queues one frame.
+    ///
+    /// # Errors
+    /// As [`Netfront::send`].
+    pub fn send(&mut self, frame: &[u8], offload: Offload) -> Result<(), SendError> {
+        self.dev.queue_frame(&[frame], offload)
+    }
+
+    /// Queues one frame made of several slices.
+    ///
+    /// # Errors
+    /// As [`Netfront::send`].
+    pub fn send_sg(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {
+        self.dev.queue_frame(parts, offload)
+    }
+}
+
 /// Frames of our memory per queue: two ring pages, the tx buffers, and (copy mode) the rx
 /// buffers.
 fn frames_per_queue(copy: bool) -> u32 {
@@ -333,22 +357,45 @@ impl Netfront {
         frames: impl IntoIterator<Item = &'a [u8]>,
         offload: Offload,
     ) -> Result<usize, SendError> {
-        let mut sent = 0;
-        let mut failure = None;
-        for frame in frames {
-            match self.queue_frame(&[frame], offload) {
-                Ok(()) => sent += 1,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
+        let (sent, failure) = self.batch(|b| {
+            let mut sent = 0;
+            for frame in frames {
+                if let Err(e) = b.send(frame, offload) {
+                    return (sent, Some(e));
                 }
+                sent += 1;
             }
-        }
-        self.flush().map_err(|_| self.send_error())?;
+            (sent, None)
+        })?;
         match failure {
             Some(e) if sent == 0 => Err(e),
             _ => Ok(sent),
         }
+    }
+
+    /// Queues any number of frames (whole or scatter-gather) through `f`, then publishes
+    /// each queue once: the batched form of [`send`](Self::send) and
+    /// [`send_sg`](Self::send_sg) for frames built on the fly.
+    ///
+    /// ```no_run
+    /// # let mut nic: netfront::Netfront = unimplemented!();
+    /// let header = [0u8; 14];
+    /// let payload = [7u8; 1000];
+    /// nic.batch(|b| {
+    ///     for _ in 0..32 {
+    ///         b.send_sg(&[&header, &payload], netif::Offload::default())?;
+    ///     }
+    ///     Ok::<(), netfront::SendError>(())
+    /// })??;
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError::Broken`] if publishing found the device broken; the closure's own
+    /// result is returned as it is.
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut TxBatch<'_>) -> R) -> Result<R, SendError> {
+        let r = f(&mut TxBatch { dev: self });
+        self.flush().map_err(|_| self.send_error())?;
+        Ok(r)
     }
 
     fn send_error(&self) -> SendError {

@@ -41,7 +41,7 @@ mod rxq;
 mod stats;
 mod txq;
 
-pub use device::{CloseReport, Netfront, NetfrontConfig};
+pub use device::{CloseReport, Netfront, NetfrontConfig, TxBatch};
 pub use error::{BackendFault, NetfrontError, SendError};
 pub use rxq::RxFrame;
 pub use stats::Stats;

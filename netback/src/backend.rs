@@ -375,25 +375,16 @@ impl<U: Uplink> Netback<U> {
     /// Waits for work: clears the events that woke the last sleep (after the poll that
     /// followed drained the rings: late EOI), spins for the configured time looking at the
     /// rings, then arms every ring and sleeps on all event channels, control sockets and the
-    /// waker, for at most `timeout`. Vifs whose frontend closed are released here (see
-    /// [`take_closed`](Self::take_closed)).
+    /// waker. Returns when a ring has work, the [`Waker`] fired, a vif closed (it is released
+    /// here: see [`take_closed`](Self::take_closed)), a throttled vif's credit is due, or
+    /// `timeout` passed; a stale event does not end the wait.
     ///
     /// # Errors
     /// Local failures.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NetbackError> {
-        for vif in &mut self.vifs {
-            for q in &mut vif.queues {
-                if std::mem::take(&mut q.eoi_tx) {
-                    q.tx_event.consume_ready()?;
-                }
-                if std::mem::take(&mut q.eoi_rx)
-                    && let Some(e) = &mut q.rx_event
-                {
-                    e.consume_ready()?;
-                }
-            }
-        }
         let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        self.end_of_interrupt()?;
         if !self.cfg.spin.is_zero() {
             loop {
                 let now = Instant::now();
@@ -406,24 +397,53 @@ impl<U: Uplink> Netback<U> {
                 std::hint::spin_loop();
             }
         }
-        let now = Instant::now();
-        if self.final_check(now) {
-            return Ok(());
+        loop {
+            let now = Instant::now();
+            if self.final_check(now) {
+                return Ok(());
+            }
+            // Sleep no longer than the caller allows, nor past the first credit refill.
+            let refill = self
+                .vifs
+                .iter()
+                .filter(|v| v.active())
+                .filter_map(|v| v.tx_blocked_until)
+                .min();
+            let until = match (deadline, refill) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let left = until.map(|d| d.saturating_duration_since(now));
+            if left == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            let ready = self.sleep(left)?;
+            if self.after_sleep(&ready)? {
+                return Ok(());
+            }
+            // Only ring events: they may be stale (sent for work done while we were awake).
+            // Clear them and look again.
+            self.end_of_interrupt()?;
         }
-        // Sleep no longer than the first credit refill.
-        let refill = self
-            .vifs
-            .iter()
-            .filter(|v| v.active())
-            .filter_map(|v| v.tx_blocked_until)
-            .min()
-            .map(|t| t.saturating_duration_since(now));
-        let timeout = match (timeout, refill) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let ready = self.sleep(timeout)?;
-        self.after_sleep(&ready)
+    }
+
+    /// Clears the events that woke the last sleep, after the rings were looked at (late EOI:
+    /// an event sent while we worked is absorbed here, and the final check after it sees the
+    /// work it announced).
+    fn end_of_interrupt(&mut self) -> Result<(), NetbackError> {
+        for vif in &mut self.vifs {
+            for q in &mut vif.queues {
+                if std::mem::take(&mut q.eoi_tx) {
+                    q.tx_event.consume_ready()?;
+                }
+                if std::mem::take(&mut q.eoi_rx)
+                    && let Some(e) = &mut q.rx_event
+                {
+                    e.consume_ready()?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What a sleep watches, in order: the waker; per vif its control socket and, if active,
@@ -448,13 +468,16 @@ impl<U: Uplink> Netback<U> {
         Ok(ready)
     }
 
-    fn after_sleep(&mut self, ready: &[bool]) -> Result<(), NetbackError> {
+    /// Handles what woke a sleep; returns whether the caller should see it now (the waker
+    /// fired, or a vif closed and was released).
+    fn after_sleep(&mut self, ready: &[bool]) -> Result<bool, NetbackError> {
         let mut i = 0;
         let mut next = || {
             i += 1;
             ready.get(i - 1).copied().unwrap_or(false)
         };
-        if next() {
+        let woken = next();
+        if woken {
             self.wake.consume_ready()?;
         }
         let mut closing = Vec::new();
@@ -475,10 +498,11 @@ impl<U: Uplink> Netback<U> {
                 }
             }
         }
+        let closed = !closing.is_empty();
         for id in closing {
             self.release(id, false);
         }
-        Ok(())
+        Ok(woken || closed)
     }
 
     /// Releases a vif: drops its backlog, unmaps its rings and memory, closes its event
@@ -489,8 +513,8 @@ impl<U: Uplink> Netback<U> {
         };
         let vif = self.vifs.remove(i);
         self.uplink.vif_removed(id);
-        let (stats, fault) = (vif.stats, vif.fault);
-        let (conn, pinned) = vif.release(&mut self.mem);
+        let fault = vif.fault;
+        let (conn, pinned, stats) = vif.release(&mut self.mem);
         let acknowledged = match conn {
             Some(c) if ask => c.close(),
             Some(c) => c.acknowledge_closed(),

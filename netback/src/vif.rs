@@ -212,12 +212,17 @@ impl Vif {
         }
     }
 
-    /// Releases everything of this frontend: backlog, ring mappings, its memory and event
-    /// channels. Returns the control connection (to acknowledge `Closed` once this is done).
-    pub(crate) fn release(mut self, mem: &mut PacketMemory) -> (Option<BackendConnection>, usize) {
+    /// Releases everything of this frontend: backlog (counted as dropped), ring mappings, its
+    /// memory and event channels. Returns the control connection (to acknowledge `Closed`
+    /// once this is done), the grants still pinned (0 unless something leaked) and the final
+    /// counters.
+    pub(crate) fn release(
+        mut self,
+        mem: &mut PacketMemory,
+    ) -> (Option<BackendConnection>, usize, VifStats) {
         self.drop_backlog(mem);
         self.unmap_rings();
         let pinned = self.grants.pinned();
-        (self.conn.take(), pinned)
+        (self.conn.take(), pinned, self.stats)
     }
 }

@@ -538,9 +538,11 @@ impl Netfront {
         Ok(work)
     }
 
-    /// Waits until a frame arrives or transmit buffers come back (or `timeout` passes):
-    /// spins for the configured time looking at the rings, then arms them and sleeps on the
-    /// event channels and the control socket. Returns whether there is work.
+    /// Waits until a frame arrives or transmit buffers come back, or `timeout` passes: spins
+    /// for the configured time looking at the rings, then arms them and sleeps on the event
+    /// channels and the control socket. Returns `true` when there is work (call
+    /// [`receive`](Self::receive) and [`poll`](Self::poll)), `false` only when the timeout
+    /// passed without any: a stale event does not end the wait.
     ///
     /// # Errors
     /// [`NetfrontError::Broken`] (with [`BackendFault::Closed`] if the backend closed);
@@ -552,18 +554,9 @@ impl Netfront {
     }
 
     fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
-        // Late EOI: clear the events of the last sleep now that the rings were handled.
-        for q in &mut self.queues {
-            if std::mem::take(&mut q.eoi_tx) {
-                q.tx_event.consume_ready()?;
-            }
-            if std::mem::take(&mut q.eoi_rx)
-                && let Some(e) = &mut q.rx_event
-            {
-                e.consume_ready()?;
-            }
-        }
         let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        self.end_of_interrupt()?;
         if !self.spin.is_zero() {
             loop {
                 if self.has_work()? {
@@ -575,9 +568,40 @@ impl Netfront {
                 std::hint::spin_loop();
             }
         }
-        if self.final_check()? {
-            return Ok(true);
+        loop {
+            if self.final_check()? {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            self.sleep(left)?;
+            // An event may be stale (sent for work we already did while awake): clear it and
+            // look again; only the deadline ends the wait without work.
+            self.end_of_interrupt()?;
         }
+    }
+
+    /// Clears the events that woke the last sleep, now that the rings were looked at (late
+    /// EOI: a notification sent while we worked is absorbed here, and the final check that
+    /// follows sees its work).
+    fn end_of_interrupt(&mut self) -> Result<(), NetfrontError> {
+        for q in &mut self.queues {
+            if std::mem::take(&mut q.eoi_tx) {
+                q.tx_event.consume_ready()?;
+            }
+            if std::mem::take(&mut q.eoi_rx)
+                && let Some(e) = &mut q.rx_event
+            {
+                e.consume_ready()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps on the event channels and the control socket; marks the channels that fired.
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
         let ready = {
             let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
             if let Some(c) = &self.conn {
@@ -606,7 +630,7 @@ impl Netfront {
                 q.eoi_rx |= it.next() == Some(true);
             }
         }
-        self.final_check()
+        Ok(())
     }
 
     /// Closes: asks the backend to close, waits until it has released everything, then

@@ -65,7 +65,8 @@ pub fn start<U: Uplink + Send + 'static>(
         let incoming = netback::spawn_acceptor(listener, backend.waker());
         let mut closed = Vec::new();
         while !stop2.load(Ordering::Acquire) {
-            backend.wait(Some(Duration::from_millis(200))).unwrap();
+            // Untimed: a lost wakeup hangs the test instead of hiding behind a timeout.
+            backend.wait(None).unwrap();
             while let Ok(conn) = incoming.try_recv() {
                 if let Ok(conn) = conn {
                     backend.attach(conn).unwrap();

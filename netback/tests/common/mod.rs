@@ -69,7 +69,10 @@ pub fn start<U: Uplink + Send + 'static>(
             backend.wait(None).unwrap();
             while let Ok(conn) = incoming.try_recv() {
                 if let Ok(conn) = conn {
-                    backend.attach(conn).unwrap();
+                    // A frontend whose resources do not work is refused; that is not ours.
+                    if let Err(e) = backend.attach(conn) {
+                        eprintln!("attach refused: {e}");
+                    }
                 }
             }
             backend.poll().unwrap();

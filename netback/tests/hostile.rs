@@ -225,7 +225,8 @@ fn drop_and_error_packets_are_answered_and_the_vif_goes_on() {
 
 #[test]
 fn fatal_packets_disable_only_their_vif() {
-    let cases: [(&str, fn(&mut RawFront)); 3] = [
+    type Attack = fn(&mut RawFront);
+    let cases: [(&str, Attack); 3] = [
         ("page-crossing slot", |raw| {
             let b = raw.bufs[0];
             raw.send(&[req(b, 4000, 0, 1, 200)]);

@@ -17,6 +17,7 @@ use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::{EventFds, FrontendChoice, FrontendConnection, QueueResources, Resources, RxMode};
 
 use crate::error::{BackendFault, NetfrontError, SendError};
+use crate::flip::FlipPool;
 use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue, ring_error};
@@ -71,7 +72,7 @@ struct Queue {
 /// A flip mode pool and what reads it.
 #[derive(Debug)]
 struct Flip {
-    pool: FramePool,
+    pool: FlipPool,
     fd: OwnedFd,
     window: Option<RemapWindow>,
 }
@@ -162,12 +163,12 @@ impl Netfront {
         let table_fd = create_memfd(c"netfront-grants", table_len)?;
         let mut table = GrantTable::new(map_shared(&table_fd, table_len)?)?;
         let mut fds: Vec<OwnedFd> = vec![frames_fd.try_clone().map_err(io)?, table_fd];
-        let flip = if copy {
+        let mut flip = if copy {
             None
         } else {
             let len = 2 * nq * RING_SLOTS as usize * FRAME_SIZE;
             let fd = create_memfd(c"netfront-flip-pool", len)?;
-            let pool = FramePool::split(map_shared(&fd, len)?, PoolSide::Frontend);
+            let pool = FlipPool::new(FramePool::split(map_shared(&fd, len)?, PoolSide::Frontend));
             let window = if cfg.flip_remap {
                 Some(RemapWindow::new(nq * RING_SLOTS as usize)?)
             } else {
@@ -182,7 +183,7 @@ impl Netfront {
         let mut resources = Vec::with_capacity(nq);
         let mut offers = flip
             .as_ref()
-            .map(|f| f.pool.owned_frames().collect::<Vec<FrameNumber>>())
+            .map(|f| f.pool.owned_frames())
             .unwrap_or_default()
             .into_iter();
         for q in 0..nq {
@@ -209,13 +210,13 @@ impl Netfront {
                     grefs,
                 }
             } else {
-                let pool = &flip.as_ref().expect("flip mode").pool;
+                let pool = &mut flip.as_mut().expect("flip mode").pool;
                 let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
                 for _ in 0..RING_SLOTS {
                     let f = offers
                         .next()
                         .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
-                    pool.give(f)?;
+                    pool.offer(f)?;
                     grefs.push(table.grant_transfer(BACKEND_DOMID, f)?);
                 }
                 RxBuffers::Flip {
@@ -462,10 +463,9 @@ impl Netfront {
     }
 
     fn refill(&mut self) -> Result<(), NetfrontError> {
-        let (table, flip) = (&mut self.table, &self.flip);
         let mut ctx = FlipCtx {
-            table,
-            pool: flip.as_ref().map(|f| &f.pool),
+            table: &mut self.table,
+            pool: self.flip.as_mut().map(|f| &mut f.pool),
             remap: None,
         };
         for q in &mut self.queues {
@@ -495,13 +495,18 @@ impl Netfront {
             if done >= budget {
                 break;
             }
-            let (table, flip) = (&mut self.table, &self.flip);
+            let (pool, remap) = match self.flip.as_mut() {
+                Some(Flip { pool, fd, window }) => {
+                    let fd: &OwnedFd = fd;
+                    let fd = fd.as_fd();
+                    (Some(pool), window.as_ref().map(move |w| (w, fd)))
+                }
+                None => (None, None),
+            };
             let mut ctx = FlipCtx {
-                table,
-                pool: flip.as_ref().map(|f| &f.pool),
-                remap: flip
-                    .as_ref()
-                    .and_then(|f| f.window.as_ref().map(|w| (w, f.fd.as_fd()))),
+                table: &mut self.table,
+                pool,
+                remap,
             };
             let q = &mut self.queues[qi];
             let r = q.rx.receive(

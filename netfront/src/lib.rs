@@ -37,6 +37,7 @@
 
 mod device;
 mod error;
+mod flip;
 mod rxq;
 mod stats;
 mod txq;

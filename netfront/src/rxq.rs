@@ -4,7 +4,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use grant_table::host::{BACKEND_DOMID, FramePool, RemapWindow};
+use grant_table::host::{BACKEND_DOMID, RemapWindow};
 use grant_table::{
     FRAME_SIZE, FrameNumber, GrantError, GrantRef, GrantTable, TransferEnd, TransferState,
 };
@@ -14,6 +14,7 @@ use netif::{Offload, RxErrorKind, Severity, parse_rx};
 use shared_mem::SharedRegion;
 
 use crate::error::{BackendFault, NetfrontError};
+use crate::flip::FlipPool;
 use crate::stats::Stats;
 use crate::txq::ring_error;
 
@@ -51,7 +52,7 @@ pub(crate) enum RxBuffers {
 #[derive(Debug)]
 pub(crate) struct FlipCtx<'a> {
     pub(crate) table: &'a mut GrantTable,
-    pub(crate) pool: Option<&'a FramePool>,
+    pub(crate) pool: Option<&'a mut FlipPool>,
     /// The window received frames are mapped into, and the pool's descriptor.
     pub(crate) remap: Option<(&'a RemapWindow, BorrowedFd<'a>)>,
 }
@@ -119,8 +120,9 @@ impl RxQueue {
                     if let Some(f) = held[usize::from(id)].take() {
                         let pool = ctx
                             .pool
+                            .as_deref_mut()
                             .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        pool.give(f)?;
+                        pool.offer(f)?;
                         grefs[usize::from(id)] = ctx.table.grant_transfer(BACKEND_DOMID, f)?;
                     }
                     grefs[usize::from(id)]
@@ -154,12 +156,12 @@ impl RxQueue {
             TransferState::Committed => Err(BackendFault::TransferIncomplete.into()),
             TransferState::Completed(_) => {
                 match ctx.table.end_transfer(gref).map_err(transfer_fault)? {
-                    TransferEnd::Completed { received, .. } => {
+                    TransferEnd::Completed { received, offered } => {
                         let pool = ctx
                             .pool
+                            .as_deref_mut()
                             .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        pool.receive(received)
-                            .map_err(|_| BackendFault::FlippedFrame(received.0))?;
+                        pool.complete(received, offered)?;
                         held[usize::from(id)] = Some(received);
                         Ok(())
                     }
@@ -210,6 +212,7 @@ impl RxQueue {
                     None => {
                         let pool = ctx
                             .pool
+                            .as_deref()
                             .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
                         Ok(pool.read(frame, offset, buf)?)
                     }

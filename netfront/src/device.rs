@@ -379,7 +379,7 @@ impl Netfront {
     /// [`send_sg`](Self::send_sg) for frames built on the fly.
     ///
     /// ```no_run
-    /// # let mut nic: netfront::Netfront = unimplemented!();
+    /// # fn send(nic: &mut netfront::Netfront) -> Result<(), Box<dyn std::error::Error>> {
     /// let header = [0u8; 14];
     /// let payload = [7u8; 1000];
     /// nic.batch(|b| {
@@ -388,6 +388,8 @@ impl Netfront {
     ///     }
     ///     Ok::<(), netfront::SendError>(())
     /// })??;
+    /// # Ok(())
+    /// # }
     /// ```
     ///
     /// # Errors

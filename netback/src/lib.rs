@@ -15,30 +15,50 @@
 //! - A frontend that breaks the protocol disables its own vif ([`VifFault`]); the others go
 //!   on. A frontend that closes has everything of it released before its close is answered.
 //!
-//! ```no_run
+//! A backend with an echo uplink on one thread, a netfront on another, over a real socket,
+//! shared memory and eventfds:
+//!
+//! ```
 //! use std::time::Duration;
 //! use netback::{Echo, Netback, NetbackConfig};
+//! use netfront::{Netfront, NetfrontConfig};
 //! use xenbus::{BackendConfig, BackendFeatures, Listener};
 //!
-//! let listener = Listener::bind(
-//!     std::path::Path::new("/tmp/pvnet.sock"),
-//!     BackendConfig {
-//!         features: BackendFeatures::default(),
-//!         allowed_uids: vec![nix::unistd::getuid().as_raw()],
-//!         timeout: Duration::from_secs(5),
-//!     },
-//! )?;
+//! let path = std::env::temp_dir().join(format!("netback-doc-{}.sock", std::process::id()));
+//! let listener = Listener::bind(&path, BackendConfig {
+//!     features: BackendFeatures::default(),
+//!     allowed_uids: vec![nix::unistd::getuid().as_raw()],
+//!     timeout: Duration::from_secs(5),
+//! })?;
 //! let mut backend = Netback::new(NetbackConfig::default(), Echo)?;
 //! let incoming = netback::spawn_acceptor(listener, backend.waker());
-//! loop {
-//!     backend.wait(Some(Duration::from_secs(1)))?;
-//!     while let Ok(conn) = incoming.try_recv() {
-//!         if let Ok(conn) = conn {
-//!             backend.attach(conn)?;
+//! std::thread::spawn(move || -> Result<(), netback::NetbackError> {
+//!     loop {
+//!         backend.wait(None)?;
+//!         while let Ok(conn) = incoming.try_recv() {
+//!             if let Ok(conn) = conn {
+//!                 backend.attach(conn)?;
+//!             }
+//!         }
+//!         backend.poll()?;
+//!         if !backend.take_closed().is_empty() {
+//!             return Ok(()); // our one frontend came and went
 //!         }
 //!     }
-//!     backend.poll()?;
+//! });
+//!
+//! let mut nic = Netfront::connect(&path, NetfrontConfig::default())?;
+//! let frame = [0x5au8; 1514];
+//! nic.send(&frame, netif::Offload::default())?;
+//! let mut echoed = Vec::new();
+//! while echoed.is_empty() {
+//!     nic.receive(64, |rx| echoed.extend_from_slice(rx.data))?;
+//!     if echoed.is_empty() {
+//!         nic.wait(Some(Duration::from_secs(5)))?;
+//!     }
 //! }
+//! assert_eq!(echoed, frame);
+//! nic.close()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]

@@ -20,17 +20,40 @@
 //! [`BackendFault`]; nothing it writes can make netfront panic or read outside its own
 //! frames.
 //!
-//! ```no_run
+//! ```
 //! use netfront::{Netfront, NetfrontConfig};
 //! use netif::Offload;
+//! # use std::time::Duration;
+//! # let path = std::env::temp_dir().join(format!("netfront-doc-{}.sock", std::process::id()));
+//! # let listener = xenbus::Listener::bind(&path, xenbus::BackendConfig {
+//! #     features: xenbus::BackendFeatures::default(),
+//! #     allowed_uids: vec![nix::unistd::getuid().as_raw()],
+//! #     timeout: Duration::from_secs(5),
+//! # })?;
+//! # let mut backend = netback::Netback::new(netback::NetbackConfig::default(), netback::Echo)?;
+//! # let incoming = netback::spawn_acceptor(listener, backend.waker());
+//! # std::thread::spawn(move || -> Result<(), netback::NetbackError> {
+//! #     while backend.take_closed().is_empty() {
+//! #         backend.wait(None)?;
+//! #         while let Ok(Ok(conn)) = incoming.try_recv() { backend.attach(conn)?; }
+//! #         backend.poll()?;
+//! #     }
+//! #     Ok(())
+//! # });
 //!
-//! let mut nic = Netfront::connect(std::path::Path::new("/tmp/pvnet.sock"), NetfrontConfig::default())?;
+//! // `path`: the socket of a netback with an echo uplink (set up in hidden lines here).
+//! let mut nic = Netfront::connect(&path, NetfrontConfig::default())?;
 //! let frame = [0xffu8; 60];
 //! nic.send(&frame, Offload::default())?;
-//! while nic.receive(64, |rx| println!("{} bytes on queue {}", rx.data.len(), rx.queue))? == 0 {
-//!     nic.wait(None)?;
+//! let mut got = 0;
+//! while got == 0 {
+//!     got = nic.receive(64, |rx| println!("{} bytes on queue {}", rx.data.len(), rx.queue))?;
+//!     if got == 0 {
+//!         nic.wait(None)?;
+//!     }
 //! }
-//! nic.close()?;
+//! let report = nic.close()?; // the backend let go of everything; every grant is revoked
+//! assert!(report.revoked > 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]

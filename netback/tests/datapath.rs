@@ -115,3 +115,83 @@ fn flip_rx_every_size() {
 fn flip_rx_with_remap_every_size() {
     echo_round_trip("flip-remap", TxMode::Copy, RxMode::Flip, true, &SIZES);
 }
+
+/// Limits and negotiation on the sending side: 1514 bytes without scatter-gather, the MTU's
+/// frame without GSO, GSO only of a negotiated kind; every grant revoked at close.
+#[test]
+fn frame_limits_follow_what_was_negotiated() {
+    let backend = start(
+        "limits",
+        BackendFeatures::default(),
+        NetbackConfig::default(),
+        Echo,
+    );
+    let no_sg = FrontendChoice {
+        sg: false,
+        ..FrontendChoice::default()
+    };
+    let mut nic = Netfront::connect(
+        &backend.path,
+        NetfrontConfig {
+            choice: no_sg,
+            ..NetfrontConfig::default()
+        },
+    )
+    .unwrap();
+    let meta = Offload::default();
+    assert_eq!(
+        nic.send(&frame(1, 1, 0, 1515), meta),
+        Err(netfront::SendError::TooLong {
+            len: 1515,
+            max: 1514
+        })
+    );
+    assert_eq!(
+        nic.send(&frame(1, 1, 0, 13), meta),
+        Err(netfront::SendError::TooShort(13))
+    );
+    let gso = Offload {
+        gso: Some(Gso {
+            kind: GsoKind::TcpV6,
+            size: 1400,
+        }),
+        ..Offload::default()
+    };
+    assert_eq!(
+        nic.send(&frame(1, 1, 0, 1000), gso),
+        Err(netfront::SendError::OffloadNotNegotiated),
+        "GSO not negotiated"
+    );
+    nic.send(&frame(1, 1, 0, 1514), meta).unwrap();
+    let report = nic.close().unwrap();
+    // Two ring pages, 256 transmit and 256 receive buffers.
+    assert_eq!(report.revoked, 2 + 256 + 256);
+
+    // MTU 1500 with scatter-gather: 1514 bytes, or up to 65535 as GSO.
+    let mut nic = Netfront::connect(
+        &backend.path,
+        NetfrontConfig {
+            choice: FrontendChoice {
+                gso_tcpv4: true,
+                ..FrontendChoice::default()
+            },
+            ..NetfrontConfig::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        nic.send(&frame(1, 1, 0, 1515), meta),
+        Err(netfront::SendError::TooLong { .. })
+    ));
+    let tso = Offload {
+        gso: Some(Gso {
+            kind: GsoKind::TcpV4,
+            size: 1448,
+        }),
+        ..Offload::default()
+    };
+    nic.send(&frame(1, 1, 0, 65535), tso).unwrap();
+    nic.close().unwrap();
+    let stopped = backend.stop();
+    assert_eq!(stopped.closed.len(), 2);
+}

@@ -43,7 +43,7 @@ impl PacketMemory {
     /// `pages` pages of packet memory (a memfd, so untouched pages cost nothing).
     ///
     /// # Errors
-    /// [`NetbackError::Io`] if the memory cannot be created.
+    /// [`NetbackError::Memory`] if the memory cannot be created.
     pub fn new(pages: u32) -> Result<Self, NetbackError> {
         let bytes = pages as usize * FRAME_SIZE;
         let fd = create_memfd(c"netback-packets", bytes).map_err(NetbackError::Memory)?;

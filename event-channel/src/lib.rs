@@ -37,6 +37,7 @@
 mod eventfd;
 mod local;
 mod poll;
+mod queue;
 mod waiter;
 
 use std::time::Duration;
@@ -44,6 +45,7 @@ use std::time::Duration;
 pub use eventfd::EventFdPort;
 pub use local::LocalPort;
 pub use poll::wait_any;
+pub use queue::QueuePorts;
 pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.

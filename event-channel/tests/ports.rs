@@ -204,3 +204,54 @@ fn spinning_only_looks_and_the_final_check_comes_last_before_sleeping() {
     );
     assert_eq!(first, Some(Check::Final));
 }
+
+/// `QueuePorts`: notifications land on the right channel, `wait_any` sees them, and the late
+/// EOI clears exactly the events the sleep saw.
+#[test]
+fn queue_ports_route_and_clear_events() {
+    use event_channel::{QueuePorts, wait_any};
+    use std::os::fd::BorrowedFd;
+
+    let (tx_a, tx_b) = EventFdPort::pair().unwrap();
+    let (rx_a, rx_b) = EventFdPort::pair().unwrap();
+    let front = QueuePorts::new(tx_a, Some(rx_a));
+    let mut back = QueuePorts::new(tx_b, Some(rx_b));
+    assert!(back.split());
+    front.notify_rx().unwrap();
+    let mut ready = [false; 2];
+    {
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        back.fds(&mut fds);
+        assert_eq!(
+            wait_any(&fds, Some(Duration::from_secs(1)), &mut ready).unwrap(),
+            1
+        );
+    }
+    assert_eq!(ready, [false, true], "the receive ring's channel fired");
+    back.mark_ready(&mut ready.into_iter());
+    back.end_of_interrupt().unwrap();
+    let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+    back.fds(&mut fds);
+    assert_eq!(
+        wait_any(&fds, Some(Duration::from_millis(10)), &mut ready).unwrap(),
+        0,
+        "cleared"
+    );
+    drop(fds);
+    // Unsplit: both rings notify the one channel.
+    let (a, b) = EventFdPort::pair().unwrap();
+    let (front, mut back) = (QueuePorts::new(a, None), QueuePorts::new(b, None));
+    front.notify_tx().unwrap();
+    front.notify_rx().unwrap();
+    let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+    back.fds(&mut fds);
+    assert_eq!(fds.len(), 1);
+    let mut one = [false];
+    assert_eq!(
+        wait_any(&fds, Some(Duration::from_secs(1)), &mut one).unwrap(),
+        1
+    );
+    drop(fds);
+    back.mark_ready(&mut one.into_iter());
+    back.end_of_interrupt().unwrap();
+}

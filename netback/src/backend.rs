@@ -433,14 +433,7 @@ impl<U: Uplink> Netback<U> {
     fn end_of_interrupt(&mut self) -> Result<(), NetbackError> {
         for vif in &mut self.vifs {
             for q in &mut vif.queues {
-                if std::mem::take(&mut q.eoi_tx) {
-                    q.tx_event.consume_ready()?;
-                }
-                if std::mem::take(&mut q.eoi_rx)
-                    && let Some(e) = &mut q.rx_event
-                {
-                    e.consume_ready()?;
-                }
+                q.events.end_of_interrupt()?;
             }
         }
         Ok(())
@@ -456,10 +449,7 @@ impl<U: Uplink> Netback<U> {
             }
             if vif.active() {
                 for q in &vif.queues {
-                    fds.push(q.tx_event.as_fd());
-                    if let Some(e) = &q.rx_event {
-                        fds.push(e.as_fd());
-                    }
+                    q.events.fds(&mut fds);
                 }
             }
         }
@@ -471,12 +461,8 @@ impl<U: Uplink> Netback<U> {
     /// Handles what woke a sleep; returns whether the caller should see it now (the waker
     /// fired, or a vif closed and was released).
     fn after_sleep(&mut self, ready: &[bool]) -> Result<bool, NetbackError> {
-        let mut i = 0;
-        let mut next = || {
-            i += 1;
-            ready.get(i - 1).copied().unwrap_or(false)
-        };
-        let woken = next();
+        let mut ready = ready.iter().copied();
+        let woken = ready.next().unwrap_or(false);
         if woken {
             self.wake.consume_ready()?;
         }
@@ -484,17 +470,14 @@ impl<U: Uplink> Netback<U> {
         for vif in &mut self.vifs {
             // A broken control channel counts as a close.
             if let Some(c) = vif.conn.as_mut()
-                && next()
+                && ready.next().unwrap_or(false)
                 && c.frontend_closing(Duration::ZERO).unwrap_or(true)
             {
                 closing.push(vif.id);
             }
             if vif.active() {
                 for q in &mut vif.queues {
-                    q.eoi_tx |= next();
-                    if q.rx_event.is_some() {
-                        q.eoi_rx |= next();
-                    }
+                    q.events.mark_ready(&mut ready);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 
-use event_channel::EventFdPort;
+use event_channel::{EventFdPort, QueuePorts};
 use grant_table::host::{BACKEND_DOMID, FramePool, HeldMapping, PeerGrants, PoolSide, map_shared};
 use grant_table::{Access, FRAME_SIZE, GrantRef};
 use io_ring::BackRing;
@@ -28,8 +28,8 @@ pub(crate) struct VifQueue {
     pub(crate) tx: BackRing<TxRequest, TxResponse>,
     pub(crate) rx: BackRing<RxRequest, RxResponse>,
     rings: Vec<HeldMapping>,
-    pub(crate) tx_event: EventFdPort,
-    pub(crate) rx_event: Option<EventFdPort>,
+    /// The queue's event channel(s).
+    pub(crate) events: QueuePorts,
     /// Tx requests copied out of the ring and not answered yet (`pending[start..]`).
     pub(crate) pending: Vec<TxRequest>,
     pub(crate) start: usize,
@@ -37,21 +37,17 @@ pub(crate) struct VifQueue {
     pub(crate) backlog: VecDeque<PacketId>,
     /// Rx requests the frame at the head of the backlog needs (0: not waiting).
     pub(crate) rx_need: u32,
-    /// Events seen by the last sleep, cleared after the rings were drained (late EOI).
-    pub(crate) eoi_tx: bool,
-    pub(crate) eoi_rx: bool,
 }
 
 impl VifQueue {
     /// Notifies the frontend about the tx ring.
     pub(crate) fn notify_tx(&self) -> Result<(), NetbackError> {
-        Ok(event_channel::EventChannel::notify(&self.tx_event)?)
+        Ok(self.events.notify_tx()?)
     }
 
     /// Notifies the frontend about the rx ring (its own channel, if split).
     pub(crate) fn notify_rx(&self) -> Result<(), NetbackError> {
-        let port = self.rx_event.as_ref().unwrap_or(&self.tx_event);
-        Ok(event_channel::EventChannel::notify(port)?)
+        Ok(self.events.notify_rx()?)
     }
 }
 
@@ -154,14 +150,14 @@ impl Vif {
                     tx,
                     rx,
                     rings,
-                    tx_event: take(q.tx_event)?,
-                    rx_event: q.rx_event.map(&mut take).transpose()?,
+                    events: QueuePorts::new(
+                        take(q.tx_event)?,
+                        q.rx_event.map(&mut take).transpose()?,
+                    ),
                     pending: Vec::new(),
                     start: 0,
                     backlog: VecDeque::new(),
                     rx_need: 0,
-                    eoi_tx: false,
-                    eoi_rx: false,
                 })
             })();
             match result {

@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventFdPort, wait_any};
+use event_channel::{EventFdPort, QueuePorts, wait_any};
 use grant_table::host::{
     BACKEND_DOMID, FramePool, PoolSide, RemapWindow, create_memfd, map_shared,
 };
@@ -62,11 +62,8 @@ pub struct CloseReport {
 struct Queue {
     tx: TxQueue,
     rx: RxQueue,
-    tx_event: EventFdPort,
-    rx_event: Option<EventFdPort>,
+    events: QueuePorts,
     ring_grants: [GrantRef; 2],
-    eoi_tx: bool,
-    eoi_rx: bool,
 }
 
 /// A flip mode pool and what reads it.
@@ -240,11 +237,8 @@ impl Netfront {
             queues.push(Queue {
                 tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
                 rx: RxQueue::new(rx_ring, bufs),
-                tx_event,
-                rx_event: rx_pair.map(|(p, _)| p),
+                events: QueuePorts::new(tx_event, rx_pair.map(|(p, _)| p)),
                 ring_grants: [tx_ref, rx_ref],
-                eoi_tx: false,
-                eoi_rx: false,
             });
         }
         let res = Resources {
@@ -441,7 +435,7 @@ impl Netfront {
     fn flush(&mut self) -> Result<(), NetfrontError> {
         for q in &mut self.queues {
             if std::mem::take(&mut q.tx.unpublished) && q.tx.ring.publish_requests() {
-                q.tx_event.notify()?;
+                q.events.notify_tx()?;
             }
         }
         Ok(())
@@ -472,8 +466,7 @@ impl Netfront {
         };
         for q in &mut self.queues {
             if q.rx.post(&mut ctx)? {
-                let port = q.rx_event.as_ref().unwrap_or(&q.tx_event);
-                port.notify()?;
+                q.events.notify_rx()?;
             }
         }
         Ok(())
@@ -595,14 +588,7 @@ impl Netfront {
     /// follows sees its work).
     fn end_of_interrupt(&mut self) -> Result<(), NetfrontError> {
         for q in &mut self.queues {
-            if std::mem::take(&mut q.eoi_tx) {
-                q.tx_event.consume_ready()?;
-            }
-            if std::mem::take(&mut q.eoi_rx)
-                && let Some(e) = &mut q.rx_event
-            {
-                e.consume_ready()?;
-            }
+            q.events.end_of_interrupt()?;
         }
         Ok(())
     }
@@ -615,10 +601,7 @@ impl Netfront {
                 fds.push(c.as_fd());
             }
             for q in &self.queues {
-                fds.push(q.tx_event.as_fd());
-                if let Some(e) = &q.rx_event {
-                    fds.push(e.as_fd());
-                }
+                q.events.fds(&mut fds);
             }
             let mut ready = vec![false; fds.len()];
             wait_any(&fds, timeout, &mut ready)?;
@@ -632,10 +615,7 @@ impl Netfront {
             return Err(BackendFault::Closed.into());
         }
         for q in &mut self.queues {
-            q.eoi_tx |= it.next() == Some(true);
-            if q.rx_event.is_some() {
-                q.eoi_rx |= it.next() == Some(true);
-            }
+            q.events.mark_ready(&mut it);
         }
         Ok(())
     }

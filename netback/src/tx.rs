@@ -99,7 +99,7 @@ impl Vif {
     pub(crate) fn tx_poll(
         &mut self,
         q: usize,
-        mode: super::TxMode,
+        mode: TxMode,
         mem: &mut PacketMemory,
         scratch: &mut TxScratch,
         budget: usize,
@@ -176,11 +176,11 @@ impl Vif {
                     };
                     let first_op = scratch.ops.len();
                     let mapped_ok = match mode {
-                        super::TxMode::Copy => {
+                        TxMode::Copy => {
                             push_copies(&pkt, packet, mem, &mut scratch.ops);
                             true
                         }
-                        super::TxMode::Map => self.read_mapped(&pkt, packet, mem),
+                        TxMode::Map => self.read_mapped(&pkt, packet, mem),
                     };
                     let queue = &mut self.queues[q];
                     scratch.answers.push(Answer {

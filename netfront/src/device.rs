@@ -76,6 +76,10 @@ struct Flip {
 
 /// A paravirtual NIC: the guest side of one connection to a netback. Single owner
 /// (`&mut self`); frames within a queue are never reordered, and a flow always uses one queue.
+///
+/// Close it with [`close`](Self::close), which reports whether every grant came back. Dropping
+/// it closes too, best effort: it tells the backend and waits for its answer (up to the
+/// control-plane timeout) before the memory goes.
 #[derive(Debug)]
 pub struct Netfront {
     conn: Option<FrontendConnection>,
@@ -338,7 +342,7 @@ impl Netfront {
     /// As [`send`](Self::send).
     pub fn send_sg(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {
         self.queue_frame(parts, offload)?;
-        self.flush().map_err(|_| self.send_error())
+        self.flush().map_err(|_| SendError::Notify)
     }
 
     /// Sends frames in order until one does not fit, publishing each queue once (one
@@ -387,16 +391,12 @@ impl Netfront {
     /// ```
     ///
     /// # Errors
-    /// [`SendError::Broken`] if publishing found the device broken; the closure's own
-    /// result is returned as it is.
+    /// [`SendError::Notify`] if the backend could not be notified; the closure's own result
+    /// is returned as it is.
     pub fn batch<R>(&mut self, f: impl FnOnce(&mut TxBatch<'_>) -> R) -> Result<R, SendError> {
         let r = f(&mut TxBatch { dev: self });
-        self.flush().map_err(|_| self.send_error())?;
+        self.flush().map_err(|_| SendError::Notify)?;
         Ok(r)
-    }
-
-    fn send_error(&self) -> SendError {
-        SendError::Broken(self.broken.unwrap_or(BackendFault::Closed))
     }
 
     fn queue_frame(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {

@@ -57,6 +57,10 @@ pub enum SendError {
     /// The device is broken.
     #[error("device broken: {0}")]
     Broken(BackendFault),
+    /// The frames were queued and published, but notifying the backend failed (a local
+    /// event-channel error); it sees them at its next look.
+    #[error("notifying the backend failed")]
+    Notify,
 }
 
 /// Why a netfront operation failed.

@@ -190,6 +190,7 @@ fn two_frontends_exchange_frames_through_the_switch() {
         };
         let mut a = connect(&backend.path, choice(1));
         let mut b = connect(&backend.path, choice(2));
+        backend.wait_attached(2);
         // Unknown destinations flood: a broadcast from each teaches the switch where it is.
         let bcast = |src: u8| {
             let mut f = udp(src, 0, 1, 0, 60);
@@ -374,6 +375,7 @@ fn gso_metadata_goes_only_to_frontends_that_negotiated_it() {
             ..FrontendChoice::default()
         },
     );
+    backend.wait_attached(2);
     let tso = Offload {
         gso: Some(netif::Gso {
             kind: netif::GsoKind::TcpV4,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ pub const T: Duration = Duration::from_secs(10);
 pub struct Running<U> {
     pub path: PathBuf,
     stop: Arc<AtomicBool>,
+    attached: Arc<AtomicUsize>,
     waker: netback::Waker,
     handle: JoinHandle<(Netback<U>, Vec<ClosedVif>)>,
     dir: PathBuf,
@@ -59,6 +60,8 @@ pub fn start<U: Uplink + Send + 'static>(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
     let stop2 = stop.clone();
+    let attached = Arc::new(AtomicUsize::new(0));
+    let attached2 = attached.clone();
     let handle = std::thread::spawn(move || {
         let mut backend = Netback::new(cfg, uplink).unwrap();
         tx.send(backend.waker()).unwrap();
@@ -70,8 +73,11 @@ pub fn start<U: Uplink + Send + 'static>(
             while let Ok(conn) = incoming.try_recv() {
                 if let Ok(conn) = conn {
                     // A frontend whose resources do not work is refused; that is not ours.
-                    if let Err(e) = backend.attach(conn) {
-                        eprintln!("attach refused: {e}");
+                    match backend.attach(conn) {
+                        Ok(_) => {
+                            attached2.fetch_add(1, Ordering::Release);
+                        }
+                        Err(e) => eprintln!("attach refused: {e}"),
                     }
                 }
             }
@@ -84,6 +90,7 @@ pub fn start<U: Uplink + Send + 'static>(
     Running {
         path,
         stop,
+        attached,
         waker,
         handle,
         dir,
@@ -91,6 +98,19 @@ pub fn start<U: Uplink + Send + 'static>(
 }
 
 impl<U> Running<U> {
+    /// Waits until `n` frontends have been attached in all (a frontend's `connect` returns
+    /// when its handshake is done, a moment before the backend thread attaches it).
+    pub fn wait_attached(&self, n: usize) {
+        let deadline = std::time::Instant::now() + T;
+        while self.attached.load(Ordering::Acquire) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} frontends never attached"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     pub fn stop(self) -> Stopped<U> {
         self.stop.store(true, Ordering::Release);
         self.waker.wake().unwrap();

@@ -217,8 +217,7 @@ impl Netfront {
                     let f = offers
                         .next()
                         .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
-                    pool.offer(f)?;
-                    grefs.push(table.grant_transfer(BACKEND_DOMID, f)?);
+                    grefs.push(pool.offer(f, &mut table)?);
                 }
                 RxBuffers::Flip {
                     grefs,

@@ -1,16 +1,17 @@
-//! The frontend's view of a flip pool, with the frames it has offered: a flip may deliver only
-//! a frame the backend owns, never one we still own or have on offer.
+//! The frontend's view of a flip pool, with the frames it has on offer: a flip may deliver
+//! only a frame the backend owns: never one we own, nor one on offer in a grant whose transfer
+//! has not completed.
 
-use grant_table::host::FramePool;
-use grant_table::{FrameNumber, GrantError};
+use grant_table::host::{BACKEND_DOMID, FramePool};
+use grant_table::{FrameNumber, GrantError, GrantRef, GrantTable, TransferState};
 
 use crate::error::BackendFault;
 
-/// Our pool view plus the frames on offer in accept-transfer grants.
+/// Our pool view plus, per frame, the accept-transfer grant it is on offer in.
 #[derive(Debug)]
 pub(crate) struct FlipPool {
     pool: FramePool,
-    offered: Vec<bool>,
+    offered_in: Vec<Option<GrantRef>>,
 }
 
 impl FlipPool {
@@ -18,7 +19,7 @@ impl FlipPool {
         let n = pool.frames() as usize;
         Self {
             pool,
-            offered: vec![false; n],
+            offered_in: vec![None; n],
         }
     }
 
@@ -27,36 +28,58 @@ impl FlipPool {
         self.pool.owned_frames().collect()
     }
 
-    /// Gives up `f` into an accept-transfer grant.
-    pub(crate) fn offer(&mut self, f: FrameNumber) -> Result<(), GrantError> {
+    /// Offers `f` to the backend in a new accept-transfer grant.
+    pub(crate) fn offer(
+        &mut self,
+        f: FrameNumber,
+        table: &mut GrantTable,
+    ) -> Result<GrantRef, GrantError> {
         self.pool.give(f)?;
-        self.offered[f.0 as usize] = true;
-        Ok(())
+        let gref = match table.grant_transfer(BACKEND_DOMID, f) {
+            Ok(g) => g,
+            Err(e) => {
+                // Not offered after all: still ours.
+                self.pool.receive(f)?;
+                return Err(e);
+            }
+        };
+        self.offered_in[f.0 as usize] = Some(gref);
+        Ok(gref)
     }
 
-    /// A transfer completed: `received` is ours now, `offered` (the frame of that grant) the
-    /// backend's.
+    /// The transfer into `gref` completed (and the grant was ended): `received` is ours now,
+    /// `offered` (the frame of that grant) the backend's.
     ///
     /// # Errors
-    /// [`BackendFault::FlippedFrame`] if `received` is outside the pool, ours, or on offer
-    /// (the backend cannot own it).
+    /// [`BackendFault::FlippedFrame`] if `received` is outside the pool, ours, the frame of
+    /// this very grant, or on offer in a grant whose transfer has not completed: the backend
+    /// cannot own it. (A frame on offer in another grant whose transfer did complete is the
+    /// backend's: with several queues, that grant's response may simply not be read yet.)
     pub(crate) fn complete(
         &mut self,
         received: FrameNumber,
         offered: FrameNumber,
+        gref: GrantRef,
+        table: &GrantTable,
     ) -> Result<(), BackendFault> {
         let bad = BackendFault::FlippedFrame(received.0);
-        if self
-            .offered
-            .get(received.0 as usize)
-            .copied()
-            .unwrap_or(true)
-        {
-            return Err(bad);
+        match self.offered_in.get(received.0 as usize) {
+            None => return Err(bad),
+            Some(Some(g)) => {
+                let completed = matches!(table.transfer_state(*g), Ok(TransferState::Completed(_)));
+                if *g == gref || !completed {
+                    return Err(bad);
+                }
+                // That offer is the backend's now; its grant is settled later.
+                self.offered_in[received.0 as usize] = None;
+            }
+            Some(None) => {}
         }
         self.pool.receive(received).map_err(|_| bad)?;
-        if let Some(o) = self.offered.get_mut(offered.0 as usize) {
-            *o = false;
+        if let Some(slot) = self.offered_in.get_mut(offered.0 as usize)
+            && *slot == Some(gref)
+        {
+            *slot = None;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use std::os::fd::BorrowedFd;
 
-use grant_table::host::{BACKEND_DOMID, RemapWindow};
+use grant_table::host::RemapWindow;
 use grant_table::{
     FRAME_SIZE, FrameNumber, GrantError, GrantRef, GrantTable, TransferEnd, TransferState,
 };
@@ -122,8 +122,7 @@ impl RxQueue {
                             .pool
                             .as_deref_mut()
                             .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        pool.offer(f)?;
-                        grefs[usize::from(id)] = ctx.table.grant_transfer(BACKEND_DOMID, f)?;
+                        grefs[usize::from(id)] = pool.offer(f, ctx.table)?;
                     }
                     grefs[usize::from(id)]
                 }
@@ -161,7 +160,7 @@ impl RxQueue {
                             .pool
                             .as_deref_mut()
                             .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        pool.complete(received, offered)?;
+                        pool.complete(received, offered, gref, ctx.table)?;
                         held[usize::from(id)] = Some(received);
                         Ok(())
                     }

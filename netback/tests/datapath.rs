@@ -195,3 +195,51 @@ fn frame_limits_follow_what_was_negotiated() {
     let stopped = backend.stop();
     assert_eq!(stopped.closed.len(), 2);
 }
+
+/// The backend closes a vif on its own initiative: it releases everything, asks the frontend
+/// to close; the frontend sees `Closed`, answers, and revokes every grant.
+#[test]
+fn backend_initiated_close() {
+    use netfront::{BackendFault, NetfrontError};
+    let dir = std::env::temp_dir().join(format!("netback-detach-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("backend.sock");
+    let listener = xenbus::Listener::bind(
+        &path,
+        xenbus::BackendConfig {
+            features: BackendFeatures::default(),
+            allowed_uids: vec![nix::unistd::getuid().as_raw()],
+            timeout: T,
+        },
+    )
+    .unwrap();
+    let mut backend = netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
+    let incoming = netback::spawn_acceptor(listener, backend.waker());
+    let front_path = path.clone();
+    let frontend = std::thread::spawn(move || {
+        let mut nic = Netfront::connect(&front_path, NetfrontConfig::default()).unwrap();
+        loop {
+            match nic.wait(Some(T)) {
+                Ok(_) => {
+                    nic.receive(64, |_| {}).unwrap();
+                }
+                Err(NetfrontError::Broken(BackendFault::Closed)) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        nic.close().unwrap()
+    });
+    let id = loop {
+        backend.wait(Some(T)).unwrap();
+        if let Ok(conn) = incoming.try_recv() {
+            break backend.attach(conn.unwrap()).unwrap();
+        }
+    };
+    let closed = backend.detach(id).unwrap();
+    assert!(closed.acknowledged.is_ok(), "{:?}", closed.acknowledged);
+    assert_eq!(closed.pinned, 0);
+    assert!(backend.vifs().is_empty());
+    let report = frontend.join().unwrap();
+    assert_eq!(report.revoked, 2 + 256 + 256);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -90,6 +90,8 @@ pub struct Netfront {
     choice: FrontendChoice,
     spin: Duration,
     broken: Option<BackendFault>,
+    /// The backend asked to close (answer `Closed`, do not ask again).
+    backend_closing: bool,
     stats: Stats,
     scratch: Vec<u8>,
 }
@@ -273,6 +275,7 @@ impl Netfront {
             choice,
             spin: cfg.spin,
             broken: None,
+            backend_closing: false,
             stats: Stats::default(),
             scratch: Vec::new(),
         };
@@ -611,6 +614,7 @@ impl Netfront {
             && it.next() == Some(true)
             && c.backend_closing(Duration::ZERO).unwrap_or(true)
         {
+            self.backend_closing = true;
             return Err(BackendFault::Closed.into());
         }
         for q in &mut self.queues {
@@ -619,16 +623,23 @@ impl Netfront {
         Ok(())
     }
 
-    /// Closes: asks the backend to close, waits until it has released everything, then
-    /// revokes every grant (rings, buffers, transfer offers).
+    /// Closes: asks the backend to close and waits until it has released everything (or,
+    /// when the backend asked first, answers it), then revokes every grant (rings, buffers,
+    /// transfer offers).
     ///
     /// # Errors
     /// A control-plane failure; [`NetfrontError::GrantsInUse`] if the backend still holds
     /// grants (their frames are then never reused: the memory is simply kept).
     pub fn close(mut self) -> Result<CloseReport, NetfrontError> {
         if let Some(conn) = self.conn.take() {
+            let closed = if self.backend_closing {
+                // The backend asked to close: it released everything before asking.
+                conn.acknowledge_closed()
+            } else {
+                conn.close()
+            };
             // A backend that already went away has released everything with its process.
-            match conn.close() {
+            match closed {
                 Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -682,7 +693,11 @@ impl Drop for Netfront {
     fn drop(&mut self) {
         // Dropping without `close`: tell the backend (best effort) so it releases us.
         if let Some(conn) = self.conn.take() {
-            let _ = conn.close();
+            let _ = if self.backend_closing {
+                conn.acknowledge_closed()
+            } else {
+                conn.close()
+            };
         }
     }
 }

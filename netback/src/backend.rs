@@ -16,6 +16,9 @@ use crate::tx::{PollFailure, TxMode, TxScratch};
 use crate::uplink::{Outbox, Uplink, VifId};
 use crate::vif::Vif;
 
+/// How often a spinning `wait` looks at the control sockets and the waker.
+const CONTROL_LOOK: Duration = Duration::from_millis(1);
+
 /// How long a vif waits before retrying when backend memory ran out.
 const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
 
@@ -189,6 +192,13 @@ impl<U: Uplink> Netback<U> {
                 fault: v.fault,
             })
             .collect()
+    }
+
+    /// Frames waiting for `vif`'s receive buffers (over its queues), or `None` if there is no
+    /// such vif: what an embedder that injects frames watches for back-pressure.
+    pub fn rx_backlog(&self, vif: VifId) -> Option<usize> {
+        let v = self.vifs.iter().find(|v| v.id == vif)?;
+        Some(v.queues.iter().map(|q| q.backlog.len()).sum())
     }
 
     /// The vifs that went away since the last call.
@@ -386,6 +396,7 @@ impl<U: Uplink> Netback<U> {
         let deadline = timeout.map(|t| start + t);
         self.end_of_interrupt()?;
         if !self.cfg.spin.is_zero() {
+            let mut look = start + CONTROL_LOOK;
             loop {
                 let now = Instant::now();
                 if self.has_work(now) {
@@ -393,6 +404,15 @@ impl<U: Uplink> Netback<U> {
                 }
                 if now - start >= self.cfg.spin {
                     break;
+                }
+                // The rings are read without system calls; control sockets and the waker need
+                // one, so they are looked at only now and then: a long spin still notices a
+                // closing frontend or a new one within a millisecond.
+                if now >= look {
+                    look = now + CONTROL_LOOK;
+                    if self.control_ready()? {
+                        break;
+                    }
                 }
                 std::hint::spin_loop();
             }
@@ -437,6 +457,18 @@ impl<U: Uplink> Netback<U> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the waker or a control socket is readable, without waiting.
+    fn control_ready(&self) -> Result<bool, NetbackError> {
+        let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
+        fds.extend(
+            self.vifs
+                .iter()
+                .filter_map(|v| v.conn.as_ref().map(AsFd::as_fd)),
+        );
+        let mut ready = vec![false; fds.len()];
+        Ok(wait_any(&fds, Some(Duration::ZERO), &mut ready)? > 0)
     }
 
     /// What a sleep watches, in order: the waker; per vif its control socket and, if active,

@@ -471,3 +471,38 @@ fn split_event_channels_carry_both_directions() {
         assert_eq!(stopped.closed[0].pinned, 0);
     }
 }
+
+/// A backend (and frontend) that busy-poll for far longer than the close timeout still see
+/// control messages: the spin looks at the control sockets now and then.
+#[test]
+fn busy_polling_sides_still_close_promptly() {
+    let spin = Duration::from_secs(60);
+    let backend = start(
+        "busy",
+        features(),
+        NetbackConfig {
+            spin,
+            ..NetbackConfig::default()
+        },
+        Echo,
+    );
+    let mut nic = Netfront::connect(
+        &backend.path,
+        NetfrontConfig {
+            spin,
+            ..NetfrontConfig::default()
+        },
+    )
+    .unwrap();
+    let frames: Vec<Vec<u8>> = (0..100).map(|i| udp(1, 1, 1, i, 200)).collect();
+    assert!(echo_all(&mut nic, &frames, 10) == frames);
+    let t = Instant::now();
+    nic.close().unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "closed in {:?}",
+        t.elapsed()
+    );
+    let stopped = backend.stop();
+    assert_eq!(stopped.closed.len(), 1);
+}

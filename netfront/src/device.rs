@@ -22,6 +22,9 @@ use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue, ring_error};
 
+/// How often a spinning `wait` looks at the control socket.
+const CONTROL_LOOK: Duration = Duration::from_millis(1);
+
 /// Buffers per ring (both rings of a queue are one page: 256 slots each).
 const RING_SLOTS: u32 = 256;
 
@@ -298,6 +301,12 @@ impl Netfront {
         self.stats
     }
 
+    /// Transmit buffers the backend has not answered yet (0: everything sent was consumed).
+    /// Answers are collected by [`poll`](Self::poll) and [`wait`](Self::wait)'s callers.
+    pub fn tx_in_flight(&self) -> usize {
+        self.queues.iter().map(|q| q.tx.in_flight()).sum()
+    }
+
     /// Why the device is broken, if it is.
     pub fn broken(&self) -> Option<BackendFault> {
         self.broken
@@ -560,12 +569,22 @@ impl Netfront {
         let deadline = timeout.map(|t| start + t);
         self.end_of_interrupt()?;
         if !self.spin.is_zero() {
+            let mut look = start + CONTROL_LOOK;
             loop {
                 if self.has_work()? {
                     return Ok(true);
                 }
-                if start.elapsed() >= self.spin {
+                let now = Instant::now();
+                if now - start >= self.spin || deadline.is_some_and(|d| now >= d) {
                     break;
+                }
+                // The control socket needs a system call: look only now and then, so a long
+                // spin still notices a closing backend within a millisecond.
+                if now >= look {
+                    look = now + CONTROL_LOOK;
+                    if self.control_ready()? {
+                        break;
+                    }
                 }
                 std::hint::spin_loop();
             }
@@ -583,6 +602,15 @@ impl Netfront {
             // look again; only the deadline ends the wait without work.
             self.end_of_interrupt()?;
         }
+    }
+
+    /// Whether the control socket is readable (the backend changed state or went away).
+    fn control_ready(&self) -> Result<bool, NetfrontError> {
+        let Some(c) = &self.conn else {
+            return Ok(false);
+        };
+        let mut ready = [false];
+        Ok(wait_any(&[c.as_fd()], Some(Duration::ZERO), &mut ready)? > 0)
     }
 
     /// Clears the events that woke the last sleep, now that the rings were looked at (late

@@ -58,6 +58,11 @@ impl TxQueue {
         }
     }
 
+    /// Buffers sent and not answered yet.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.len() - self.free.len()
+    }
+
     /// Copies a frame made of `parts` into buffers and pushes its request chain (not
     /// published).
     pub(crate) fn push_frame(

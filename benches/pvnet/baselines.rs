@@ -1,0 +1,240 @@
+//! What users would otherwise use, measured in the same run: AF_UNIX SOCK_SEQPACKET between
+//! two processes, a single-core memcpy, an eventfd ping-pong and a shared-memory spin
+//! ping-pong between two processes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::socket::{
+    AddressFamily, Backlog, MsgFlags, SockFlag, SockType, UnixAddr, accept, bind, connect, listen,
+    recv, send, socket,
+};
+
+use crate::Opts;
+use crate::child::cpu_seconds;
+use crate::report::{Latency, Results, Throughput};
+
+pub fn seqpacket_listen(path: &Path) -> OwnedFd {
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(s.as_raw_fd(), &UnixAddr::new(path).expect("path")).expect("bind");
+    listen(&s, Backlog::new(4).expect("backlog")).expect("listen");
+    s
+}
+
+pub fn seqpacket_accept(listener: &OwnedFd) -> OwnedFd {
+    let fd = accept(listener.as_raw_fd()).expect("accept");
+    // SAFETY: `accept` returned a new descriptor that nothing else owns.
+    unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+}
+
+fn child(role: &str, extra: &[String]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("own path"));
+    c.args(["--role", role]).args(extra);
+    c
+}
+
+/// AF_UNIX SOCK_SEQPACKET: the parent sends `frames` messages, the child receives them all
+/// and acknowledges.
+fn unix(opts: &Opts, size: usize) -> Throughput {
+    let frames = opts.frames(size);
+    let path = opts.out.join(format!("unix-{}.sock", std::process::id()));
+    let mut c = child(
+        "unix-sink",
+        &[
+            "--socket".into(),
+            path.display().to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--frames".into(),
+            frames.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "READY");
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    connect(s.as_raw_fd(), &UnixAddr::new(&path).expect("path")).expect("connect");
+    let buf = crate::child::frame(size).0;
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    for _ in 0..frames {
+        send(s.as_raw_fd(), &buf, MsgFlags::empty()).expect("send");
+    }
+    let mut ack = [0u8; 1];
+    recv(s.as_raw_fd(), &mut ack, MsgFlags::empty()).expect("ack");
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_parent = cpu_seconds() - cpu0;
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("child output");
+    assert!(c.wait().expect("wait").success());
+    let _ = std::fs::remove_file(&path);
+    let cpu_child: f64 = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("CPU "))
+        .and_then(|v| v.parse().ok())
+        .expect("child CPU");
+    Throughput {
+        name: "AF_UNIX seqpacket".into(),
+        size,
+        frames,
+        secs,
+        cpu: cpu_parent + cpu_child,
+    }
+}
+
+/// One core copying `size`-byte frames between two 64 MiB buffers (beyond the caches, like a
+/// stream of packets), for about 0.3 s. Returns bytes per second.
+fn memcpy(size: usize) -> f64 {
+    const BUF: usize = 64 << 20;
+    let src = vec![0x5au8; BUF];
+    let mut dst = vec![0u8; BUF];
+    let per = BUF / size;
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(300) {
+        for i in 0..per {
+            let at = i * size;
+            dst[at..at + size].copy_from_slice(&src[at..at + size]);
+        }
+        std::hint::black_box(&mut dst);
+        bytes += (per * size) as u64;
+    }
+    bytes as f64 / start.elapsed().as_secs_f64()
+}
+
+fn inheritable(fd: &OwnedFd) {
+    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("fcntl");
+}
+
+fn percentiles(mut times: Vec<Duration>) -> (u128, u128) {
+    times.sort();
+    let p = |q: usize| times[(times.len() - 1) * q / 100].as_nanos();
+    (p(50), p(99))
+}
+
+/// A bare eventfd ping-pong between two processes: one write and one blocking read per side
+/// per round trip.
+fn eventfd_ping_pong(trips: u32) -> (u128, u128) {
+    let ev =
+        || OwnedFd::from(EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).expect("eventfd"));
+    let (to_child, to_parent) = (ev(), ev());
+    inheritable(&to_child);
+    inheritable(&to_parent);
+    let mut c = child(
+        "eventfd-echo",
+        &[
+            "--fds".into(),
+            format!("{},{}", to_child.as_raw_fd(), to_parent.as_raw_fd()),
+            "--trips".into(),
+            trips.to_string(),
+        ],
+    )
+    .spawn()
+    .expect("spawn");
+    let (mut tx, mut rx) = (
+        std::fs::File::from(to_child),
+        std::fs::File::from(to_parent),
+    );
+    let mut buf = [0u8; 8];
+    let mut times = Vec::with_capacity(trips as usize);
+    for _ in 0..trips {
+        let t = Instant::now();
+        tx.write_all(&1u64.to_ne_bytes()).expect("write");
+        rx.read_exact(&mut buf).expect("read");
+        times.push(t.elapsed());
+    }
+    assert!(c.wait().expect("wait").success());
+    percentiles(times.split_off(times.len() / 10))
+}
+
+/// A spin ping-pong over one shared word between two processes.
+fn spin_ping_pong(trips: u32) -> (u128, u128) {
+    use core::sync::atomic::Ordering;
+    let fd = pvnet::grant::host::create_memfd(c"spin-ping-pong", 4096).expect("memfd");
+    let page = pvnet::grant::host::map_shared(&fd, 4096).expect("map");
+    inheritable(&fd);
+    let mut c = child(
+        "spin-echo",
+        &[
+            "--fds".into(),
+            fd.as_raw_fd().to_string(),
+            "--trips".into(),
+            trips.to_string(),
+        ],
+    )
+    .spawn()
+    .expect("spawn");
+    let mut times = Vec::with_capacity(trips as usize);
+    for i in 0..trips {
+        let t = Instant::now();
+        page.store_u32(0, 2 * i + 1, Ordering::Release)
+            .expect("store");
+        while page.load_u32(0, Ordering::Acquire).expect("load") != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+        times.push(t.elapsed());
+    }
+    assert!(c.wait().expect("wait").success());
+    percentiles(times.split_off(times.len() / 10))
+}
+
+pub fn run_all(opts: &Opts, results: &mut Results) {
+    for &size in &opts.sizes {
+        let bps = memcpy(size);
+        results.memcpy.push((size, bps));
+        let t = unix(opts, size);
+        println!(
+            "baseline {:>6} B: memcpy {:6.2} GB/s; AF_UNIX seqpacket {:7.3} Mpps {:6.2} Gbit/s",
+            size,
+            bps / 1e9,
+            t.fps() / 1e6,
+            t.gbps()
+        );
+        results.throughput.push(t);
+    }
+    let trips = opts.trips(false) * 3;
+    let (p50, p99) = eventfd_ping_pong(trips);
+    results.latency.push(Latency {
+        name: "eventfd ping-pong".into(),
+        busy: false,
+        size: 0,
+        p50_ns: p50,
+        p99_ns: p99,
+    });
+    let (p50s, p99s) = spin_ping_pong(opts.trips(true) * 5);
+    results.latency.push(Latency {
+        name: "shared-memory spin ping-pong".into(),
+        busy: true,
+        size: 0,
+        p50_ns: p50s,
+        p99_ns: p99s,
+    });
+    println!(
+        "baseline round trips: eventfd p50 {:.1} us p99 {:.1} us; spin p50 {:.2} us p99 {:.2} us",
+        p50 as f64 / 1e3,
+        p99 as f64 / 1e3,
+        p50s as f64 / 1e3,
+        p99s as f64 / 1e3
+    );
+}

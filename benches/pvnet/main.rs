@@ -1,0 +1,109 @@
+//! pvnet against what users would otherwise use, in one run on one machine.
+//!
+//! `cargo bench --bench pvnet` (add `-- --quick` for a short run, `-- --out DIR` for where the
+//! CSV, JSON and SVG chart go; default `target/pvnet-bench`).
+//!
+//! Every measurement runs two real processes (this binary, re-run in a child role):
+//! - pvnet throughput per mode (tx copy, tx map: a netfront streams to a sink netback; rx copy,
+//!   rx flip, rx flip with remap: a netback sources frames to a netfront) and frame size:
+//!   frames/s, Gbit/s, CPU seconds of both processes per GB;
+//! - pvnet round trips (echo) per mode and size, event-driven and busy-polling: p50, p99;
+//! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes, a single-core
+//!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
+//!   spin ping-pong between two processes;
+//! - system calls per million frames while both sides are busy (`strace -c`, if installed).
+
+// A binary: `pub` marks what the modules share.
+#![allow(unreachable_pub)]
+
+mod baselines;
+mod child;
+mod pvnet_runs;
+mod report;
+mod syscalls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Frame sizes measured.
+pub const SIZES: [usize; 6] = [64, 256, 1500, 4096, 9000, 65535];
+
+/// Options of one run.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    /// Fewer frames and round trips (a smoke run).
+    pub quick: bool,
+    /// Where results go.
+    pub out: PathBuf,
+    /// Sizes to run.
+    pub sizes: Vec<usize>,
+    /// Skip the strace run.
+    pub no_syscalls: bool,
+}
+
+impl Opts {
+    /// Frames for a throughput run of `size`-byte frames: about 400 MB, within limits.
+    pub fn frames(&self, size: usize) -> u64 {
+        let n = (400_000_000 / size as u64).clamp(20_000, 2_000_000);
+        if self.quick { (n / 20).max(2000) } else { n }
+    }
+
+    /// Round trips per latency run.
+    pub fn trips(&self, busy: bool) -> u32 {
+        match (self.quick, busy) {
+            (true, _) => 300,
+            (false, false) => 3000,
+            (false, true) => 20_000,
+        }
+    }
+}
+
+/// Spin used for "busy-poll": longer than any run, so neither side ever sleeps.
+pub const BUSY_SPIN: Duration = Duration::from_secs(30);
+/// Spin used for throughput runs (both sides): the demo's default.
+pub const THROUGHPUT_SPIN: Duration = Duration::from_micros(50);
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(role) = arg_value(&args, "--role") {
+        child::run(&role, &args);
+        return;
+    }
+    let opts = Opts {
+        quick: args.iter().any(|a| a == "--quick"),
+        out: arg_value(&args, "--out")
+            .map_or_else(|| PathBuf::from("target/pvnet-bench"), PathBuf::from),
+        sizes: arg_value(&args, "--sizes").map_or_else(
+            || SIZES.to_vec(),
+            |s| {
+                s.split(',')
+                    .map(|v| v.parse().expect("--sizes: numbers"))
+                    .collect()
+            },
+        ),
+        no_syscalls: args.iter().any(|a| a == "--no-syscalls"),
+    };
+    std::fs::create_dir_all(&opts.out).expect("output directory");
+    let cpus = pvnet_runs::allowed_cpus();
+    println!(
+        "pvnet bench: {} CPUs allowed, sizes {:?}{}",
+        cpus,
+        opts.sizes,
+        if opts.quick { ", quick" } else { "" }
+    );
+    let mut results = report::Results::default();
+    baselines::run_all(&opts, &mut results);
+    pvnet_runs::run_all(&opts, &mut results);
+    if opts.no_syscalls {
+        println!("syscalls: skipped (--no-syscalls)");
+    } else {
+        syscalls::run(&opts, &mut results);
+    }
+    report::print_and_write(&opts, &results);
+}

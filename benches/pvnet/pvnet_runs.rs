@@ -1,0 +1,220 @@
+//! pvnet's own runs: a netback process and a netfront process per measurement.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::report::{Latency, Results, Throughput};
+use crate::{BUSY_SPIN, Opts, THROUGHPUT_SPIN};
+
+/// CPUs this process may run on.
+pub fn allowed_cpus() -> usize {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");
+    (0..nix::sched::CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .count()
+}
+
+/// A throughput mode: which way frames go and how each side moves them.
+#[derive(Clone, Copy, Debug)]
+pub struct Mode {
+    pub name: &'static str,
+    /// `sink` (guest transmit) or `source` (guest receive).
+    uplink: &'static str,
+    tx_mode: &'static str,
+    rx_mode: &'static str,
+}
+
+pub const MODES: [Mode; 5] = [
+    Mode {
+        name: "tx copy",
+        uplink: "sink",
+        tx_mode: "copy",
+        rx_mode: "copy",
+    },
+    Mode {
+        name: "tx map",
+        uplink: "sink",
+        tx_mode: "map",
+        rx_mode: "copy",
+    },
+    Mode {
+        name: "rx copy",
+        uplink: "source",
+        tx_mode: "copy",
+        rx_mode: "copy",
+    },
+    Mode {
+        name: "rx flip",
+        uplink: "source",
+        tx_mode: "copy",
+        rx_mode: "flip",
+    },
+    Mode {
+        name: "rx flip+remap",
+        uplink: "source",
+        tx_mode: "copy",
+        rx_mode: "flip-remap",
+    },
+];
+
+fn spawn(role: &str, args: &[String]) -> Child {
+    Command::new(std::env::current_exe().expect("own path"))
+        .args(["--role", role])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn output(mut c: Child) -> String {
+    let mut s = String::new();
+    c.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut s)
+        .expect("read");
+    let status = c.wait().expect("wait");
+    assert!(status.success(), "child failed: {status}\n{s}");
+    s
+}
+
+fn field<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .unwrap_or_else(|| panic!("no {tag} in {out:?}"))
+        .split(' ')
+        .collect()
+}
+
+fn socket_path(opts: &Opts, what: &str) -> PathBuf {
+    let p = opts.out.join(format!("{}-{what}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// A backend and a frontend for one mode and size; both report their CPU time.
+fn throughput(opts: &Opts, mode: Mode, size: usize) -> Throughput {
+    let frames = opts.frames(size);
+    let sock = socket_path(opts, "tp");
+    let common = |extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            "--socket".into(),
+            sock.display().to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--spin-us".into(),
+            THROUGHPUT_SPIN.as_micros().to_string(),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let back = spawn(
+        "backend",
+        &common(&[
+            "--uplink".into(),
+            mode.uplink.into(),
+            "--tx-mode".into(),
+            mode.tx_mode.into(),
+        ]),
+    );
+    let role = if mode.uplink == "sink" {
+        "front-tx"
+    } else {
+        "front-rx"
+    };
+    let front = spawn(
+        role,
+        &common(&[
+            "--frames".into(),
+            frames.to_string(),
+            "--rx-mode".into(),
+            mode.rx_mode.into(),
+        ]),
+    );
+    let f = output(front);
+    let b = output(back);
+    let r = field(&f, "RESULT ");
+    let cpu_back: f64 = field(&b, "CPU ")[0].parse().expect("cpu");
+    Throughput {
+        name: format!("pvnet {}", mode.name),
+        size,
+        frames: r[0].parse().expect("frames"),
+        secs: r[1].parse().expect("secs"),
+        cpu: r[2].parse::<f64>().expect("cpu") + cpu_back,
+    }
+}
+
+/// Echo round trips for one receive mode and size, event-driven or busy-polling.
+fn latency(opts: &Opts, rx_mode: &str, size: usize, busy: bool) -> Latency {
+    let sock = socket_path(opts, "lat");
+    let spin = if busy { BUSY_SPIN } else { Duration::ZERO };
+    let common = vec![
+        "--socket".to_string(),
+        sock.display().to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--spin-us".into(),
+        spin.as_micros().to_string(),
+    ];
+    let mut b_args = common.clone();
+    b_args.extend([
+        "--uplink".into(),
+        "echo".into(),
+        "--tx-mode".into(),
+        "copy".into(),
+    ]);
+    let back = spawn("backend", &b_args);
+    let mut f_args = common;
+    f_args.extend([
+        "--trips".into(),
+        opts.trips(busy).to_string(),
+        "--rx-mode".into(),
+        rx_mode.into(),
+    ]);
+    let front = spawn("front-ping", &f_args);
+    let f = output(front);
+    output(back);
+    let v = field(&f, "LAT ");
+    Latency {
+        name: format!("pvnet {rx_mode}"),
+        busy,
+        size,
+        p50_ns: v[0].parse().expect("p50"),
+        p99_ns: v[1].parse().expect("p99"),
+    }
+}
+
+pub fn run_all(opts: &Opts, results: &mut Results) {
+    for mode in MODES {
+        for &size in &opts.sizes {
+            let t = throughput(opts, mode, size);
+            println!(
+                "{:<20} {:>6} B: {:7.3} Mpps {:6.2} Gbit/s {:6.3} CPU s/GB",
+                t.name,
+                size,
+                t.fps() / 1e6,
+                t.gbps(),
+                t.cpu_per_gb()
+            );
+            results.throughput.push(t);
+        }
+    }
+    for rx_mode in ["copy", "flip", "flip-remap"] {
+        for &size in &opts.sizes {
+            for busy in [false, true] {
+                let l = latency(opts, rx_mode, size, busy);
+                println!(
+                    "{:<20} {:>6} B {:<12}: p50 {:8.2} us p99 {:8.2} us",
+                    l.name,
+                    size,
+                    if busy { "busy-poll" } else { "event-driven" },
+                    l.p50_ns as f64 / 1e3,
+                    l.p99_ns as f64 / 1e3
+                );
+                results.latency.push(l);
+            }
+        }
+    }
+}

@@ -38,9 +38,14 @@ pub fn seqpacket_accept(listener: &OwnedFd) -> OwnedFd {
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
 }
 
+/// A child on the first CPU of the pair (this process runs on the second: see `run_all`).
 fn child(role: &str, extra: &[String]) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own path"));
-    c.args(["--role", role]).args(extra);
+    c.args(["--role", role]);
+    if let Some((cpu, _)) = crate::cpu_pair() {
+        c.args(["--cpu".to_string(), cpu.to_string()]);
+    }
+    c.args(extra);
     c
 }
 
@@ -200,6 +205,10 @@ fn spin_ping_pong(trips: u32) -> (u128, u128) {
 }
 
 pub fn run_all(opts: &Opts, results: &mut Results) {
+    // The parent is one side of every baseline: pin it to the pair's second CPU.
+    if let Some((_, cpu)) = crate::cpu_pair() {
+        crate::pin(cpu);
+    }
     for &size in &opts.sizes {
         let bps = memcpy(size);
         results.memcpy.push((size, bps));

@@ -63,6 +63,29 @@ pub const BUSY_SPIN: Duration = Duration::from_secs(30);
 /// Spin used for throughput runs (both sides): the demo's default.
 pub const THROUGHPUT_SPIN: Duration = Duration::from_micros(50);
 
+/// The CPUs this process may use, lowest first.
+pub fn cpu_list() -> Vec<usize> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");
+    (0..nix::sched::CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .collect()
+}
+
+/// The two CPUs the two processes of a measurement run on: each side on its own core, as a
+/// guest and its driver domain would be (the scheduler's choice varies from run to run and
+/// makes round trips bimodal). `None` with a single CPU.
+pub fn cpu_pair() -> Option<(usize, usize)> {
+    let cpus = cpu_list();
+    (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+}
+
+/// Pins the calling thread (and the children it spawns afterwards) to `cpu`.
+pub fn pin(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("cpu index");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -72,6 +95,9 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(role) = arg_value(&args, "--role") {
+        if let Some(cpu) = arg_value(&args, "--cpu") {
+            pin(cpu.parse().expect("--cpu"));
+        }
         child::run(&role, &args);
         return;
     }
@@ -90,10 +116,11 @@ fn main() {
         no_syscalls: args.iter().any(|a| a == "--no-syscalls"),
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
-    let cpus = pvnet_runs::allowed_cpus();
+    let cpus = cpu_list().len();
     println!(
-        "pvnet bench: {} CPUs allowed, sizes {:?}{}",
+        "pvnet bench: {} CPUs allowed (each measurement's two processes pinned to {:?}), sizes {:?}{}",
         cpus,
+        cpu_pair(),
         opts.sizes,
         if opts.quick { ", quick" } else { "" }
     );

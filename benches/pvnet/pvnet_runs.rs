@@ -8,14 +8,6 @@ use std::time::Duration;
 use crate::report::{Latency, Results, Throughput};
 use crate::{BUSY_SPIN, Opts, THROUGHPUT_SPIN};
 
-/// CPUs this process may run on.
-pub fn allowed_cpus() -> usize {
-    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");
-    (0..nix::sched::CpuSet::count())
-        .filter(|&i| set.is_set(i).unwrap_or(false))
-        .count()
-}
-
 /// A throughput mode: which way frames go and how each side moves them.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
@@ -59,9 +51,16 @@ pub const MODES: [Mode; 5] = [
     },
 ];
 
+/// Spawns a child role; the backend runs on the first CPU of the pair, the frontend on the
+/// second.
 fn spawn(role: &str, args: &[String]) -> Child {
+    let cpu = crate::cpu_pair().map(|(b, f)| if role == "backend" { b } else { f });
     Command::new(std::env::current_exe().expect("own path"))
         .args(["--role", role])
+        .args(
+            cpu.map(|c| vec!["--cpu".to_string(), c.to_string()])
+                .unwrap_or_default(),
+        )
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

@@ -9,7 +9,7 @@ use grant_table::{
     Access, CopyOp, CopyPtr, FRAME_SIZE, GrantMapping, GrantOps, GrantRef, GrantStatus,
 };
 use netif::wire::status;
-use netif::{Offload, Severity, TxPacket, parse_tx, tx_responses};
+use netif::{Offload, Severity, TxPacket, parse_tx_into, tx_responses};
 
 use crate::error::{NetbackError, VifFault};
 use crate::memory::{PacketId, PacketMemory};
@@ -48,6 +48,8 @@ struct Answer {
 #[derive(Default)]
 pub(crate) struct TxScratch {
     ops: Vec<CopyOp>,
+    /// The packet being parsed (built in place, not moved).
+    packet: TxPacket,
     answers: Vec<Answer>,
 }
 
@@ -129,7 +131,7 @@ impl Vif {
                 }
                 continue;
             }
-            let parsed = parse_tx(&queue.pending[queue.start..]);
+            let parsed = parse_tx_into(&queue.pending[queue.start..], &mut scratch.packet);
             match parsed {
                 Err(e) if e.severity == Severity::Fatal => {
                     // A packet cut short at the end of what we copied: the frontend may have
@@ -162,7 +164,8 @@ impl Vif {
                     queue.start += e.slots;
                     result.packets += 1;
                 }
-                Ok(pkt) => {
+                Ok(()) => {
+                    let pkt = &scratch.packet;
                     if let Some(now) = now
                         && !self.credit.take(u64::from(pkt.len), now)
                     {
@@ -170,17 +173,17 @@ impl Vif {
                         result.throttled = self.credit.refill_at();
                         break Ok(());
                     }
-                    let Some(packet) = mem.alloc(u32::from(pkt.len), Offload::from_tx(&pkt)) else {
+                    let Some(packet) = mem.alloc(u32::from(pkt.len), Offload::from_tx(pkt)) else {
                         result.out_of_memory = true;
                         break Ok(());
                     };
                     let first_op = scratch.ops.len();
                     let mapped_ok = match mode {
                         TxMode::Copy => {
-                            push_copies(&pkt, packet, mem, &mut scratch.ops);
+                            push_copies(pkt, packet, mem, &mut scratch.ops);
                             true
                         }
-                        TxMode::Map => self.read_mapped(&pkt, packet, mem),
+                        TxMode::Map => self.read_mapped(pkt, packet, mem),
                     };
                     let queue = &mut self.queues[q];
                     scratch.answers.push(Answer {

@@ -111,7 +111,7 @@ pub struct TxFragment {
 }
 
 /// A validated tx packet: every fragment lies inside its page and the lengths add up to `len`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TxPacket {
     /// The whole packet's length.
     pub len: u16,
@@ -161,6 +161,17 @@ impl TxPacket {
 /// A [`TxError`] with netback's severity; for `Drop` and `Error`, `slots` requests were
 /// consumed and must each be answered ([`tx_responses`]).
 pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
+    let mut packet = TxPacket::default();
+    parse_tx_into(reqs, &mut packet).map(|()| packet)
+}
+
+/// [`parse_tx`] into a packet the caller keeps (a backend's per-poll scratch), so the ~200-byte
+/// description is built in place rather than returned and moved. On error `out` holds
+/// nothing meaningful.
+///
+/// # Errors
+/// As [`parse_tx`].
+pub fn parse_tx_into(reqs: &[TxRequest], out: &mut TxPacket) -> Result<(), TxError> {
     let fail = |kind: TxErrorKind, slots: usize, extra_slots: usize| TxError {
         kind,
         severity: kind.severity(),
@@ -173,7 +184,8 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
     let mut idx = 1;
 
     // Extras, chained by their `more` flag, right after the first slot.
-    let mut extras = Extras::default();
+    out.extras = Extras::default();
+    let extras = &mut out.extras;
     if first.flags & tx_flags::EXTRA_INFO != 0 {
         loop {
             let Some(slot) = reqs.get(idx) else {
@@ -193,7 +205,7 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
     let extra_slots = idx - 1;
 
     // Following data slots (netback's xenvif_count_requests).
-    let mut fragments = [TxFragment::default(); MAX_DATA_SLOTS];
+    let fragments = &mut out.fragments;
     let mut nfrags = 1;
     let mut remaining = first.size;
     let mut following = 0u32;
@@ -278,15 +290,12 @@ pub fn parse_tx(reqs: &[TxRequest]) -> Result<TxPacket, TxError> {
             return Err(fail(TxErrorKind::BadGsoType(kind), idx, extra_slots));
         }
     }
-    Ok(TxPacket {
-        len: first.size,
-        flags: first.flags,
-        fragments,
-        nfrags,
-        extras,
-        slots: idx,
-        extra_slots,
-    })
+    out.len = first.size;
+    out.flags = first.flags;
+    out.nfrags = nfrags;
+    out.slots = idx;
+    out.extra_slots = extra_slots;
+    Ok(())
 }
 
 /// The responses to the first `slots` requests of `reqs`, in order: the first and every data

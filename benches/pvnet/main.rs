@@ -75,8 +75,13 @@ pub fn cpu_list() -> Vec<usize> {
 /// guest and its driver domain would be (the scheduler's choice varies from run to run and
 /// makes round trips bimodal). `None` with a single CPU.
 pub fn cpu_pair() -> Option<(usize, usize)> {
-    let cpus = cpu_list();
-    (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+    // Decided once, from the CPUs allowed at start: the parent pins itself later, and a
+    // pair read from its narrowed mask would put both processes on one CPU.
+    static PAIR: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    *PAIR.get_or_init(|| {
+        let cpus = cpu_list();
+        (cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+    })
 }
 
 /// Pins the calling thread (and the children it spawns afterwards) to `cpu`.
@@ -117,6 +122,7 @@ fn main() {
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
     let cpus = cpu_list().len();
+    let _ = cpu_pair(); // fixed now, before any pinning
     println!(
         "pvnet bench: {} CPUs allowed (each measurement's two processes pinned to {:?}), sizes {:?}{}",
         cpus,

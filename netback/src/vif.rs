@@ -92,7 +92,9 @@ impl Vif {
         let res = conn.resources.clone();
         let frames = map_fd(conn.take_fd(res.frames), "frames")?;
         let table = map_fd(conn.take_fd(res.grant_table), "grant table")?;
-        let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local);
+        // Netfront grants its buffers once for the connection: copies keep their claims.
+        let mut grants =
+            PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
         if conn.choice.rx_mode == RxMode::Flip {
             let i = res
                 .flip_pool
@@ -218,6 +220,7 @@ impl Vif {
     ) -> (Option<BackendConnection>, usize, VifStats) {
         self.drop_backlog(mem);
         self.unmap_rings();
+        self.grants.release_persistent();
         let pinned = self.grants.pinned();
         (self.conn.take(), pinned, self.stats)
     }

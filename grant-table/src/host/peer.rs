@@ -22,6 +22,10 @@ const ACQUIRE_TRIES: usize = 4;
 struct Pins {
     read: u32,
     write: u32,
+    /// Persistent claims held for copies: bit 0 a read claim, bit 1 a write claim.
+    held: u8,
+    /// The frame those claims validated.
+    frame: u32,
 }
 
 /// The grantee (backend) side of the process host: the owner's grant table and frame memory
@@ -43,6 +47,7 @@ pub struct PeerGrants {
     local: SharedRegion,
     pool: Option<FramePool>,
     pins: Box<[Cell<Pins>]>,
+    persistent: bool,
 }
 
 impl core::fmt::Debug for PeerGrants {
@@ -70,7 +75,74 @@ impl PeerGrants {
             local,
             pool: None,
             pins,
+            persistent: false,
         }
+    }
+
+    /// Keeps the grants that copies use claimed after each copy (Xen's persistent grants):
+    /// the first copy through a grant claims it with one compare-and-swap, later ones reuse
+    /// the claim and the frame it validated, so a stream of copies through the same buffers
+    /// pays no atomic operation per copy. While a claim is held the owner cannot revoke the
+    /// grant (it is in use); [`release_persistent`](Self::release_persistent) lets them all go
+    /// (before acknowledging the owner's close). For owners that grant buffers for a whole
+    /// connection, as netfront does.
+    #[must_use]
+    pub fn with_persistent_copies(mut self) -> Self {
+        self.persistent = true;
+        self
+    }
+
+    /// Releases every claim [`with_persistent_copies`](Self::with_persistent_copies) kept;
+    /// returns how many grants were held.
+    pub fn release_persistent(&self) -> usize {
+        let mut n = 0;
+        for (i, cell) in self.pins.iter().enumerate() {
+            let held = cell.get().held;
+            if held == 0 {
+                continue;
+            }
+            let mut p = cell.get();
+            p.held = 0;
+            cell.set(p);
+            let gref = GrantRef(u32::try_from(i).unwrap_or(u32::MAX));
+            if held & 1 != 0 {
+                self.release(gref, false);
+            }
+            if held & 2 != 0 {
+                self.release(gref, true);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// A claim for a copy: a held persistent one, or a new one (kept if persistent). Returns
+    /// the frame and whether the caller must release the claim after the copy.
+    fn claim_for_copy(
+        &self,
+        gref: GrantRef,
+        write: bool,
+    ) -> Result<(FrameNumber, bool), GrantStatus> {
+        let bit = if write { 2 } else { 1 };
+        if self.persistent
+            && let Some(cell) = self.pins.get(gref.0 as usize)
+        {
+            let p = cell.get();
+            // A write claim also allows reading.
+            if p.held & bit != 0 || (!write && p.held & 2 != 0) {
+                return Ok((FrameNumber(p.frame), false));
+            }
+        }
+        let frame = self.acquire(gref, write)?;
+        if !self.persistent {
+            return Ok((frame, true));
+        }
+        let cell = &self.pins[gref.0 as usize];
+        let mut p = cell.get();
+        p.held |= bit;
+        p.frame = frame.0;
+        cell.set(p);
+        Ok((frame, false))
     }
 
     /// Adds the flip pool shared with this owner (our view of it), for [`GrantOps::transfer`].
@@ -90,7 +162,8 @@ impl PeerGrants {
         &self.local
     }
 
-    /// Grants currently held by our operations or mappings (0 when idle: nothing in use).
+    /// Grants currently held by our operations, mappings or persistent claims (0 when idle
+    /// and released: nothing in use).
     pub fn pinned(&self) -> usize {
         self.pins.iter().filter(|p| p.get().read > 0).count()
     }
@@ -192,11 +265,11 @@ impl PeerGrants {
         }
         match ptr {
             CopyPtr::Grant { gref, .. } => {
-                let frame = self.acquire(gref, write)?;
+                let (frame, release) = self.claim_for_copy(gref, write)?;
                 Ok((
                     &self.frames,
                     frame.0 as usize * FRAME_SIZE + usize::from(offset),
-                    Some(gref),
+                    release.then_some(gref),
                 ))
             }
             CopyPtr::Local { frame, .. } => {

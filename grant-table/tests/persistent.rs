@@ -1,0 +1,99 @@
+//! Persistent claims (`PeerGrants::with_persistent_copies`): copies keep their grants claimed,
+//! the owner cannot revoke them meanwhile, and `release_persistent` lets them all go.
+
+use grant_table::host::PeerGrants;
+use grant_table::{
+    CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantError, GrantOps, GrantStatus, GrantTable,
+};
+use shared_mem::SharedRegion;
+
+const PEER: DomId = DomId(0);
+
+fn copy(peer: &PeerGrants, source: CopyPtr, dest: CopyPtr, len: u16) -> GrantStatus {
+    let mut ops = [CopyOp::new(source, dest, len)];
+    peer.copy(&mut ops);
+    ops[0].status
+}
+
+#[test]
+fn persistent_claims_hold_until_released() {
+    let table_mem = SharedRegion::new_zeroed(FRAME_SIZE);
+    let frames = SharedRegion::new_zeroed(4 * FRAME_SIZE);
+    let local = SharedRegion::new_zeroed(2 * FRAME_SIZE);
+    let mut owner = GrantTable::new(table_mem.clone()).unwrap();
+    let src = owner.grant_access(PEER, FrameNumber(1), true).unwrap();
+    let dst = owner.grant_access(PEER, FrameNumber(2), false).unwrap();
+    frames
+        .copy_in(FRAME_SIZE, b"hello, persistent grants")
+        .unwrap();
+    let peer =
+        PeerGrants::new(PEER, table_mem, frames.clone(), local.clone()).with_persistent_copies();
+    let here = |frame| CopyPtr::Local {
+        frame: FrameNumber(frame),
+        offset: 0,
+    };
+    for round in 0..3 {
+        assert_eq!(
+            copy(
+                &peer,
+                CopyPtr::Grant {
+                    gref: src,
+                    offset: 0
+                },
+                here(0),
+                24
+            ),
+            GrantStatus::Okay
+        );
+        assert_eq!(
+            copy(
+                &peer,
+                here(0),
+                CopyPtr::Grant {
+                    gref: dst,
+                    offset: 8
+                },
+                24
+            ),
+            GrantStatus::Okay,
+            "round {round}"
+        );
+    }
+    let mut got = [0u8; 24];
+    frames.copy_out(2 * FRAME_SIZE + 8, &mut got).unwrap();
+    assert_eq!(&got, b"hello, persistent grants");
+    // Both claims are held: the owner's revoke fails (XSA-396) while they are.
+    assert_eq!(peer.pinned(), 2);
+    assert!(matches!(owner.end_access(src), Err(GrantError::InUse(_))));
+    assert!(matches!(owner.end_access(dst), Err(GrantError::InUse(_))));
+    // A write through the read-only grant is still refused, claim or not.
+    assert_eq!(
+        copy(
+            &peer,
+            here(0),
+            CopyPtr::Grant {
+                gref: src,
+                offset: 0
+            },
+            4
+        ),
+        GrantStatus::PermissionDenied
+    );
+    assert_eq!(peer.release_persistent(), 2);
+    assert_eq!(peer.pinned(), 0);
+    owner.end_access(src).unwrap();
+    owner.end_access(dst).unwrap();
+    // Revoked: a copy now fails, it does not reuse the old claim.
+    assert_ne!(
+        copy(
+            &peer,
+            CopyPtr::Grant {
+                gref: src,
+                offset: 0
+            },
+            here(1),
+            4
+        ),
+        GrantStatus::Okay
+    );
+}

@@ -18,7 +18,7 @@ use xenbus::{EventFds, FrontendChoice, FrontendConnection, QueueResources, Resou
 
 use crate::error::{BackendFault, NetfrontError, SendError};
 use crate::flip::FlipPool;
-use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue};
+use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue, ring_error};
 
@@ -96,7 +96,7 @@ pub struct Netfront {
     /// The backend asked to close (answer `Closed`, do not ask again).
     backend_closing: bool,
     stats: Stats,
-    scratch: Vec<u8>,
+    scratch: RxScratch,
 }
 
 /// Frames queued by [`Netfront::batch`], published together when it returns.
@@ -280,7 +280,7 @@ impl Netfront {
             broken: None,
             backend_closing: false,
             stats: Stats::default(),
-            scratch: Vec::new(),
+            scratch: RxScratch::default(),
         };
         dev.refill()?;
         Ok(dev)

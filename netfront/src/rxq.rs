@@ -10,7 +10,7 @@ use grant_table::{
 };
 use io_ring::FrontRing;
 use netif::wire::{RxRequest, RxResponse};
-use netif::{Offload, RxErrorKind, Severity, parse_rx};
+use netif::{Offload, RxErrorKind, RxPacket, Severity, parse_rx_into};
 use shared_mem::SharedRegion;
 
 use crate::error::{BackendFault, NetfrontError};
@@ -27,6 +27,14 @@ pub struct RxFrame<'a> {
     pub data: &'a [u8],
     /// Its offload metadata.
     pub offload: Offload,
+}
+
+/// Buffers a receive reuses from frame to frame: the frame's bytes and its parsed
+/// description (built in place).
+#[derive(Debug, Default)]
+pub(crate) struct RxScratch {
+    bytes: Vec<u8>,
+    packet: RxPacket,
 }
 
 /// How the receive buffers are provided.
@@ -227,7 +235,7 @@ impl RxQueue {
         queue: usize,
         budget: usize,
         ctx: &mut FlipCtx<'_>,
-        scratch: &mut Vec<u8>,
+        scratch: &mut RxScratch,
         stats: &mut Stats,
         f: &mut dyn FnMut(RxFrame<'_>),
     ) -> Result<usize, NetfrontError> {
@@ -242,13 +250,30 @@ impl RxQueue {
                 self.rsps.push(r);
                 self.cons = self.cons.wrapping_add(1);
             }
+            // The data lines come from the backend's core: ask for them all now, so their
+            // misses overlap (only a hint; ids and offsets are validated when read).
+            if let RxBuffers::Copy {
+                frames,
+                first_frame,
+                ..
+            } = &self.bufs
+            {
+                for (r, id) in self.rsps.iter().zip(&self.ids) {
+                    let frame = (*first_frame as usize).saturating_add(usize::from(*id));
+                    frames.prefetch(frame.saturating_mul(FRAME_SIZE) + usize::from(r.offset));
+                }
+            }
         }
+        let RxScratch {
+            bytes: scratch,
+            packet: pkt,
+        } = scratch;
         let mut done = 0;
         while done < budget && self.start < self.rsps.len() {
             let start = self.start;
-            let parsed = parse_rx(&self.rsps[start..], &self.ids[start..]);
+            let parsed = parse_rx_into(&self.rsps[start..], &self.ids[start..], pkt);
             let slots = match parsed {
-                Ok(pkt) => {
+                Ok(()) => {
                     for i in start..start + pkt.slots {
                         self.settle(self.ids[i], ctx)?;
                     }
@@ -270,7 +295,7 @@ impl RxQueue {
                     f(RxFrame {
                         queue,
                         data: scratch,
-                        offload: Offload::from_rx(&pkt),
+                        offload: Offload::from_rx(pkt),
                     });
                     pkt.slots
                 }

@@ -42,7 +42,7 @@ pub mod wire;
 pub use extras::{EXTRA_KINDS, Extras};
 pub use flow::flow_hash;
 pub use offload::{Gso, GsoKind, Offload};
-pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx};
+pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx, parse_rx_into};
 
 pub use tx::{
     DROP_AT_FOLLOWING, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError, TxErrorKind,

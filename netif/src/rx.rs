@@ -83,7 +83,7 @@ pub struct RxFragment {
 
 /// A validated received packet: every fragment inside its page, ids matching the buffers
 /// posted, lengths adding up to `len`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxPacket {
     /// Total bytes.
     pub len: u32,
@@ -132,6 +132,20 @@ impl RxPacket {
 /// An [`RxError`]: `Drop` (consume `slots` responses, re-post their buffers) or `Fatal` (the
 /// backend is broken).
 pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError> {
+    let mut packet = RxPacket::default();
+    parse_rx_into(rsps, posted, &mut packet).map(|()| packet)
+}
+
+/// [`parse_rx`] into a packet the caller keeps (a frontend's scratch), so the description is
+/// built in place rather than returned and moved. On error `out` holds nothing meaningful.
+///
+/// # Errors
+/// As [`parse_rx`].
+pub fn parse_rx_into(
+    rsps: &[RxResponse],
+    posted: &[u16],
+    out: &mut RxPacket,
+) -> Result<(), RxError> {
     let fail = |kind: RxErrorKind, slots: usize| RxError {
         kind,
         severity: kind.severity(),
@@ -166,7 +180,7 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
         return Err(fail(RxErrorKind::Incomplete, 0));
     }
     let first = rsps[0];
-    let mut fragments = [RxFragment::default(); MAX_DATA_SLOTS];
+    let fragments = &mut out.fragments;
     // A packet-level problem (drop) is remembered while the chain is walked to its end.
     let mut dropped: Option<RxErrorKind> = None;
     match data_slot(0) {
@@ -176,7 +190,8 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
     }
     let mut idx = 1;
 
-    let mut extras = Extras::default();
+    out.extras = Extras::default();
+    let extras = &mut out.extras;
     if first.flags & rx_flags::EXTRA_INFO != 0 {
         loop {
             if idx >= n {
@@ -225,13 +240,9 @@ pub fn parse_rx(rsps: &[RxResponse], posted: &[u16]) -> Result<RxPacket, RxError
     {
         return Err(fail(RxErrorKind::BadGso { kind, size }, idx));
     }
-    let len = fragments[..nfrags].iter().map(|f| u32::from(f.len)).sum();
-    Ok(RxPacket {
-        len,
-        flags: first.flags,
-        fragments,
-        nfrags,
-        extras,
-        slots: idx,
-    })
+    out.len = fragments[..nfrags].iter().map(|f| u32::from(f.len)).sum();
+    out.flags = first.flags;
+    out.nfrags = nfrags;
+    out.slots = idx;
+    Ok(())
 }

@@ -481,6 +481,24 @@ impl SharedRegion {
         cell.fetch_or(u32::from_ne_bytes(value), Ordering::Relaxed);
     }
 
+    /// Hints that the cache line at `offset` will be read soon (a software prefetch), so the
+    /// misses of a batch overlap instead of each stalling in turn: the peer's freshly written
+    /// packet lines come from another core's cache. A hint only: it reads nothing, cannot
+    /// fault, and does nothing out of bounds, under loom, or off x86-64.
+    #[inline]
+    pub fn prefetch(&self, offset: usize) {
+        #[cfg(all(target_arch = "x86_64", not(loom)))]
+        if offset < self.len() {
+            let p = self.byte_ptr(offset).cast_const().cast::<i8>();
+            // SAFETY: `prefetcht0` is a hint: it never faults and changes no memory or
+            // register state; `p` lies inside the region (checked above) and SSE is part of
+            // the x86-64 baseline.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p) };
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+        let _ = offset;
+    }
+
     /// Zeroes `len` bytes from `offset` (both multiples of 4).
     ///
     /// # Errors

@@ -508,6 +508,19 @@ impl GrantOps for PeerGrants {
     type Mapping<'a> = PeerMapping<'a>;
 
     fn copy(&self, ops: &mut [CopyOp]) {
+        if self.persistent {
+            // Sources behind claims already held: ask for their first lines now, so the
+            // batch's misses (the owner's freshly written data) overlap.
+            for op in ops.iter() {
+                if let CopyPtr::Grant { gref, offset } = op.source
+                    && let Some(cell) = self.pins.get(gref.0 as usize)
+                    && cell.get().held != 0
+                {
+                    let at = cell.get().frame as usize * FRAME_SIZE + usize::from(offset);
+                    self.frames.prefetch(at);
+                }
+            }
+        }
         for op in ops {
             op.status = self.copy_one(op);
         }

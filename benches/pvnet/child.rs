@@ -119,15 +119,18 @@ fn backend(args: &[String]) {
     .expect("netback");
     let incoming = pvnet::back::spawn_acceptor(listener, nb.waker());
     let (bytes, meta) = frame(size);
+    // The source's frame sits in backend memory once, as a frame a NIC put there would; each
+    // delivery is then one grant copy (or flip) into the guest, like one send on a socket.
+    let held = source.then(|| nb.packet(&bytes, meta).expect("packet memory"));
     let mut vif = None;
     let mut done = false;
     while !done {
         // A source keeps a ring's worth waiting for the frontend; it never sleeps while
         // the frontend can take more.
         let mut injected = false;
-        if source && let Some(v) = vif {
+        if let (Some(p), Some(v)) = (held, vif) {
             while nb.rx_backlog(v).is_some_and(|n| n < 64) {
-                if !nb.inject(v, &bytes, meta) {
+                if !nb.deliver(v, p) {
                     break;
                 }
                 injected = true;

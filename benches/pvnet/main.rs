@@ -11,7 +11,7 @@
 //! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes, a single-core
 //!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
 //!   spin ping-pong between two processes;
-//! - system calls per million frames while both sides are busy (`strace -c`, if installed).
+//! - system calls per million frames while both sides are busy (`perf stat`, if usable).
 
 // A binary: `pub` marks what the modules share.
 #![allow(unreachable_pub)]

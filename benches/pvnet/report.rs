@@ -149,7 +149,7 @@ pub fn print_and_write(opts: &Opts, r: &Results) {
     for s in &r.syscalls {
         let _ = writeln!(
             t,
-            "\nsyscalls, {}: {} calls for {} frames = {:.1} per million frames (top: {})",
+            "\nsyscalls, {}: {} more calls for {} more frames = {:.1} per million frames ({})",
             s.what,
             s.calls,
             s.frames,

@@ -1,66 +1,53 @@
-//! System calls per frame while both sides are busy, counted with `strace -c` on both
-//! processes of a streaming run.
+//! System calls per frame while both sides are busy: both processes of a streaming run counted
+//! with `perf stat -e raw_syscalls:sys_enter` (in-kernel counting, no slowdown), at two stream
+//! lengths, so the set-up calls (connect, mmap, ...) cancel out of the slope.
 
 use std::process::{Command, Stdio};
 
 use crate::report::{Results, Syscalls};
 use crate::{Opts, THROUGHPUT_SPIN};
 
-/// Sums `strace -c` output: the total calls, and the three busiest syscalls.
-fn parse(summary: &str) -> Option<(u64, String)> {
-    let mut rows: Vec<(u64, String)> = Vec::new();
-    let mut total = None;
-    for line in summary.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() >= 5 && cols[0].parse::<f64>().is_ok() {
-            let calls: u64 = cols[3].parse().ok()?;
-            let name = cols.last()?.to_string();
-            if name == "total" {
-                total = Some(calls);
-            } else {
-                rows.push((calls, name));
-            }
-        }
-    }
-    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
-    let top = rows
-        .iter()
-        .take(3)
-        .map(|(c, n)| format!("{n} {c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some((total?, top))
+/// The count `perf stat -x,` wrote.
+fn parse(out: &str) -> Option<u64> {
+    out.lines()
+        .filter(|l| l.contains("raw_syscalls:sys_enter"))
+        .find_map(|l| l.split(',').next()?.trim().parse().ok())
 }
 
-/// Runs one mode's backend and frontend under `strace -f -c`.
-fn traced(opts: &Opts, uplink: &str, role: &str, frames: u64, size: usize) -> Option<Syscalls> {
+/// System calls of backend + frontend for one stream of `frames` 64-byte frames.
+fn counted(opts: &Opts, uplink: &str, role: &str, frames: u64) -> Option<u64> {
     let exe = std::env::current_exe().ok()?;
-    let sock = opts.out.join(format!("{}-strace.sock", std::process::id()));
+    let sock = opts
+        .out
+        .join(format!("{}-syscalls.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock);
-    let spin = THROUGHPUT_SPIN.as_micros().to_string();
+    let (back_cpu, front_cpu) = crate::cpu_pair().unwrap_or((0, 0));
     let common = [
         "--socket".to_string(),
         sock.display().to_string(),
         "--size".into(),
-        size.to_string(),
+        "64".into(),
         "--spin-us".into(),
-        spin,
+        THROUGHPUT_SPIN.as_micros().to_string(),
     ];
-    let back_out = opts.out.join("strace-backend.txt");
-    let front_out = opts.out.join("strace-frontend.txt");
-    let mut back = Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&back_out)
-        .arg(&exe)
+    let back_out = opts.out.join("syscalls-backend.txt");
+    let front_out = opts.out.join("syscalls-frontend.txt");
+    let perf = |out: &std::path::Path| {
+        let mut c = Command::new("perf");
+        c.args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o"])
+            .arg(out)
+            .arg("--")
+            .arg(&exe);
+        c
+    };
+    let mut back = perf(&back_out)
         .args(["--role", "backend", "--uplink", uplink, "--tx-mode", "copy"])
+        .args(["--cpu", &back_cpu.to_string()])
         .args(&common)
         .stdout(Stdio::null())
         .spawn()
         .ok()?;
-    let front = Command::new("strace")
-        .args(["-f", "-c", "-o"])
-        .arg(&front_out)
-        .arg(&exe)
+    let front = perf(&front_out)
         .args([
             "--role",
             role,
@@ -69,6 +56,7 @@ fn traced(opts: &Opts, uplink: &str, role: &str, frames: u64, size: usize) -> Op
             "--rx-mode",
             "copy",
         ])
+        .args(["--cpu", &front_cpu.to_string()])
         .args(&common)
         .stdout(Stdio::null())
         .status()
@@ -77,34 +65,50 @@ fn traced(opts: &Opts, uplink: &str, role: &str, frames: u64, size: usize) -> Op
     if !front.success() || !back_status.success() {
         return None;
     }
-    let (b, btop) = parse(&std::fs::read_to_string(&back_out).ok()?)?;
-    let (f, ftop) = parse(&std::fs::read_to_string(&front_out).ok()?)?;
-    Some(Syscalls {
-        what: format!("{role} {size} B, both sides spinning 50 us"),
-        frames,
-        calls: b + f,
-        top: format!("backend: {btop}; frontend: {ftop}"),
-    })
+    let b = parse(&std::fs::read_to_string(&back_out).ok()?)?;
+    let f = parse(&std::fs::read_to_string(&front_out).ok()?)?;
+    Some(b + f)
 }
 
 pub fn run(opts: &Opts, results: &mut Results) {
-    if Command::new("strace").arg("-V").output().is_err() {
-        println!("syscalls: skipped, strace is not installed (apt-get install strace)");
+    let usable = Command::new("perf")
+        .args(["stat", "-e", "raw_syscalls:sys_enter", "--", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        println!(
+            "syscalls: skipped, `perf stat -e raw_syscalls:sys_enter` is not usable here (perf not installed, or no access to tracepoints)"
+        );
         return;
     }
-    let frames = if opts.quick { 100_000 } else { 1_000_000 };
+    let (short, long) = if opts.quick {
+        (100_000, 1_000_000)
+    } else {
+        (1_000_000, 10_000_000)
+    };
     for (uplink, role) in [("sink", "front-tx"), ("source", "front-rx")] {
-        match traced(opts, uplink, role, frames, 64) {
-            Some(s) => {
+        match (
+            counted(opts, uplink, role, short),
+            counted(opts, uplink, role, long),
+        ) {
+            (Some(a), Some(b)) => {
+                let s = Syscalls {
+                    what: format!("{role} 64 B, both sides spinning 50 us"),
+                    frames: long - short,
+                    calls: b.saturating_sub(a),
+                    top: format!("{a} calls for {short} frames, {b} for {long}"),
+                };
                 println!(
-                    "syscalls {}: {:.1} per million frames ({})",
+                    "syscalls {}: {:.1} per million frames beyond set-up ({})",
                     s.what,
                     s.calls as f64 * 1e6 / s.frames as f64,
                     s.top
                 );
                 results.syscalls.push(s);
             }
-            None => println!("syscalls {role}: the traced run failed"),
+            _ => println!("syscalls {role}: a counted run failed"),
         }
     }
 }

@@ -282,6 +282,16 @@ impl<U: Uplink> Netback<U> {
                 }
             }
         }
+        // Transmit answers last: the frames they carried are on their way already.
+        for vif in &mut self.vifs {
+            if vif.active() {
+                vif.flush_tx_answers()?;
+            } else {
+                for q in &mut vif.queues {
+                    q.tx_answers.clear();
+                }
+            }
+        }
         Ok(work)
     }
 
@@ -299,6 +309,29 @@ impl<U: Uplink> Netback<U> {
         let before = self.mem.packets();
         self.deliver_all();
         self.mem.packets() == before
+    }
+
+    /// A frame in backend memory that the caller holds (one reference), to
+    /// [`deliver`](Self::deliver) any number of times without copying it again; `None` when
+    /// it is longer than 65535 bytes or memory is short. Give it back with
+    /// [`release_packet`](Self::release_packet).
+    pub fn packet(&mut self, bytes: &[u8], meta: netif::Offload) -> Option<PacketId> {
+        self.mem.alloc_from(bytes, meta)
+    }
+
+    /// Queues a held packet for `to`'s receive ring (it gains a reference for that delivery).
+    /// Returns whether it was queued (see [`inject`](Self::inject)).
+    pub fn deliver(&mut self, to: VifId, packet: PacketId) -> bool {
+        self.mem.retain(packet);
+        let before = self.mem.refs(packet);
+        self.deliveries.push((to, packet));
+        self.deliver_all();
+        self.mem.refs(packet) == before
+    }
+
+    /// Gives back a packet from [`packet`](Self::packet).
+    pub fn release_packet(&mut self, packet: PacketId) {
+        self.mem.release(packet);
     }
 
     /// Moves the uplink's deliveries into the vifs' backlogs.
@@ -521,14 +554,14 @@ impl<U: Uplink> Netback<U> {
         }
         let closed = !closing.is_empty();
         for id in closing {
-            self.release(id, false);
+            self.release_vif(id, false);
         }
         Ok(woken || closed)
     }
 
     /// Releases a vif: drops its backlog, unmaps its rings and memory, closes its event
     /// channels, then answers its close (`acknowledge`) or asks it to close.
-    fn release(&mut self, id: VifId, ask: bool) {
+    fn release_vif(&mut self, id: VifId, ask: bool) {
         let Some(i) = self.vifs.iter().position(|v| v.id == id) else {
             return;
         };
@@ -559,7 +592,7 @@ impl<U: Uplink> Netback<U> {
         if !self.vifs.iter().any(|v| v.id == id) {
             return Err(NetbackError::NoSuchVif);
         }
-        self.release(id, true);
+        self.release_vif(id, true);
         self.closed.pop().ok_or(NetbackError::NoSuchVif)
     }
 }

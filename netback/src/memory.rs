@@ -158,6 +158,11 @@ impl PacketMemory {
         end.saturating_sub(offset)
     }
 
+    /// References the packet has (deliveries pending plus its holder's).
+    pub fn refs(&self, id: PacketId) -> u32 {
+        self.slot(id).refs
+    }
+
     /// Adds a reference (one more delivery).
     pub fn retain(&mut self, id: PacketId) {
         self.slots[id.0 as usize].refs += 1;

@@ -109,10 +109,17 @@ impl Vif {
     ) -> Result<TxPoll, PollFailure> {
         scratch.ops.clear();
         scratch.answers.clear();
-        // Requests answered by earlier polls go; at most a ring's worth ever stays.
+        // Requests answered by earlier polls go; at most a ring's worth ever stays. (Answers
+        // index `pending`: they are flushed at the end of every poll, before this runs again.)
         let queue = &mut self.queues[q];
-        queue.pending.drain(..queue.start);
-        queue.start = 0;
+        debug_assert!(
+            queue.tx_answers.is_empty(),
+            "answers flushed before the next poll"
+        );
+        if queue.tx_answers.is_empty() {
+            queue.pending.drain(..queue.start);
+            queue.start = 0;
+        }
         let mut result = TxPoll::default();
         let mut refilled = false;
         let now = self.credit.limited().then(Instant::now);
@@ -277,8 +284,27 @@ impl Vif {
                     }
                 }
             };
+            queue.tx_answers.push(TxAnswer {
+                start: a.start,
+                slots: a.slots,
+                extra_slots: a.extra_slots,
+                status: st,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the answers the polls since the last flush decided, in request order, and
+    /// publishes them. Runs after the poll delivered its frames: writing a response takes its
+    /// slot's cache line back from the frontend, which need not delay a frame on its way.
+    pub(crate) fn flush_tx_answers_of(&mut self, q: usize) -> Result<(), NetbackError> {
+        let queue = &mut self.queues[q];
+        if queue.tx_answers.is_empty() {
+            return Ok(());
+        }
+        for a in queue.tx_answers.drain(..) {
             let reqs = &queue.pending[a.start..];
-            for rsp in tx_responses(reqs, a.slots, a.extra_slots, st) {
+            for rsp in tx_responses(reqs, a.slots, a.extra_slots, a.status) {
                 queue.tx.push_response(&rsp).map_err(NetbackError::Ring)?;
             }
         }
@@ -287,6 +313,15 @@ impl Vif {
         }
         Ok(())
     }
+}
+
+/// The answer to one packet's requests, decided and not yet written.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TxAnswer {
+    start: usize,
+    slots: usize,
+    extra_slots: usize,
+    status: i16,
 }
 
 /// Grant copies of every fragment into the packet's pages (none crossing a page on either

@@ -33,6 +33,8 @@ pub(crate) struct VifQueue {
     /// Tx requests copied out of the ring and not answered yet (`pending[start..]`).
     pub(crate) pending: Vec<TxRequest>,
     pub(crate) start: usize,
+    /// Answers decided by this poll, written at its end.
+    pub(crate) tx_answers: Vec<crate::tx::TxAnswer>,
     /// Frames waiting for receive buffers, oldest first.
     pub(crate) backlog: VecDeque<PacketId>,
     /// Rx requests the frame at the head of the backlog needs (0: not waiting).
@@ -158,6 +160,7 @@ impl Vif {
                     ),
                     pending: Vec::new(),
                     start: 0,
+                    tx_answers: Vec::new(),
                     backlog: VecDeque::new(),
                     rx_need: 0,
                 })
@@ -188,6 +191,14 @@ impl Vif {
             self.fault = Some(fault);
         }
         self.drop_backlog(mem);
+    }
+
+    /// Writes the decided transmit answers of every queue.
+    pub(crate) fn flush_tx_answers(&mut self) -> Result<(), NetbackError> {
+        for q in 0..self.queues.len() {
+            self.flush_tx_answers_of(q)?;
+        }
+        Ok(())
     }
 
     /// Frees every frame waiting for this vif (counted as dropped).

@@ -172,5 +172,10 @@ fn frontend_child() {
         let _ = round;
     }
     let report = nic.close().unwrap();
-    assert!(report.revoked > 500, "every grant revoked: {report:?}");
+    // `close` is Ok only if no grant is left in use; in flip mode up to a refill batch (32)
+    // of received frames are ours again and need no grant.
+    assert!(
+        report.revoked >= 2 + 256 + 256 - 32,
+        "every grant revoked: {report:?}"
+    );
 }

@@ -53,7 +53,7 @@ fn child(role: &str, extra: &[String]) -> Command {
 /// and acknowledges.
 fn unix(opts: &Opts, size: usize) -> Throughput {
     let frames = opts.frames(size);
-    let path = opts.out.join(format!("unix-{}.sock", std::process::id()));
+    let path = opts.scratch.join("unix.sock");
     let mut c = child(
         "unix-sink",
         &[

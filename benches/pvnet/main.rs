@@ -35,6 +35,8 @@ pub struct Opts {
     pub quick: bool,
     /// Where results go.
     pub out: PathBuf,
+    /// Where sockets and intermediate files go (a fresh temporary directory).
+    pub scratch: PathBuf,
     /// Sizes to run.
     pub sizes: Vec<usize>,
     /// Skip the strace run.
@@ -119,8 +121,10 @@ fn main() {
             },
         ),
         no_syscalls: args.iter().any(|a| a == "--no-syscalls"),
+        scratch: std::env::temp_dir().join(format!("pvnet-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
+    std::fs::create_dir_all(&opts.scratch).expect("scratch directory");
     let cpus = cpu_list().len();
     let _ = cpu_pair(); // fixed now, before any pinning
     println!(
@@ -139,4 +143,5 @@ fn main() {
         syscalls::run(&opts, &mut results);
     }
     report::print_and_write(&opts, &results);
+    let _ = std::fs::remove_dir_all(&opts.scratch);
 }

@@ -88,7 +88,7 @@ fn field<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
 }
 
 fn socket_path(opts: &Opts, what: &str) -> PathBuf {
-    let p = opts.out.join(format!("{}-{what}.sock", std::process::id()));
+    let p = opts.scratch.join(format!("{what}.sock"));
     let _ = std::fs::remove_file(&p);
     p
 }

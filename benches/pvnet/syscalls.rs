@@ -17,9 +17,7 @@ fn parse(out: &str) -> Option<u64> {
 /// System calls of backend + frontend for one stream of `frames` 64-byte frames.
 fn counted(opts: &Opts, uplink: &str, role: &str, frames: u64) -> Option<u64> {
     let exe = std::env::current_exe().ok()?;
-    let sock = opts
-        .out
-        .join(format!("{}-syscalls.sock", std::process::id()));
+    let sock = opts.scratch.join("syscalls.sock");
     let _ = std::fs::remove_file(&sock);
     let (back_cpu, front_cpu) = crate::cpu_pair().unwrap_or((0, 0));
     let common = [
@@ -30,8 +28,8 @@ fn counted(opts: &Opts, uplink: &str, role: &str, frames: u64) -> Option<u64> {
         "--spin-us".into(),
         THROUGHPUT_SPIN.as_micros().to_string(),
     ];
-    let back_out = opts.out.join("syscalls-backend.txt");
-    let front_out = opts.out.join("syscalls-frontend.txt");
+    let back_out = opts.scratch.join("syscalls-backend.txt");
+    let front_out = opts.scratch.join("syscalls-frontend.txt");
     let perf = |out: &std::path::Path| {
         let mut c = Command::new("perf");
         c.args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-o"])

@@ -160,10 +160,28 @@ impl Vif {
                 meta,
             });
             done += 1;
+            // Large frames: move and answer in chunks, so the frontend starts on the first
+            // frames while the rest are copied.
+            if scratch.copies.len() + scratch.transfers.len() >= crate::tx::COPY_CHUNK {
+                self.move_and_respond(q, mem, scratch, flip)?;
+            }
         }
         if scratch.answers.is_empty() {
-            return Ok(0);
+            return Ok(done);
         }
+        self.move_and_respond(q, mem, scratch, flip)?;
+        Ok(done)
+    }
+
+    /// Performs the batch's copies or transfers and writes its responses; the scratch is
+    /// empty afterwards.
+    fn move_and_respond(
+        &mut self,
+        q: usize,
+        mem: &mut PacketMemory,
+        scratch: &mut RxScratch,
+        flip: bool,
+    ) -> Result<(), PollFailure> {
         if flip {
             // Only transfers whose frame was filled (a failed fill keeps the frame ours).
             if scratch
@@ -183,7 +201,10 @@ impl Vif {
             self.grants.copy(&mut scratch.copies);
         }
         self.respond(q, mem, scratch, flip)?;
-        Ok(done)
+        scratch.reqs.clear();
+        scratch.copies.clear();
+        scratch.transfers.clear();
+        Ok(())
     }
 
     fn respond(

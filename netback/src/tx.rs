@@ -15,6 +15,10 @@ use crate::error::{NetbackError, VifFault};
 use crate::memory::{PacketId, PacketMemory};
 use crate::vif::Vif;
 
+/// Grant copies (pages) after which a poll copies and answers what it has so far: pipelines
+/// large frames with the frontend (16 copies make one 64 KiB frame).
+pub(crate) const COPY_CHUNK: usize = 32;
+
 /// How netback reads a guest's transmitted bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TxMode {
@@ -205,6 +209,18 @@ impl Vif {
                     });
                     queue.start += pkt.slots;
                     result.packets += 1;
+                    // Large frames: copy and answer in chunks, so the frontend gets buffers
+                    // back (and refills) while the rest of the batch is copied.
+                    if scratch.ops.len() >= COPY_CHUNK {
+                        self.grants.copy(&mut scratch.ops);
+                        if let Err(e) = self
+                            .answer(q, mem, scratch, accepted)
+                            .and_then(|()| self.flush_tx_answers_of(q))
+                        {
+                            break Err(PollFailure::Local(e));
+                        }
+                        scratch.ops.clear();
+                    }
                 }
             }
         };

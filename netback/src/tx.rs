@@ -126,6 +126,7 @@ impl Vif {
         }
         let mut result = TxPoll::default();
         let mut refilled = false;
+        let mut chunk_pages = 0;
         let now = self.credit.limited().then(Instant::now);
         let outcome = loop {
             if result.packets >= budget {
@@ -210,8 +211,11 @@ impl Vif {
                     queue.start += pkt.slots;
                     result.packets += 1;
                     // Large frames: copy and answer in chunks, so the frontend gets buffers
-                    // back (and refills) while the rest of the batch is copied.
-                    if scratch.ops.len() >= COPY_CHUNK {
+                    // back (and refills) while the rest of the batch is copied. (Map mode
+                    // copied already; its pages count the same.)
+                    chunk_pages += PacketMemory::pages_for(u32::from(pkt.len));
+                    if chunk_pages >= COPY_CHUNK {
+                        chunk_pages = 0;
                         self.grants.copy(&mut scratch.ops);
                         if let Err(e) = self
                             .answer(q, mem, scratch, accepted)

@@ -38,6 +38,7 @@ mod eventfd;
 mod local;
 mod poll;
 mod queue;
+mod spin;
 mod waiter;
 
 use std::time::Duration;
@@ -46,6 +47,7 @@ pub use eventfd::EventFdPort;
 pub use local::LocalPort;
 pub use poll::wait_any;
 pub use queue::QueuePorts;
+pub use spin::{SpinBudget, SpinStep};
 pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.

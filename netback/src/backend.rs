@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventFdPort, wait_any};
+use event_channel::{EventChannel, EventFdPort, SpinBudget, SpinStep, wait_any};
 use xenbus::{BackendConnection, FrontendChoice, Peer};
 
 use crate::credit::RateLimit;
@@ -15,9 +15,6 @@ use crate::stats::VifStats;
 use crate::tx::{PollFailure, TxMode, TxScratch};
 use crate::uplink::{Outbox, Uplink, VifId};
 use crate::vif::Vif;
-
-/// How often a spinning `wait` looks at the control sockets and the waker.
-const CONTROL_LOOK: Duration = Duration::from_millis(1);
 
 /// How long a vif waits before retrying when backend memory ran out.
 const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
@@ -429,31 +426,25 @@ impl<U: Uplink> Netback<U> {
         let deadline = timeout.map(|t| start + t);
         self.end_of_interrupt()?;
         if !self.cfg.spin.is_zero() {
-            let mut look = start + CONTROL_LOOK;
+            let mut spin = SpinBudget::new(self.cfg.spin, deadline);
             let mut now = start;
-            for i in 0u32.. {
+            loop {
                 if self.has_work(now) {
                     return Ok(());
                 }
-                // Reading the clock costs as much as looking at the rings: every 32 looks.
-                if i % 32 != 31 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                now = Instant::now();
-                if now - start >= self.cfg.spin {
-                    break;
-                }
-                // The rings are read without system calls; control sockets and the waker need
-                // one, so they are looked at only now and then: a long spin still notices a
-                // closing frontend or a new one within a millisecond.
-                if now >= look {
-                    look = now + CONTROL_LOOK;
-                    if self.control_ready()? {
-                        break;
+                match spin.step() {
+                    SpinStep::Spin => {}
+                    // The rings are read without system calls; control sockets and the waker
+                    // need one, so they are looked at about once a millisecond (as is the
+                    // clock that credit refills follow).
+                    SpinStep::LookAround => {
+                        now = Instant::now();
+                        if self.control_ready()? {
+                            break;
+                        }
                     }
+                    SpinStep::Done => break,
                 }
-                std::hint::spin_loop();
             }
         }
         loop {

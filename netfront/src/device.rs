@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventFdPort, QueuePorts, wait_any};
+use event_channel::{EventFdPort, QueuePorts, SpinBudget, SpinStep, wait_any};
 use grant_table::host::{
     BACKEND_DOMID, FramePool, PoolSide, RemapWindow, create_memfd, map_shared,
 };
@@ -21,9 +21,6 @@ use crate::flip::FlipPool;
 use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue, ring_error};
-
-/// How often a spinning `wait` looks at the control socket.
-const CONTROL_LOOK: Duration = Duration::from_millis(1);
 
 /// Buffers per ring (both rings of a queue are one page: 256 slots each).
 const RING_SLOTS: u32 = 256;
@@ -574,29 +571,22 @@ impl Netfront {
         let deadline = timeout.map(|t| start + t);
         self.end_of_interrupt()?;
         if !self.spin.is_zero() {
-            let mut look = start + CONTROL_LOOK;
-            for i in 0u32.. {
-                if self.has_work(i % 32 == 31)? {
+            let mut spin = SpinBudget::new(self.spin, deadline);
+            loop {
+                if self.has_work(spin.clock_step())? {
                     return Ok(true);
                 }
-                // Reading the clock costs as much as looking at the rings: every 32 looks.
-                if i % 32 != 31 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let now = Instant::now();
-                if now - start >= self.spin || deadline.is_some_and(|d| now >= d) {
-                    break;
-                }
-                // The control socket needs a system call: look only now and then, so a long
-                // spin still notices a closing backend within a millisecond.
-                if now >= look {
-                    look = now + CONTROL_LOOK;
-                    if self.control_ready()? {
-                        break;
+                match spin.step() {
+                    SpinStep::Spin => {}
+                    // The control socket needs a system call: looked at about once a
+                    // millisecond, so a long spin still notices a closing backend.
+                    SpinStep::LookAround => {
+                        if self.control_ready()? {
+                            break;
+                        }
                     }
+                    SpinStep::Done => break,
                 }
-                std::hint::spin_loop();
             }
         }
         loop {

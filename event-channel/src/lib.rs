@@ -14,6 +14,9 @@
 //!   model-checked with loom.
 //! - [`SpinThenWait`]: spins on a cheap readiness check for a bounded time before blocking,
 //!   NAPI-style, so a busy peer costs no system call.
+//! - For loops that serve many rings (netback, multi-queue netfront): [`wait_any`] sleeps on
+//!   many descriptors at once, [`QueuePorts`] keeps a queue's channel(s) with late-EOI
+//!   bookkeeping, and [`SpinBudget`] paces the spin before the sleep.
 //!
 //! ```
 //! use std::time::Duration;

@@ -19,14 +19,18 @@ use crate::Opts;
 use crate::child::cpu_seconds;
 use crate::report::{Latency, Results, Throughput};
 
-pub fn seqpacket_listen(path: &Path) -> OwnedFd {
-    let s = socket(
+fn seqpacket_socket() -> OwnedFd {
+    socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .expect("socket");
+    .expect("socket")
+}
+
+pub fn seqpacket_listen(path: &Path) -> OwnedFd {
+    let s = seqpacket_socket();
     bind(s.as_raw_fd(), &UnixAddr::new(path).expect("path")).expect("bind");
     listen(&s, Backlog::new(4).expect("backlog")).expect("listen");
     s
@@ -72,13 +76,7 @@ fn unix(opts: &Opts, size: usize) -> Throughput {
     let mut line = String::new();
     out.read_line(&mut line).expect("ready");
     assert_eq!(line.trim(), "READY");
-    let s = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .expect("socket");
+    let s = seqpacket_socket();
     connect(s.as_raw_fd(), &UnixAddr::new(&path).expect("path")).expect("connect");
     let buf = crate::child::frame(size).0;
     let cpu0 = cpu_seconds();

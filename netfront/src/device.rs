@@ -411,14 +411,19 @@ impl Netfront {
         if let Some(f) = self.broken {
             return Err(SendError::Broken(f));
         }
-        let mut head = [0u8; 64];
-        let mut n = 0;
-        for p in parts {
-            let take = (head.len() - n).min(p.len());
-            head[n..n + take].copy_from_slice(&p[..take]);
-            n += take;
-        }
-        let q = self.queue_for(&head[..n]);
+        let q = if self.queues.len() == 1 {
+            0
+        } else {
+            // The headers may be split across slices: hash the first 64 bytes of the frame.
+            let mut head = [0u8; 64];
+            let mut n = 0;
+            for p in parts {
+                let take = (head.len() - n).min(p.len());
+                head[n..n + take].copy_from_slice(&p[..take]);
+                n += take;
+            }
+            self.queue_for(&head[..n])
+        };
         let limits = self.limits;
         let queue = &mut self.queues[q];
         let mut r = queue.tx.push_frame(parts, offload, limits);

@@ -302,10 +302,9 @@ impl<U: Uplink> Netback<U> {
             }
             return false;
         };
-        self.deliveries.push((to, p));
-        let before = self.mem.packets();
-        self.deliver_all();
-        self.mem.packets() == before
+        let queued = self.deliver(to, p);
+        self.mem.release(p);
+        queued
     }
 
     /// A frame in backend memory that the caller holds (one reference), to

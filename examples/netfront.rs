@@ -74,21 +74,23 @@ fn mac(last: u8) -> [u8; 6] {
 }
 
 fn run(args: &Args) -> Res<()> {
-    let cfg = NetfrontConfig {
-        choice: FrontendChoice {
-            rx_mode: match args.rx_mode {
+    let cfg = {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = match args.rx_mode {
                 RxModeArg::Copy => RxMode::Copy,
                 RxModeArg::Flip => RxMode::Flip,
-            },
-            mtu: 9000,
-            gso_tcpv4: true,
-            queues: args.queues,
-            mac: mac(args.mac),
-            ..FrontendChoice::default()
-        },
-        flip_remap: args.remap,
-        spin: Duration::from_micros(args.spin_us),
-        ..NetfrontConfig::default()
+            };
+            c.mtu = 9000;
+            c.gso_tcpv4 = true;
+            c.queues = args.queues;
+            c.mac = mac(args.mac);
+            c
+        };
+        c.flip_remap = args.remap;
+        c.spin = Duration::from_micros(args.spin_us);
+        c
     };
     let mut nic = Netfront::connect(&args.socket, cfg)?;
     let pattern = Pattern::new(args.size, mac(args.mac), mac(args.dst.unwrap_or(args.mac)));

@@ -131,21 +131,23 @@ fn frontend_role(args: &Args) -> Res<()> {
     let size = args.size.ok_or("--size")?;
     let frames = args.frames.ok_or("--frames")?;
     let mac = [0x02, 0, 0, 0, 0, args.index];
-    let cfg = NetfrontConfig {
-        choice: FrontendChoice {
-            rx_mode: if mode == ModeArg::Copy {
+    let cfg = {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = if mode == ModeArg::Copy {
                 RxMode::Copy
             } else {
                 RxMode::Flip
-            },
-            mtu: 9000,
-            gso_tcpv4: true,
-            mac,
-            ..FrontendChoice::default()
-        },
-        flip_remap: mode == ModeArg::FlipRemap,
-        spin: Duration::from_micros(args.spin_us),
-        ..NetfrontConfig::default()
+            };
+            c.mtu = 9000;
+            c.gso_tcpv4 = true;
+            c.mac = mac;
+            c
+        };
+        c.flip_remap = mode == ModeArg::FlipRemap;
+        c.spin = Duration::from_micros(args.spin_us);
+        c
     };
     let mut nic = Netfront::connect(&socket, cfg)?;
     let r = stream(&mut nic, &Pattern::new(size, mac, mac), frames)?;

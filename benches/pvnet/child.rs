@@ -6,8 +6,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pvnet::back::{Echo, Netback, NetbackConfig, Outbox, PacketId, Sink, TxMode, Uplink, VifId};
-use pvnet::bus::{BackendConfig, BackendFeatures, FrontendChoice, Listener, RxMode};
+use pvnet::back::{Echo, Netback, NetbackConfig, Sink, TxMode, Uplink};
+use pvnet::bus::{BackendConfig, FrontendChoice, Listener, RxMode};
 use pvnet::front::{Netfront, NetfrontConfig, SendError};
 use pvnet::netif::{Gso, GsoKind, Offload};
 
@@ -67,22 +67,6 @@ pub fn run(role: &str, args: &[String]) {
     }
 }
 
-/// What the backend does with frames: count them, echo them, or (rx runs) ignore them and
-/// send its own.
-enum BenchUplink {
-    Sink(Sink),
-    Echo(Echo),
-}
-
-impl Uplink for BenchUplink {
-    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
-        match self {
-            BenchUplink::Sink(s) => s.transmit(from, packet, out),
-            BenchUplink::Echo(e) => e.transmit(from, packet, out),
-        }
-    }
-}
-
 fn backend(args: &[String]) {
     let socket: PathBuf = req(args, "--socket");
     let uplink: String = req(args, "--uplink");
@@ -93,26 +77,24 @@ fn backend(args: &[String]) {
         TxMode::Copy
     };
     let size: usize = req(args, "--size");
-    let listener = Listener::bind(
-        &socket,
-        BackendConfig {
-            features: BackendFeatures::default(),
-            allowed_uids: vec![nix::unistd::getuid().as_raw()],
-            timeout: T,
-        },
-    )
+    let listener = Listener::bind(&socket, {
+        let mut c = BackendConfig::default();
+        c.timeout = T;
+        c
+    })
     .expect("bind");
     let source = uplink == "source";
     let up = if uplink == "echo" {
-        BenchUplink::Echo(Echo)
+        Box::new(Echo) as Box<dyn Uplink>
     } else {
-        BenchUplink::Sink(Sink::default())
+        Box::new(Sink::default())
     };
     let mut nb = Netback::new(
-        NetbackConfig {
-            tx_mode,
-            spin,
-            ..NetbackConfig::default()
+        {
+            let mut c = NetbackConfig::default();
+            c.tx_mode = tx_mode;
+            c.spin = spin;
+            c
         },
         up,
     )
@@ -155,21 +137,20 @@ fn connect(args: &[String], rx_mode: RxMode, remap: bool) -> Netfront {
         assert!(Instant::now() < deadline, "no backend");
         std::thread::sleep(Duration::from_millis(2));
     }
-    Netfront::connect(
-        &socket,
-        NetfrontConfig {
-            choice: FrontendChoice {
-                rx_mode,
-                mtu: 9000,
-                gso_tcpv4: true,
-                mac: MAC,
-                ..FrontendChoice::default()
-            },
-            flip_remap: remap,
-            spin: Duration::from_micros(req(args, "--spin-us")),
-            ..NetfrontConfig::default()
-        },
-    )
+    Netfront::connect(&socket, {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = rx_mode;
+            c.mtu = 9000;
+            c.gso_tcpv4 = true;
+            c.mac = MAC;
+            c
+        };
+        c.flip_remap = remap;
+        c.spin = Duration::from_micros(req(args, "--spin-us"));
+        c
+    })
     .expect("connect")
 }
 

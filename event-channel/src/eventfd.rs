@@ -102,7 +102,7 @@ impl EventFdPort {
             match poll(&mut fds, poll_timeout(left)) {
                 Ok(n) => return Ok(n > 0),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(EventError::Io(e.into())),
             }
         }
     }
@@ -116,21 +116,23 @@ impl EventFdPort {
                 Ok(8) => return Ok(()),
                 Ok(_) => return Err(EventError::Io(std::io::Error::other("short eventfd read"))),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(EventError::Io(e.into())),
             }
         }
     }
 }
 
 fn new_eventfd() -> Result<OwnedFd, EventError> {
-    let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
+    let fd =
+        EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC).map_err(std::io::Error::from)?;
     Ok(OwnedFd::from(fd))
 }
 
 fn set_blocking(fd: BorrowedFd<'_>) -> Result<(), EventError> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
+    let flags =
+        OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(std::io::Error::from)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map_err(std::io::Error::from)?;
     Ok(())
 }
 
@@ -149,7 +151,7 @@ impl EventChannel for EventFdPort {
             match nix::unistd::write(&self.tx, &1u64.to_ne_bytes()) {
                 Ok(_) => return Ok(()),
                 Err(Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(EventError::Io(e.into())),
             }
         }
     }

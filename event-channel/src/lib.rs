@@ -20,7 +20,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use event_channel::{EventChannel, EventFdPort};
+//! use pvnet_event_channel::{EventChannel, EventFdPort};
 //!
 //! let (mut front, mut back) = EventFdPort::pair()?;
 //! front.notify()?;
@@ -33,9 +33,10 @@
 //! assert!(!back.try_wait()?, "masked: held back");
 //! assert!(back.unmask()?, "unmask reports the pending event");
 //! assert!(back.try_wait()?, "and re-delivers it");
-//! # Ok::<(), event_channel::EventError>(())
+//! # Ok::<(), pvnet_event_channel::EventError>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod eventfd;
 mod local;
@@ -55,6 +56,7 @@ pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EventError {
     /// The port is masked: waiting on it would never return an event.
     #[error("the port is masked")]
@@ -65,12 +67,6 @@ pub enum EventError {
     /// A system call failed.
     #[error("event channel I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl From<nix::Error> for EventError {
-    fn from(e: nix::Error) -> Self {
-        EventError::Io(e.into())
-    }
 }
 
 /// One end of an event channel. Implemented by [`EventFdPort`] (processes) and [`LocalPort`]

@@ -42,7 +42,7 @@ pub fn wait_any(
         match poll(&mut polled, left) {
             Ok(n) => break n,
             Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(EventError::Io(e.into())),
         }
     };
     for (flag, fd) in ready.iter_mut().zip(&polled) {

@@ -5,8 +5,8 @@
 //! coalesce, and an event sent to a masked port is re-delivered by unmask.
 #![cfg(loom)]
 
-use event_channel::{EventChannel, LocalPort};
 use loom::thread;
+use pvnet_event_channel::{EventChannel, LocalPort};
 
 #[test]
 fn notify_racing_a_sleeping_waiter_is_never_lost() {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventError, EventFdPort, LocalPort, SpinThenWait};
+use pvnet_event_channel::{EventChannel, EventError, EventFdPort, LocalPort, SpinThenWait};
 
 const SHORT: Duration = Duration::from_millis(30);
 const LONG: Duration = Duration::from_secs(5);
@@ -165,7 +165,7 @@ fn local_port_reports_a_dropped_peer() {
 
 #[test]
 fn spinning_only_looks_and_the_final_check_comes_last_before_sleeping() {
-    use event_channel::Check;
+    use pvnet_event_channel::Check;
     let (_a, mut b) = LocalPort::pair();
     let mut phases = Vec::new();
     let waiter = SpinThenWait::new(Duration::from_millis(2));
@@ -209,7 +209,7 @@ fn spinning_only_looks_and_the_final_check_comes_last_before_sleeping() {
 /// EOI clears exactly the events the sleep saw.
 #[test]
 fn queue_ports_route_and_clear_events() {
-    use event_channel::{QueuePorts, wait_any};
+    use pvnet_event_channel::{QueuePorts, wait_any};
     use std::os::fd::BorrowedFd;
 
     let (tx_a, tx_b) = EventFdPort::pair().unwrap();

@@ -10,10 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pvnet::back::{
-    ClosedVif, Echo, Netback, NetbackConfig, Outbox, PacketId, RateLimit, Sink, Switch, TxMode,
-    Uplink, VifId,
+    ClosedVif, Echo, Netback, NetbackConfig, RateLimit, Sink, Switch, TxMode, Uplink,
 };
-use pvnet::bus::{BackendConfig, BackendFeatures, Listener};
+use pvnet::bus::{BackendConfig, Listener};
 use pvnet::front::{Netfront, SendError};
 use pvnet::netif::{Gso, GsoKind, Offload};
 
@@ -30,36 +29,13 @@ pub enum UplinkKind {
     Sink,
 }
 
-/// One of the shipped uplinks.
-#[derive(Debug)]
-pub enum AnyUplink {
-    Switch(Switch),
-    Echo(Echo),
-    Sink(Sink),
-}
-
-impl AnyUplink {
-    pub fn new(kind: UplinkKind) -> Self {
-        match kind {
-            UplinkKind::Switch => AnyUplink::Switch(Switch::default()),
-            UplinkKind::Echo => AnyUplink::Echo(Echo),
-            UplinkKind::Sink => AnyUplink::Sink(Sink::default()),
-        }
-    }
-}
-
-impl Uplink for AnyUplink {
-    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+impl UplinkKind {
+    /// The uplink of this kind.
+    pub fn build(self) -> Box<dyn Uplink> {
         match self {
-            AnyUplink::Switch(u) => u.transmit(from, packet, out),
-            AnyUplink::Echo(u) => u.transmit(from, packet, out),
-            AnyUplink::Sink(u) => u.transmit(from, packet, out),
-        }
-    }
-
-    fn vif_removed(&mut self, vif: VifId) {
-        if let AnyUplink::Switch(u) = self {
-            u.vif_removed(vif);
+            UplinkKind::Switch => Box::new(Switch::default()),
+            UplinkKind::Echo => Box::new(Echo),
+            UplinkKind::Sink => Box::new(Sink::default()),
         }
     }
 }
@@ -102,24 +78,22 @@ pub fn print_vif(v: &ClosedVif) {
 /// Serves frontends on `setup.socket` until `stop` is set (or `exit_after` frontends closed).
 pub fn run_backend(setup: &BackendSetup, stop: &Arc<AtomicBool>) -> Res<Vec<ClosedVif>> {
     let _ = std::fs::remove_file(&setup.socket);
-    let listener = Listener::bind(
-        &setup.socket,
-        BackendConfig {
-            features: BackendFeatures::default(),
-            allowed_uids: vec![nix::unistd::getuid().as_raw()],
-            timeout: Duration::from_secs(10),
-        },
-    )?;
-    let cfg = NetbackConfig {
-        tx_mode: setup.tx_mode,
-        spin: setup.spin,
-        rate_limit: setup.rate_mbit.map(|m| RateLimit {
+    let listener = Listener::bind(&setup.socket, {
+        let mut c = BackendConfig::default();
+        c.timeout = Duration::from_secs(10);
+        c
+    })?;
+    let cfg = {
+        let mut c = NetbackConfig::default();
+        c.tx_mode = setup.tx_mode;
+        c.spin = setup.spin;
+        c.rate_limit = setup.rate_mbit.map(|m| RateLimit {
             bytes: m * 1_000_000 / 8 / 100,
             period: Duration::from_millis(10),
-        }),
-        ..NetbackConfig::default()
+        });
+        c
     };
-    let mut backend = Netback::new(cfg, AnyUplink::new(setup.uplink))?;
+    let mut backend = Netback::new(cfg, setup.uplink.build())?;
     let waker = backend.waker();
     let incoming = pvnet::back::spawn_acceptor(listener, waker.clone());
     {

@@ -108,6 +108,7 @@ pub(crate) fn flag_bits(bits: u16) -> u32 {
 /// Xen's grant operation status codes (`GNTST_*`).
 #[repr(i16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
 pub enum GrantStatus {
     /// The operation succeeded.
     #[error("okay")]

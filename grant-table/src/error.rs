@@ -4,6 +4,7 @@ use crate::entry::GrantRef;
 
 /// Why a grant-table operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum GrantError {
     /// Local: every grant reference is in use.
     #[error("grant table full")]
@@ -44,12 +45,6 @@ pub enum GrantError {
     /// A system call of the process host failed.
     #[error("process host I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl From<nix::Error> for GrantError {
-    fn from(e: nix::Error) -> Self {
-        GrantError::Io(e.into())
-    }
 }
 
 impl GrantError {

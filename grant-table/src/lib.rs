@@ -14,8 +14,8 @@
 //!   ownership of flip frames and [`host::RemapWindow`] remaps them like a real flip.
 //!
 //! ```
-//! use grant_table::host::PeerGrants;
-//! use grant_table::{Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantMapping, GrantOps, GrantStatus, GrantTable};
+//! use pvnet_grant_table::host::PeerGrants;
+//! use pvnet_grant_table::{Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantMapping, GrantOps, GrantStatus, GrantTable};
 //! use shared_mem::SharedRegion;
 //!
 //! // The frontend's memory (4 frames) and grant table (1 page); the backend's own frame.
@@ -49,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod entry;
 mod error;

@@ -3,12 +3,12 @@
 //! grant pinned, and answers every bad entry with an error status. And page flips keep exact
 //! frame accounting whatever order offers, transfers and cancels come in.
 
-use grant_table::host::{FramePool, PeerGrants};
-use grant_table::{
+use proptest::prelude::*;
+use pvnet_grant_table::host::{FramePool, PeerGrants};
+use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantMapping, GrantOps, GrantRef,
     GrantStatus, GrantTable, TransferEnd, TransferOp, TransferState,
 };
-use proptest::prelude::*;
 use shared_mem::SharedRegion;
 
 const BACKEND: DomId = DomId(3);

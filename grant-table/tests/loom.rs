@@ -7,12 +7,12 @@
 //! done, so nothing stays pinned.
 #![cfg(loom)]
 
-use grant_table::host::PeerGrants;
-use grant_table::{
+use loom::thread;
+use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantError, GrantMapping, GrantOps, GrantStatus,
     GrantTable,
 };
-use loom::thread;
 use shared_mem::SharedRegion;
 
 const BACKEND: DomId = DomId(1);
@@ -20,7 +20,12 @@ const ORIGINAL: [u8; 4] = [0xaa; 4];
 const REUSED: [u8; 4] = [0xff; 4];
 
 /// The owner: one frame with ORIGINAL at offset 0, granted read-only; a table of 16 entries.
-fn setup() -> (SharedRegion, GrantTable, PeerGrants, grant_table::GrantRef) {
+fn setup() -> (
+    SharedRegion,
+    GrantTable,
+    PeerGrants,
+    pvnet_grant_table::GrantRef,
+) {
     let frames = SharedRegion::new_zeroed(4096);
     frames.copy_in(0, &ORIGINAL).unwrap();
     let mut table = GrantTable::new(SharedRegion::new_zeroed(16 * 8)).unwrap();
@@ -38,7 +43,7 @@ fn setup() -> (SharedRegion, GrantTable, PeerGrants, grant_table::GrantRef) {
 fn revoke_and_reuse(
     table: &mut GrantTable,
     frames: &SharedRegion,
-    gref: grant_table::GrantRef,
+    gref: pvnet_grant_table::GrantRef,
 ) -> bool {
     match table.end_access(gref) {
         Ok(_) => {

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use grant_table::host::PeerGrants;
-use grant_table::{
+use proptest::prelude::*;
+use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantError, GrantMapping, GrantOps,
     GrantRef, GrantStatus, GrantTable,
 };
-use proptest::prelude::*;
 use shared_mem::SharedRegion;
 
 const BACKEND: DomId = DomId(7);

@@ -1,8 +1,8 @@
 //! Persistent claims (`PeerGrants::with_persistent_copies`): copies keep their grants claimed,
 //! the owner cannot revoke them meanwhile, and `release_persistent` lets them all go.
 
-use grant_table::host::PeerGrants;
-use grant_table::{
+use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::{
     CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantError, GrantOps, GrantStatus, GrantTable,
 };
 use shared_mem::SharedRegion;

@@ -5,6 +5,7 @@
 /// Fatal for the ring: the handle stays broken and returns the same error from then on. A
 /// backend disconnects that frontend (only); a frontend marks its device broken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PeerError {
     /// The peer's producer index claims more entries than the ring can hold
     /// (`RING_REQUEST_PROD_OVERFLOW` on the back, `RING_RESPONSE_PROD_OVERFLOW` on the front,
@@ -34,6 +35,7 @@ pub enum PeerError {
 
 /// Why a ring operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RingError {
     /// The peer misbehaved: see [`PeerError`]. The ring is broken for good.
     #[error("peer misbehaved: {0}")]
@@ -56,6 +58,7 @@ impl RingError {
 
 /// Why a ring could not be initialised (front) or attached (back).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SetupError {
     /// The memory is too small for the header and one slot.
     #[error("{len} bytes cannot hold a ring header and one {slot_bytes}-byte slot")]

@@ -52,9 +52,9 @@ pub(crate) const RSP_EVENT: usize = offset_of!(SringHeader, rsp_event);
 ///
 /// ```
 /// // netif tx: 12-byte requests, 4-byte responses.
-/// assert_eq!(io_ring::slot_bytes::<[u16; 6], [u16; 2]>(), 12);
+/// assert_eq!(pvnet_io_ring::slot_bytes::<[u16; 6], [u16; 2]>(), 12);
 /// // A C union of a 12-byte, 4-aligned and an 8-byte, 8-aligned struct is 16 bytes.
-/// assert_eq!(io_ring::slot_bytes::<[u32; 3], u64>(), 16);
+/// assert_eq!(pvnet_io_ring::slot_bytes::<[u32; 3], u64>(), 16);
 /// ```
 pub const fn slot_bytes<Req, Rsp>() -> usize {
     let size = max(size_of::<Req>(), size_of::<Rsp>());
@@ -71,7 +71,7 @@ const fn max(a: usize, b: usize) -> usize {
 /// power of two. `None` if not even one slot fits or the slot size is zero.
 ///
 /// ```
-/// use io_ring::ring_size;
+/// use pvnet_io_ring::ring_size;
 /// assert_eq!(ring_size(4096, 12), Some(256)); // netif tx: 336 slots fit
 /// assert_eq!(ring_size(4096, 8), Some(256)); // netif rx: 504 slots fit
 /// assert_eq!(ring_size(4096, 16), Some(128)); // netif ctrl: 252 slots fit

@@ -24,7 +24,7 @@
 //! # Example
 //!
 //! ```
-//! use io_ring::{BackRing, FrontRing, SharedRegion};
+//! use pvnet_io_ring::{BackRing, FrontRing, SharedRegion};
 //!
 //! // A one-page ring of 8-byte requests and 8-byte responses (like netif rx).
 //! let page = SharedRegion::new_zeroed(4096);

@@ -5,8 +5,8 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use io_ring::{BackRing, FrontRing, PeerError, RingError, SharedRegion};
 use proptest::prelude::*;
+use pvnet_io_ring::{BackRing, FrontRing, PeerError, RingError, SharedRegion};
 
 type Req = [u32; 3];
 type Rsp = u32;

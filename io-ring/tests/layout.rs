@@ -3,7 +3,9 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use io_ring::{BackRing, FrontRing, HEADER_BYTES, SetupError, SharedRegion, ring_size, slot_bytes};
+use pvnet_io_ring::{
+    BackRing, FrontRing, HEADER_BYTES, SetupError, SharedRegion, ring_size, slot_bytes,
+};
 
 /// netif tx request / response sizes (12 / 4 bytes).
 type TxReq = [u16; 6];
@@ -167,7 +169,7 @@ fn event_index_batching_delays_the_notification() {
     );
     assert_eq!(
         back.push_response(&9),
-        Err(io_ring::RingError::NoRequestToAnswer)
+        Err(pvnet_io_ring::RingError::NoRequestToAnswer)
     );
     // Asking for more than is outstanding is clamped: with nothing outstanding, the next
     // response (if any ever came) would wake us.

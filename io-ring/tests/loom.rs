@@ -10,9 +10,9 @@
 //! entry, the asserts fail.
 #![cfg(loom)]
 
-use io_ring::{BackRing, FrontRing, SharedRegion};
 use loom::sync::{Arc, Notify};
 use loom::thread;
+use pvnet_io_ring::{BackRing, FrontRing, SharedRegion};
 
 /// `unchecked`: the frontend publishes each batch without a notification check, and makes a
 /// checked publish only before it sleeps, as `publish_requests_no_notify` documents.

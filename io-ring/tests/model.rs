@@ -7,8 +7,8 @@
 
 use std::collections::VecDeque;
 
-use io_ring::{BackRing, FrontRing, RingError, SharedRegion};
 use proptest::prelude::*;
+use pvnet_io_ring::{BackRing, FrontRing, RingError, SharedRegion};
 
 /// netif tx-like: 12-byte request, 4-byte response.
 type Req = [u32; 3];

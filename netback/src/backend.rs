@@ -21,6 +21,7 @@ const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
 
 /// Netback's settings.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NetbackConfig {
     /// How guest transmit bytes are read: grant copy or map.
     pub tx_mode: TxMode,
@@ -54,6 +55,7 @@ impl Default for NetbackConfig {
 
 /// What netback knows about an attached vif.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct VifInfo {
     /// Its id.
     pub id: VifId,
@@ -69,6 +71,7 @@ pub struct VifInfo {
 
 /// A vif that is gone, and what it left behind.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ClosedVif {
     /// Its id.
     pub id: VifId,

@@ -8,6 +8,7 @@ use netif::TxErrorKind;
 /// Why a vif was disabled: its frontend broke the protocol. Only that vif stops; the others go
 /// on. Small and `Copy`: it is decided on the data path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VifFault {
     /// A ring's producer index is impossible (overflow, backwards).
     #[error("ring: {0}")]
@@ -19,6 +20,7 @@ pub enum VifFault {
 
 /// Why a netback operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetbackError {
     /// The frontend's resources do not work (a ring grant refused, a descriptor missing or
     /// not mappable, a size that makes no sense): the frontend is at fault; it was not

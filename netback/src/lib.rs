@@ -20,19 +20,16 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use netback::{Echo, Netback, NetbackConfig};
+//! use pvnet_netback::{Echo, Netback, NetbackConfig};
 //! use netfront::{Netfront, NetfrontConfig};
-//! use xenbus::{BackendConfig, BackendFeatures, Listener};
+//! use xenbus::{BackendConfig, Listener};
 //!
 //! let path = std::env::temp_dir().join(format!("netback-doc-{}.sock", std::process::id()));
-//! let listener = Listener::bind(&path, BackendConfig {
-//!     features: BackendFeatures::default(),
-//!     allowed_uids: vec![nix::unistd::getuid().as_raw()],
-//!     timeout: Duration::from_secs(5),
-//! })?;
+//! // Every feature offered; only this process's uid may connect.
+//! let listener = Listener::bind(&path, BackendConfig::default())?;
 //! let mut backend = Netback::new(NetbackConfig::default(), Echo)?;
-//! let incoming = netback::spawn_acceptor(listener, backend.waker());
-//! std::thread::spawn(move || -> Result<(), netback::NetbackError> {
+//! let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+//! std::thread::spawn(move || -> Result<(), pvnet_netback::NetbackError> {
 //!     loop {
 //!         backend.wait(None)?;
 //!         while let Ok(conn) = incoming.try_recv() {
@@ -62,6 +59,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod acceptor;
 mod backend;

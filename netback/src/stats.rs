@@ -3,6 +3,7 @@
 
 /// Counters of one vif.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VifStats {
     /// Guest frames accepted and handed to the uplink.
     pub tx_packets: u64,

@@ -24,6 +24,18 @@ pub trait Uplink {
     }
 }
 
+/// A boxed uplink is an uplink, so one backend type can serve an uplink chosen at run time
+/// (`Netback<Box<dyn Uplink>>`) at the price of one indirect call per frame.
+impl<U: Uplink + ?Sized> Uplink for Box<U> {
+    fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
+        (**self).transmit(from, packet, out);
+    }
+
+    fn vif_removed(&mut self, vif: VifId) {
+        (**self).vif_removed(vif);
+    }
+}
+
 /// What an uplink can do with a frame: deliver it to vifs, read it, or make new frames.
 #[derive(Debug)]
 pub struct Outbox<'a> {

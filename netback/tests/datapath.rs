@@ -5,36 +5,40 @@ mod common;
 use std::time::Duration;
 
 use common::{T, frame, start};
-use netback::{Echo, NetbackConfig, TxMode};
 use netfront::{Netfront, NetfrontConfig};
 use netif::{Gso, GsoKind, Offload};
+use pvnet_netback::{Echo, NetbackConfig, TxMode};
 use xenbus::{BackendFeatures, FrontendChoice, RxMode};
 
 fn echo_round_trip(name: &str, tx_mode: TxMode, rx_mode: RxMode, remap: bool, sizes: &[usize]) {
-    let features = BackendFeatures {
-        gso_tcpv4: true,
-        gso_tcpv6: true,
-        ..BackendFeatures::default()
+    let features = {
+        let mut c = BackendFeatures::default();
+        c.gso_tcpv4 = true;
+        c.gso_tcpv6 = true;
+        c
     };
     let backend = start(
         name,
         features,
-        NetbackConfig {
-            tx_mode,
-            ..NetbackConfig::default()
+        {
+            let mut c = NetbackConfig::default();
+            c.tx_mode = tx_mode;
+            c
         },
         Echo,
     );
-    let cfg = NetfrontConfig {
-        choice: FrontendChoice {
-            rx_mode,
-            mtu: 9000,
-            gso_tcpv4: true,
-            gso_tcpv6: true,
-            ..FrontendChoice::default()
-        },
-        flip_remap: remap,
-        ..NetfrontConfig::default()
+    let cfg = {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = rx_mode;
+            c.mtu = 9000;
+            c.gso_tcpv4 = true;
+            c.gso_tcpv6 = true;
+            c
+        };
+        c.flip_remap = remap;
+        c
     };
     let mut nic = Netfront::connect(&backend.path, cfg).unwrap();
     for (seq, &len) in (0u32..).zip(sizes) {
@@ -126,17 +130,16 @@ fn frame_limits_follow_what_was_negotiated() {
         NetbackConfig::default(),
         Echo,
     );
-    let no_sg = FrontendChoice {
-        sg: false,
-        ..FrontendChoice::default()
+    let no_sg = {
+        let mut c = FrontendChoice::default();
+        c.sg = false;
+        c
     };
-    let mut nic = Netfront::connect(
-        &backend.path,
-        NetfrontConfig {
-            choice: no_sg,
-            ..NetfrontConfig::default()
-        },
-    )
+    let mut nic = Netfront::connect(&backend.path, {
+        let mut c = NetfrontConfig::default();
+        c.choice = no_sg;
+        c
+    })
     .unwrap();
     let meta = Offload::default();
     assert_eq!(
@@ -168,16 +171,15 @@ fn frame_limits_follow_what_was_negotiated() {
     assert_eq!(report.revoked, 2 + 256 + 256);
 
     // MTU 1500 with scatter-gather: 1514 bytes, or up to 65535 as GSO.
-    let mut nic = Netfront::connect(
-        &backend.path,
-        NetfrontConfig {
-            choice: FrontendChoice {
-                gso_tcpv4: true,
-                ..FrontendChoice::default()
-            },
-            ..NetfrontConfig::default()
-        },
-    )
+    let mut nic = Netfront::connect(&backend.path, {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.gso_tcpv4 = true;
+            c
+        };
+        c
+    })
     .unwrap();
     assert!(matches!(
         nic.send(&frame(1, 1, 0, 1515), meta),
@@ -204,17 +206,14 @@ fn backend_initiated_close() {
     let dir = std::env::temp_dir().join(format!("netback-detach-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
-    let listener = xenbus::Listener::bind(
-        &path,
-        xenbus::BackendConfig {
-            features: BackendFeatures::default(),
-            allowed_uids: vec![nix::unistd::getuid().as_raw()],
-            timeout: T,
-        },
-    )
+    let listener = xenbus::Listener::bind(&path, {
+        let mut c = xenbus::BackendConfig::default();
+        c.timeout = T;
+        c
+    })
     .unwrap();
-    let mut backend = netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
-    let incoming = netback::spawn_acceptor(listener, backend.waker());
+    let mut backend = pvnet_netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
+    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
     let front_path = path.clone();
     let frontend = std::thread::spawn(move || {
         let mut nic = Netfront::connect(&front_path, NetfrontConfig::default()).unwrap();

@@ -13,10 +13,10 @@ use event_channel::{EventChannel, EventFdPort};
 use grant_table::host::{BACKEND_DOMID, create_memfd, map_shared};
 use grant_table::{FRAME_SIZE, FrameNumber, GrantRef, GrantTable};
 use io_ring::FrontRing;
-use netback::{Echo, NetbackConfig, VifFault};
 use netfront::{Netfront, NetfrontConfig};
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse, status, tx_flags};
 use netif::{Offload, TxErrorKind};
+use pvnet_netback::{Echo, NetbackConfig, VifFault};
 use shared_mem::SharedRegion;
 use xenbus::{
     BackendFeatures, EventFds, FrontendChoice, FrontendConnection, QueueResources, Resources,

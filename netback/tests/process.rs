@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{T, start};
-use netback::{Echo, NetbackConfig};
 use netfront::{Netfront, NetfrontConfig};
 use netif::Offload;
+use pvnet_netback::{Echo, NetbackConfig};
 use xenbus::{BackendFeatures, FrontendChoice, RxMode};
 
 const CHILD_SOCKET: &str = "PVNET_NETBACK_CHILD_SOCKET";
@@ -121,21 +121,20 @@ fn frontend_child() {
         eprintln!("frontend_child: only runs as the child of the process test");
         return;
     };
-    let choice = FrontendChoice {
-        rx_mode: if mode == "flip" {
+    let choice = {
+        let mut c = FrontendChoice::default();
+        c.rx_mode = if mode == "flip" {
             RxMode::Flip
         } else {
             RxMode::Copy
-        },
-        ..FrontendChoice::default()
+        };
+        c
     };
-    let mut nic = Netfront::connect(
-        std::path::Path::new(&path),
-        NetfrontConfig {
-            choice,
-            ..NetfrontConfig::default()
-        },
-    )
+    let mut nic = Netfront::connect(std::path::Path::new(&path), {
+        let mut c = NetfrontConfig::default();
+        c.choice = choice;
+        c
+    })
     .unwrap();
     let frames: Vec<Vec<u8>> = (0..2000u32)
         .map(|i| common::frame(1, 1, i, 60 + (i as usize % 1400)))

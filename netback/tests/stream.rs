@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{T, start};
-use netback::{Echo, NetbackConfig, RateLimit, Switch, TxMode};
 use netfront::{Netfront, NetfrontConfig, SendError};
 use netif::Offload;
 use proptest::prelude::*;
+use pvnet_netback::{Echo, NetbackConfig, RateLimit, Switch, TxMode};
 use xenbus::{BackendFeatures, FrontendChoice, RxMode};
 
 fn mac(n: u8) -> [u8; 6] {
@@ -41,13 +41,11 @@ fn udp(src: u8, dst: u8, port: u16, seq: u32, len: usize) -> Vec<u8> {
 }
 
 fn connect(path: &std::path::Path, choice: FrontendChoice) -> Netfront {
-    Netfront::connect(
-        path,
-        NetfrontConfig {
-            choice,
-            ..NetfrontConfig::default()
-        },
-    )
+    Netfront::connect(path, {
+        let mut c = NetfrontConfig::default();
+        c.choice = choice;
+        c
+    })
     .unwrap()
 }
 
@@ -102,8 +100,8 @@ proptest! {
         mode in 0usize..3,
     ) {
         let (tx_mode, rx_mode) = [(TxMode::Copy, RxMode::Copy), (TxMode::Map, RxMode::Copy), (TxMode::Copy, RxMode::Flip)][mode];
-        let backend = start("random", features(), NetbackConfig { tx_mode, budget: 16, ..NetbackConfig::default() }, Echo);
-        let mut nic = connect(&backend.path, FrontendChoice { rx_mode, mtu: 9000, ..FrontendChoice::default() });
+        let backend = start("random", features(), { let mut c = NetbackConfig::default(); c.tx_mode = tx_mode; c.budget = 16; c }, Echo);
+        let mut nic = connect(&backend.path, { let mut c = FrontendChoice::default(); c.rx_mode = rx_mode; c.mtu = 9000; c });
         let frames: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| udp(1, 1, 7, i as u32, n)).collect();
         let back = echo_all(&mut nic, &frames, window);
         prop_assert!(back == frames);
@@ -119,13 +117,11 @@ proptest! {
 #[test]
 fn multi_queue_keeps_each_flow_in_order() {
     let backend = start("mq", features(), NetbackConfig::default(), Echo);
-    let mut nic = connect(
-        &backend.path,
-        FrontendChoice {
-            queues: 4,
-            ..FrontendChoice::default()
-        },
-    );
+    let mut nic = connect(&backend.path, {
+        let mut c = FrontendChoice::default();
+        c.queues = 4;
+        c
+    });
     let frames: Vec<Vec<u8>> = (0..4000u32)
         .map(|i| udp(1, 1, 1000 + (i % 16) as u16, i, 60 + (i as usize % 1400)))
         .collect();
@@ -183,10 +179,11 @@ fn two_frontends_exchange_frames_through_the_switch() {
             NetbackConfig::default(),
             Switch::default(),
         );
-        let choice = |n| FrontendChoice {
-            rx_mode,
-            mac: mac(n),
-            ..FrontendChoice::default()
+        let choice = |n| {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = rx_mode;
+            c.mac = mac(n);
+            c
         };
         let mut a = connect(&backend.path, choice(1));
         let mut b = connect(&backend.path, choice(2));
@@ -260,9 +257,10 @@ fn a_frontend_that_stops_receiving_is_capped() {
     let backend = start(
         "cap",
         features(),
-        NetbackConfig {
-            rx_backlog_bytes: cap,
-            ..NetbackConfig::default()
+        {
+            let mut c = NetbackConfig::default();
+            c.rx_backlog_bytes = cap;
+            c
         },
         Echo,
     );
@@ -325,9 +323,10 @@ fn rate_limit_paces_transmit_after_the_burst() {
     let backend = start(
         "rate",
         features(),
-        NetbackConfig {
-            rate_limit: Some(limit),
-            ..NetbackConfig::default()
+        {
+            let mut c = NetbackConfig::default();
+            c.rate_limit = Some(limit);
+            c
         },
         Echo,
     );
@@ -358,23 +357,19 @@ fn gso_metadata_goes_only_to_frontends_that_negotiated_it() {
         NetbackConfig::default(),
         Switch::default(),
     );
-    let mut a = connect(
-        &backend.path,
-        FrontendChoice {
-            mac: mac(1),
-            mtu: 9000,
-            gso_tcpv4: true,
-            ..FrontendChoice::default()
-        },
-    );
-    let mut b = connect(
-        &backend.path,
-        FrontendChoice {
-            mac: mac(2),
-            mtu: 9000,
-            ..FrontendChoice::default()
-        },
-    );
+    let mut a = connect(&backend.path, {
+        let mut c = FrontendChoice::default();
+        c.mac = mac(1);
+        c.mtu = 9000;
+        c.gso_tcpv4 = true;
+        c
+    });
+    let mut b = connect(&backend.path, {
+        let mut c = FrontendChoice::default();
+        c.mac = mac(2);
+        c.mtu = 9000;
+        c
+    });
     backend.wait_attached(2);
     let tso = Offload {
         gso: Some(netif::Gso {
@@ -408,12 +403,12 @@ fn gso_metadata_goes_only_to_frontends_that_negotiated_it() {
 /// injecting frames of its own.
 #[test]
 fn a_callback_uplink_sees_frames_and_injects_replies() {
-    let uplink = netback::Callback::new(
-        |from: netback::VifId,
-         _packet: netback::PacketId,
+    let uplink = pvnet_netback::Callback::new(
+        |from: pvnet_netback::VifId,
+         _packet: pvnet_netback::PacketId,
          bytes: &[u8],
          meta: Offload,
-         out: &mut netback::Outbox<'_>| {
+         out: &mut pvnet_netback::Outbox<'_>| {
             // Reply with the frame reversed after the header.
             let mut reply = bytes.to_vec();
             reply[14..].reverse();
@@ -442,15 +437,13 @@ fn a_callback_uplink_sees_frames_and_injects_replies() {
 fn split_event_channels_carry_both_directions() {
     for rx_mode in [RxMode::Copy, RxMode::Flip] {
         let backend = start("split", features(), NetbackConfig::default(), Echo);
-        let mut nic = connect(
-            &backend.path,
-            FrontendChoice {
-                rx_mode,
-                queues: 2,
-                split_event_channels: true,
-                ..FrontendChoice::default()
-            },
-        );
+        let mut nic = connect(&backend.path, {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = rx_mode;
+            c.queues = 2;
+            c.split_event_channels = true;
+            c
+        });
         let frames: Vec<Vec<u8>> = (0..2000u32)
             .map(|i| {
                 udp(
@@ -480,19 +473,18 @@ fn busy_polling_sides_still_close_promptly() {
     let backend = start(
         "busy",
         features(),
-        NetbackConfig {
-            spin,
-            ..NetbackConfig::default()
+        {
+            let mut c = NetbackConfig::default();
+            c.spin = spin;
+            c
         },
         Echo,
     );
-    let mut nic = Netfront::connect(
-        &backend.path,
-        NetfrontConfig {
-            spin,
-            ..NetfrontConfig::default()
-        },
-    )
+    let mut nic = Netfront::connect(&backend.path, {
+        let mut c = NetfrontConfig::default();
+        c.spin = spin;
+        c
+    })
     .unwrap();
     let frames: Vec<Vec<u8>> = (0..100).map(|i| udp(1, 1, 1, i, 200)).collect();
     assert!(echo_all(&mut nic, &frames, 10) == frames);

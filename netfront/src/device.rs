@@ -27,6 +27,7 @@ const RING_SLOTS: u32 = 256;
 
 /// How to connect.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct NetfrontConfig {
     /// What to negotiate: MAC, MTU, receive mode, queues, scatter-gather, offloads, split
     /// event channels. Checked against what the backend offers.
@@ -53,6 +54,7 @@ impl Default for NetfrontConfig {
 
 /// What closing released.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseReport {
     /// Grants revoked (rings, buffers, transfer offers).
     pub revoked: usize,
@@ -385,14 +387,14 @@ impl Netfront {
     /// [`send_sg`](Self::send_sg) for frames built on the fly.
     ///
     /// ```no_run
-    /// # fn send(nic: &mut netfront::Netfront) -> Result<(), Box<dyn std::error::Error>> {
+    /// # fn send(nic: &mut pvnet_netfront::Netfront) -> Result<(), Box<dyn std::error::Error>> {
     /// let header = [0u8; 14];
     /// let payload = [7u8; 1000];
     /// nic.batch(|b| {
     ///     for _ in 0..32 {
     ///         b.send_sg(&[&header, &payload], netif::Offload::default())?;
     ///     }
-    ///     Ok::<(), netfront::SendError>(())
+    ///     Ok::<(), pvnet_netfront::SendError>(())
     /// })??;
     /// # Ok(())
     /// # }

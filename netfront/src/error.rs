@@ -7,6 +7,7 @@ use netif::RxErrorKind;
 /// What the backend did wrong. The device is `broken` from then on: every call returns
 /// [`NetfrontError::Broken`] with this. Small and `Copy`: decided on the data path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendFault {
     /// A ring's producer index is impossible (more responses than requests, backwards).
     #[error("ring: {0}")]
@@ -34,6 +35,7 @@ pub enum BackendFault {
 
 /// Why a frame was not queued. The device is fine (except for `Broken`); the frame was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// No room in the ring or no free buffer: reclaim with [`Netfront::poll`](crate::Netfront::poll)
     /// or [`wait`](crate::Netfront::wait), then retry.
@@ -65,6 +67,7 @@ pub enum SendError {
 
 /// Why a netfront operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetfrontError {
     /// The backend misbehaved earlier or now; the device is broken.
     #[error("device broken: {0}")]

@@ -20,28 +20,15 @@
 //! [`BackendFault`]; nothing it writes can make netfront panic or read outside its own
 //! frames.
 //!
-//! ```
-//! use netfront::{Netfront, NetfrontConfig};
-//! use netif::Offload;
-//! # use std::time::Duration;
-//! # let path = std::env::temp_dir().join(format!("netfront-doc-{}.sock", std::process::id()));
-//! # let listener = xenbus::Listener::bind(&path, xenbus::BackendConfig {
-//! #     features: xenbus::BackendFeatures::default(),
-//! #     allowed_uids: vec![nix::unistd::getuid().as_raw()],
-//! #     timeout: Duration::from_secs(5),
-//! # })?;
-//! # let mut backend = netback::Netback::new(netback::NetbackConfig::default(), netback::Echo)?;
-//! # let incoming = netback::spawn_acceptor(listener, backend.waker());
-//! # std::thread::spawn(move || -> Result<(), netback::NetbackError> {
-//! #     while backend.take_closed().is_empty() {
-//! #         backend.wait(None)?;
-//! #         while let Ok(Ok(conn)) = incoming.try_recv() { backend.attach(conn)?; }
-//! #         backend.poll()?;
-//! #     }
-//! #     Ok(())
-//! # });
+//! Against a netback listening on `path` (this example compiles but does not run here:
+//! netback's crate docs run the same with a backend thread; netfront has no dependency on
+//! netback, not even for its tests, so the two publish independently):
 //!
-//! // `path`: the socket of a netback with an echo uplink (set up in hidden lines here).
+//! ```no_run
+//! use pvnet_netfront::{Netfront, NetfrontConfig};
+//! use netif::Offload;
+//! # let path = std::path::Path::new("/run/pvnet/backend.sock");
+//!
 //! let mut nic = Netfront::connect(&path, NetfrontConfig::default())?;
 //! let frame = [0xffu8; 60];
 //! nic.send(&frame, Offload::default())?;
@@ -57,6 +44,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod device;
 mod error;

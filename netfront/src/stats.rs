@@ -2,6 +2,7 @@
 
 /// Counters of a netfront device (all queues).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Frames handed to the backend.
     pub tx_packets: u64,

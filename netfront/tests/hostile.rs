@@ -11,11 +11,11 @@ use event_channel::{EventChannel, EventFdPort};
 use grant_table::host::{BACKEND_DOMID, FramePool, HeldMapping, PeerGrants, PoolSide, map_shared};
 use grant_table::{Access, FRAME_SIZE, GrantRef, flags};
 use io_ring::{BackRing, PeerError};
-use netfront::{BackendFault, Netfront, NetfrontConfig, NetfrontError, SendError};
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse, status};
 use netif::{Offload, RxErrorKind};
+use pvnet_netfront::{BackendFault, Netfront, NetfrontConfig, NetfrontError, SendError};
 use shared_mem::SharedRegion;
-use xenbus::{BackendConfig, BackendFeatures, FrontendChoice, Listener, RxMode};
+use xenbus::{BackendConfig, FrontendChoice, Listener, RxMode};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -82,14 +82,11 @@ fn raw_backend(
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
     let _ = std::fs::remove_file(&path);
-    let listener = Listener::bind(
-        &path,
-        BackendConfig {
-            features: BackendFeatures::default(),
-            allowed_uids: vec![nix::unistd::getuid().as_raw()],
-            timeout: T,
-        },
-    )
+    let listener = Listener::bind(&path, {
+        let mut c = BackendConfig::default();
+        c.timeout = T;
+        c
+    })
     .unwrap();
     let handle = std::thread::spawn(move || {
         let mut conn = listener.accept_and_handshake().unwrap();
@@ -142,16 +139,15 @@ fn raw_backend(
 }
 
 fn connect(path: &std::path::Path, rx_mode: RxMode) -> Netfront {
-    Netfront::connect(
-        path,
-        NetfrontConfig {
-            choice: FrontendChoice {
-                rx_mode,
-                ..FrontendChoice::default()
-            },
-            ..NetfrontConfig::default()
-        },
-    )
+    Netfront::connect(path, {
+        let mut c = NetfrontConfig::default();
+        c.choice = {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = rx_mode;
+            c
+        };
+        c
+    })
     .unwrap()
 }
 

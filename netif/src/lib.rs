@@ -10,8 +10,8 @@
 //!   backend is broken) out.
 //!
 //! ```
-//! use netif::wire::{TxRequest, tx_flags};
-//! use netif::{Severity, parse_tx};
+//! use pvnet_netif::wire::{TxRequest, tx_flags};
+//! use pvnet_netif::{Severity, parse_tx};
 //!
 //! // A 1514-byte frame in two slots: 1000 bytes in the first page, 514 in the second.
 //! let reqs = [
@@ -26,7 +26,7 @@
 //! // A slot crossing its page is fatal: netback disables the interface.
 //! let bad = [TxRequest { gref: 8, offset: 4000, flags: 0, id: 1, size: 200 }];
 //! assert_eq!(parse_tx(&bad).unwrap_err().severity, Severity::Fatal);
-//! # Ok::<(), netif::TxError>(())
+//! # Ok::<(), pvnet_netif::TxError>(())
 //! ```
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]

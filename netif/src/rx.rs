@@ -7,6 +7,7 @@ use crate::wire::{ExtraInfo, PAGE_SIZE, RxResponse, extra_flags, extra_type, gso
 
 /// What was wrong with a received packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RxErrorKind {
     /// The packet's slots run past the responses published: backends publish whole packets.
     #[error("packet runs past the responses published")]

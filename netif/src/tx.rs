@@ -28,6 +28,7 @@ pub enum Severity {
 
 /// What was wrong with a tx packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TxErrorKind {
     /// An extra slot was announced beyond the requests produced.
     #[error("extra slot missing")]

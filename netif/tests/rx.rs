@@ -1,8 +1,8 @@
 //! The rx parser: what a frontend accepts from a backend, and what breaks the backend.
 
-use netif::wire::{ExtraInfo, RxResponse, extra_type, gso_type, rx_flags};
-use netif::{RxErrorKind, Severity, parse_rx};
 use proptest::prelude::*;
+use pvnet_netif::wire::{ExtraInfo, RxResponse, extra_type, gso_type, rx_flags};
+use pvnet_netif::{RxErrorKind, Severity, parse_rx};
 
 const MORE: u16 = rx_flags::MORE_DATA;
 
@@ -142,7 +142,7 @@ proptest! {
         match parse_rx(&rsps, &posted) {
             Ok(p) => {
                 prop_assert!(p.slots >= 1 && p.slots <= rsps.len());
-                prop_assert!(p.fragments().len() <= netif::MAX_DATA_SLOTS);
+                prop_assert!(p.fragments().len() <= pvnet_netif::MAX_DATA_SLOTS);
                 prop_assert_eq!(p.len, p.fragments().iter().map(|f| u32::from(f.len)).sum::<u32>());
                 for f in p.fragments() {
                     prop_assert!(u32::from(f.offset) + u32::from(f.len) <= 4096);

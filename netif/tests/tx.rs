@@ -1,8 +1,10 @@
 //! The tx parser against Linux netback's rules, at every boundary, and on arbitrary input.
 
-use netif::wire::{ExtraInfo, TxRequest, extra_flags, extra_type, gso_type, status, tx_flags};
-use netif::{Severity, TxErrorKind, parse_tx, tx_responses};
 use proptest::prelude::*;
+use pvnet_netif::wire::{
+    ExtraInfo, TxRequest, extra_flags, extra_type, gso_type, status, tx_flags,
+};
+use pvnet_netif::{Severity, TxErrorKind, parse_tx, tx_responses};
 
 const MORE: u16 = tx_flags::MORE_DATA;
 
@@ -251,7 +253,7 @@ proptest! {
             Ok(p) => {
                 prop_assert!(p.slots <= reqs.len());
                 prop_assert_eq!(p.slots, 1 + p.extra_slots + p.fragments().len() - 1);
-                prop_assert!(p.fragments().len() <= netif::MAX_DATA_SLOTS);
+                prop_assert!(p.fragments().len() <= pvnet_netif::MAX_DATA_SLOTS);
                 let sum: u32 = p.fragments().iter().map(|f| u32::from(f.len)).sum();
                 prop_assert_eq!(sum, u32::from(p.len), "lengths add up");
                 for f in p.fragments() {

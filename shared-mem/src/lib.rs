@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use core::sync::atomic::Ordering;
-//! use shared_mem::SharedRegion;
+//! use pvnet_shared_mem::SharedRegion;
 //!
 //! let page = SharedRegion::new_zeroed(4096);
 //! page.store_u32(8, 0xfeed, Ordering::Release)?;
@@ -19,15 +19,18 @@
 //! let mut out = [0u8; 6];
 //! page.copy_out(100, &mut out)?;
 //! assert_eq!(&out, b"packet");
-//! # Ok::<(), shared_mem::RegionError>(())
+//! # Ok::<(), pvnet_shared_mem::RegionError>(())
 //! ```
 #![no_std]
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 #[cfg(any(test, loom))]
 extern crate std;
 
+// The unsafe code of this crate (see DESIGN.md's unsafe inventory).
+#[allow(unsafe_code)]
 mod region;
 mod sync;
 

@@ -28,6 +28,7 @@ use crate::sync::Ordering;
 
 /// Why a region could not be created or accessed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegionError {
     /// The base pointer is not aligned to 4 bytes.
     #[error("shared region base {addr:#x} is not 4-byte aligned")]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect as sock_connect,
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect as sock_connect,
     getsockopt, listen, socket, sockopt::PeerCredentials,
 };
 
@@ -24,8 +24,9 @@ fn seqpacket(path: &Path) -> Result<(OwnedFd, UnixAddr), XenbusError> {
         SockType::SeqPacket,
         SockFlag::SOCK_CLOEXEC,
         None,
-    )?;
-    Ok((sock, UnixAddr::new(path)?))
+    )
+    .map_err(std::io::Error::from)?;
+    Ok((sock, UnixAddr::new(path).map_err(std::io::Error::from)?))
 }
 
 /// The connecting process, as the kernel vouches for it (SO_PEERCRED).
@@ -41,6 +42,7 @@ pub struct Peer {
 
 /// How a backend listens.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BackendConfig {
     /// What it offers.
     pub features: BackendFeatures,
@@ -50,10 +52,21 @@ pub struct BackendConfig {
     pub timeout: Duration,
 }
 
+impl Default for BackendConfig {
+    /// Every feature offered, only this process's own uid allowed, 5 s per handshake step.
+    fn default() -> Self {
+        Self {
+            features: BackendFeatures::default(),
+            allowed_uids: vec![nix::unistd::getuid().as_raw()],
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A backend's listening socket, created with mode 0600 and removed on drop.
 #[derive(Debug)]
 pub struct Listener {
-    sock: OwnedFd,
+    sock: std::os::unix::net::UnixListener,
     path: PathBuf,
     config: BackendConfig,
 }
@@ -65,12 +78,13 @@ impl Listener {
     /// [`XenbusError::Io`] if the socket cannot be created or bound.
     pub fn bind(path: &Path, config: BackendConfig) -> Result<Self, XenbusError> {
         let (sock, addr) = seqpacket(path)?;
-        bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).map_err(std::io::Error::from)?;
         // The allow-list is the gate; the mode keeps other users from even connecting.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        listen(&sock, Backlog::new(16)?)?;
+        listen(&sock, Backlog::new(16).map_err(std::io::Error::from)?)
+            .map_err(std::io::Error::from)?;
         Ok(Self {
-            sock,
+            sock: sock.into(),
             path: path.to_owned(),
             config,
         })
@@ -89,13 +103,11 @@ impl Listener {
     /// # Errors
     /// [`XenbusError::NotAllowed`], or [`XenbusError::Io`].
     pub fn accept(&self) -> Result<Incoming, XenbusError> {
-        let raw = accept4(
-            std::os::fd::AsRawFd::as_raw_fd(&self.sock),
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        // SAFETY: accept4 returned a new descriptor that nothing else owns.
-        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        let cred = getsockopt(&sock, PeerCredentials)?;
+        // std's accept adopts the new descriptor safely (accept4 with SOCK_CLOEXEC on Linux);
+        // it works on any listening Unix socket, SOCK_SEQPACKET included.
+        let (stream, _) = self.sock.accept()?;
+        let sock = OwnedFd::from(stream);
+        let cred = getsockopt(&sock, PeerCredentials).map_err(std::io::Error::from)?;
         let peer = Peer {
             pid: cred.pid(),
             uid: cred.uid(),
@@ -393,7 +405,7 @@ pub struct FrontendPending {
 /// [`XenbusError::Io`].
 pub fn connect(path: &Path, timeout: Duration) -> Result<FrontendPending, XenbusError> {
     let (sock, addr) = seqpacket(path)?;
-    sock_connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr)?;
+    sock_connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).map_err(std::io::Error::from)?;
     match recv(&sock, timeout, "the backend's features")? {
         (
             Message::Backend {

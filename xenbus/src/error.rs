@@ -5,6 +5,7 @@ use crate::negotiate::NegotiationError;
 
 /// Why a control-plane step failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum XenbusError {
     /// The connecting process's uid is not on the allow-list (it was told so).
     #[error("peer uid {uid} is not allowed")]
@@ -41,12 +42,6 @@ pub enum XenbusError {
     /// A local system call failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-}
-
-impl From<nix::Error> for XenbusError {
-    fn from(e: nix::Error) -> Self {
-        XenbusError::Io(e.into())
-    }
 }
 
 impl XenbusError {

@@ -12,18 +12,15 @@
 //! ```
 //! use std::os::fd::AsFd;
 //! use std::time::Duration;
-//! use xenbus::{BackendConfig, BackendFeatures, EventFds, FrontendChoice, Listener, QueueResources, Resources, RxMode, connect};
+//! use pvnet_xenbus::{BackendConfig, EventFds, FrontendChoice, Listener, QueueResources, Resources, RxMode, connect};
 //!
 //! let dir = std::env::temp_dir().join(format!("xenbus-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir)?;
 //! let path = dir.join("backend.sock");
-//! let config = BackendConfig {
-//!     features: BackendFeatures::default(),
-//!     allowed_uids: vec![nix::unistd::getuid().as_raw()],
-//!     timeout: Duration::from_secs(5),
-//! };
+//! // Every feature offered; only this process's uid may connect; 5 s per handshake step.
+//! let config = BackendConfig::default();
 //! let listener = Listener::bind(&path, config)?;
-//! let backend = std::thread::spawn(move || -> Result<_, xenbus::XenbusError> {
+//! let backend = std::thread::spawn(move || -> Result<_, pvnet_xenbus::XenbusError> {
 //!     let mut conn = listener.accept()?.handshake()?;
 //!     let frames = conn.take_fd(conn.resources.frames);
 //!     assert!(conn.frontend_closing(Duration::from_secs(5))?);
@@ -49,7 +46,9 @@
 //!         rx_event: None,
 //!     }],
 //! };
-//! let choice = FrontendChoice { rx_mode: RxMode::Copy, mtu: 9000, ..FrontendChoice::default() };
+//! let mut choice = FrontendChoice::default();
+//! choice.rx_mode = RxMode::Copy;
+//! choice.mtu = 9000;
 //! let conn = pending.finish(&choice, &resources, &fds)?;
 //! conn.close()?; // returns once the backend has released everything
 //! assert_eq!(backend.join().unwrap()?.mtu, 9000);
@@ -57,12 +56,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 mod endpoint;
 mod error;
 mod message;
 mod negotiate;
 mod resources;
+// The unsafe code of this crate (see DESIGN.md's unsafe inventory).
+#[allow(unsafe_code)]
 mod socket;
 
 pub use endpoint::{

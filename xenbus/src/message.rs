@@ -80,6 +80,7 @@ pub enum Message {
 
 /// Why bytes are not a valid message (the peer's fault).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Shorter than its header or its fields say.
     #[error("message truncated")]

@@ -5,6 +5,7 @@ use crate::message::Keys;
 
 /// Why a peer's keys are unacceptable (the peer's fault).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NegotiationError {
     /// A key has a value outside its domain.
     #[error("bad value {value:?} for {key}")]
@@ -33,6 +34,7 @@ pub enum RxMode {
 
 /// What a backend offers (its keys at `InitWait`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackendFeatures {
     /// `feature-rx-copy`.
     pub rx_copy: bool,
@@ -158,6 +160,7 @@ impl BackendFeatures {
 
 /// What a frontend chooses (its keys when it connects).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrontendChoice {
     /// `request-rx-copy` (1: copy, 0: flip).
     pub rx_mode: RxMode,

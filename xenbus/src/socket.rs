@@ -35,7 +35,7 @@ pub(crate) fn send(
         Ok(_) => Ok(()),
         // The peer closed its end: its doing, not a local failure.
         Err(nix::Error::EPIPE | nix::Error::ECONNRESET) => Err(XenbusError::PeerClosed),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(XenbusError::Io(e.into())),
     }
 }
 
@@ -59,7 +59,7 @@ pub(crate) fn recv(
             Ok(0) => return Err(XenbusError::Timeout(what)),
             Ok(_) => break,
             Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(XenbusError::Io(e.into())),
         }
     }
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
@@ -70,9 +70,10 @@ pub(crate) fn recv(
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    )
+    .map_err(std::io::Error::from)?;
     let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
         if let ControlMessageOwned::ScmRights(raw) = c {
             // SAFETY: SCM_RIGHTS just installed these descriptors in this process; nothing else
             // refers to them, so each is owned exactly once, here.

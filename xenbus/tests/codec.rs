@@ -1,7 +1,7 @@
 //! The message codec and the negotiation rules, on valid and hostile input.
 
 use proptest::prelude::*;
-use xenbus::{
+use pvnet_xenbus::{
     BackendFeatures, DecodeError, FrontendChoice, Keys, MAX_KEYS, Message, NegotiationError,
     RxMode, State,
 };
@@ -55,22 +55,24 @@ fn malformed_messages_are_typed_errors() {
         Message::decode(&many),
         Err(DecodeError::TooManyKeys(0xffff))
     );
-    assert!(Message::decode(&vec![1u8; xenbus::MAX_MESSAGE + 1]).is_err());
+    assert!(Message::decode(&vec![1u8; pvnet_xenbus::MAX_MESSAGE + 1]).is_err());
 }
 
 #[test]
 fn negotiation_checks_every_choice_against_the_offer() {
-    let offer = BackendFeatures {
-        rx_flip: false,
-        gso_tcpv6: false,
-        max_queues: 2,
-        ..BackendFeatures::default()
+    let offer = {
+        let mut c = BackendFeatures::default();
+        c.rx_flip = false;
+        c.gso_tcpv6 = false;
+        c.max_queues = 2;
+        c
     };
-    let ok = FrontendChoice {
-        queues: 2,
-        gso_tcpv4: true,
-        mtu: 9000,
-        ..FrontendChoice::default()
+    let ok = {
+        let mut c = FrontendChoice::default();
+        c.queues = 2;
+        c.gso_tcpv4 = true;
+        c.mtu = 9000;
+        c
     };
     assert_eq!(
         FrontendChoice::from_keys(&ok.to_keys(), &offer),
@@ -78,32 +80,36 @@ fn negotiation_checks_every_choice_against_the_offer() {
     );
     for (bad, what) in [
         (
-            FrontendChoice {
-                rx_mode: RxMode::Flip,
-                ..ok.clone()
+            {
+                let mut c = ok.clone();
+                c.rx_mode = RxMode::Flip;
+                c
             },
             "feature-rx-flip",
         ),
         (
-            FrontendChoice {
-                gso_tcpv6: true,
-                ..ok.clone()
+            {
+                let mut c = ok.clone();
+                c.gso_tcpv6 = true;
+                c
             },
             "feature-gso-tcpv6",
         ),
         (
-            FrontendChoice {
-                queues: 3,
-                ..ok.clone()
+            {
+                let mut c = ok.clone();
+                c.queues = 3;
+                c
             },
             "multi-queue-max-queues",
         ),
         (
-            FrontendChoice {
-                sg: false,
-                gso_tcpv4: false,
-                mtu: 9000,
-                ..ok.clone()
+            {
+                let mut c = ok.clone();
+                c.sg = false;
+                c.gso_tcpv4 = false;
+                c.mtu = 9000;
+                c
             },
             "feature-sg (for an MTU above 1500)",
         ),
@@ -174,7 +180,7 @@ proptest! {
         }
         if let Ok(Message::Frontend { keys, .. } | Message::Backend { keys, .. }) = Message::decode(&bytes) {
             prop_assert!(keys.len() <= MAX_KEYS);
-            prop_assert!(keys.keys().all(|k| !k.is_empty() && k.len() <= xenbus::MAX_KEY_LEN));
+            prop_assert!(keys.keys().all(|k| !k.is_empty() && k.len() <= pvnet_xenbus::MAX_KEY_LEN));
         }
     }
 

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect as raw_connect, sendmsg, socket,
 };
-use xenbus::{
-    BackendConfig, BackendFeatures, EventFds, FrontendChoice, Listener, Message, QueueResources,
-    Resources, RxMode, State, XenbusError, connect,
+use pvnet_xenbus::{
+    BackendConfig, EventFds, FrontendChoice, Listener, Message, QueueResources, Resources, RxMode,
+    State, XenbusError, connect,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -27,10 +27,11 @@ fn sock_path(name: &str) -> PathBuf {
 }
 
 fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> Listener {
-    let config = BackendConfig {
-        features: BackendFeatures::default(),
-        allowed_uids: allowed,
-        timeout,
+    let config = {
+        let mut c = BackendConfig::default();
+        c.allowed_uids = allowed;
+        c.timeout = timeout;
+        c
     };
     Listener::bind(&sock_path(name), config).unwrap()
 }
@@ -99,7 +100,7 @@ fn good_frontend(
     })
 }
 
-fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
+fn serve_one(l: &Listener) -> Result<pvnet_xenbus::FrontendChoice, XenbusError> {
     let mut conn = l.accept_and_handshake()?;
     // Every descriptor the keys describe arrived and can be taken.
     let n = 2
@@ -157,26 +158,30 @@ fn every_mode_negotiates_and_reconnects() {
     let l = listener("modes", vec![me()], T);
     let modes = [
         FrontendChoice::default(),
-        FrontendChoice {
-            rx_mode: RxMode::Flip,
-            ..FrontendChoice::default()
+        {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = RxMode::Flip;
+            c
         },
-        FrontendChoice {
-            split_event_channels: true,
-            ..FrontendChoice::default()
+        {
+            let mut c = FrontendChoice::default();
+            c.split_event_channels = true;
+            c
         },
-        FrontendChoice {
-            queues: 4,
-            gso_tcpv4: true,
-            gso_tcpv6: true,
-            ipv6_csum_offload: true,
-            mtu: 9000,
-            ..FrontendChoice::default()
+        {
+            let mut c = FrontendChoice::default();
+            c.queues = 4;
+            c.gso_tcpv4 = true;
+            c.gso_tcpv6 = true;
+            c.ipv6_csum_offload = true;
+            c.mtu = 9000;
+            c
         },
-        FrontendChoice {
-            sg: false,
-            ipv4_csum_offload: false,
-            ..FrontendChoice::default()
+        {
+            let mut c = FrontendChoice::default();
+            c.sg = false;
+            c.ipv4_csum_offload = false;
+            c
         },
         // The same frontend again: a reconnect is a fresh connection.
         FrontendChoice::default(),
@@ -314,22 +319,18 @@ fn a_frontend_reconnects_to_a_restarted_backend() {
     // The backend goes away (its socket file with it) and comes back on the same path.
     drop(l);
     assert!(connect(&path, T).is_err(), "nobody listening");
-    let l = Listener::bind(
-        &path,
-        BackendConfig {
-            features: BackendFeatures::default(),
-            allowed_uids: vec![me()],
-            timeout: T,
-        },
-    )
+    let l = Listener::bind(&path, {
+        let mut c = BackendConfig::default();
+        c.allowed_uids = vec![me()];
+        c.timeout = T;
+        c
+    })
     .unwrap();
-    let c = good_frontend(
-        path,
-        FrontendChoice {
-            rx_mode: RxMode::Flip,
-            ..FrontendChoice::default()
-        },
-    );
+    let c = good_frontend(path, {
+        let mut c = FrontendChoice::default();
+        c.rx_mode = RxMode::Flip;
+        c
+    });
     assert_eq!(serve_one(&l).unwrap().rx_mode, RxMode::Flip);
     c.join().unwrap().unwrap();
 }

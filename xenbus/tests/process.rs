@@ -15,11 +15,10 @@ use event_channel::{EventChannel, EventFdPort};
 use grant_table::host::{FramePool, PeerGrants, create_memfd, map_shared};
 use grant_table::{Access, DomId, FRAME_SIZE, FrameNumber, GrantOps, GrantRef, GrantTable};
 use io_ring::{BackRing, FrontRing};
-use shared_mem::SharedRegion;
-use xenbus::{
-    BackendConfig, BackendFeatures, EventFds, FrontendChoice, Listener, QueueResources, Resources,
-    RxMode, connect,
+use pvnet_xenbus::{
+    BackendConfig, EventFds, FrontendChoice, Listener, QueueResources, Resources, RxMode, connect,
 };
+use shared_mem::SharedRegion;
 
 /// Wire-sized stand-ins for the netif slots (the netif crate is not a dependency here).
 type TxReq = [u16; 6];
@@ -34,18 +33,21 @@ const MODES: [&str; 5] = ["copy", "flip", "split", "two-queues", "copy"];
 
 fn choice(mode: &str) -> FrontendChoice {
     match mode {
-        "flip" => FrontendChoice {
-            rx_mode: RxMode::Flip,
-            ..FrontendChoice::default()
-        },
-        "split" => FrontendChoice {
-            split_event_channels: true,
-            ..FrontendChoice::default()
-        },
-        "two-queues" => FrontendChoice {
-            queues: 2,
-            ..FrontendChoice::default()
-        },
+        "flip" => {
+            let mut c = FrontendChoice::default();
+            c.rx_mode = RxMode::Flip;
+            c
+        }
+        "split" => {
+            let mut c = FrontendChoice::default();
+            c.split_event_channels = true;
+            c
+        }
+        "two-queues" => {
+            let mut c = FrontendChoice::default();
+            c.queues = 2;
+            c
+        }
         _ => FrontendChoice::default(),
     }
 }
@@ -61,10 +63,10 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
     let _ = std::fs::remove_file(&path);
-    let config = BackendConfig {
-        features: BackendFeatures::default(),
-        allowed_uids: vec![nix::unistd::getuid().as_raw()],
-        timeout: T,
+    let config = {
+        let mut c = BackendConfig::default();
+        c.timeout = T;
+        c
     };
     let listener = Listener::bind(&path, config).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())

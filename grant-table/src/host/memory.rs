@@ -16,8 +16,14 @@ use crate::error::GrantError;
 /// # Errors
 /// [`GrantError::Io`] if the memfd cannot be created or sized.
 pub fn create_memfd(name: &CStr, bytes: usize) -> Result<OwnedFd, GrantError> {
-    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC)?;
-    nix::unistd::ftruncate(&fd, i64::try_from(bytes).map_err(|_| nix::Error::EINVAL)?)?;
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(std::io::Error::from)?;
+    nix::unistd::ftruncate(
+        &fd,
+        i64::try_from(bytes)
+            .map_err(|_| nix::Error::EINVAL)
+            .map_err(std::io::Error::from)?,
+    )
+    .map_err(std::io::Error::from)?;
     Ok(fd)
 }
 
@@ -29,7 +35,9 @@ pub fn create_memfd(name: &CStr, bytes: usize) -> Result<OwnedFd, GrantError> {
 /// [`GrantError::Io`] if the mapping fails; [`GrantError::TooSmall`] if the file is shorter
 /// than `bytes`.
 pub fn map_shared(fd: &impl AsFd, bytes: usize) -> Result<SharedRegion, GrantError> {
-    let len = nix::sys::stat::fstat(fd.as_fd())?.st_size;
+    let len = nix::sys::stat::fstat(fd.as_fd())
+        .map_err(std::io::Error::from)?
+        .st_size;
     if usize::try_from(len).unwrap_or(0) < bytes {
         return Err(GrantError::TooSmall {
             len: usize::try_from(len).unwrap_or(0),

@@ -4,10 +4,12 @@
 // Under loom there is no real memory to map: the model checks the grant protocol over heap
 // regions of loom atomics.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod memory;
 mod peer;
 mod pool;
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod remap;
 
 #[cfg(not(loom))]

@@ -58,7 +58,9 @@ impl RemapWindow {
     /// # Errors
     /// [`GrantError::Io`] if the address space cannot be reserved.
     pub fn new(slots: usize) -> Result<Self, GrantError> {
-        let len = NonZeroUsize::new(slots.max(1) * FRAME_SIZE).ok_or(nix::Error::EINVAL)?;
+        let len = NonZeroUsize::new(slots.max(1) * FRAME_SIZE)
+            .ok_or(nix::Error::EINVAL)
+            .map_err(std::io::Error::from)?;
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses replaces nothing.
         let base = unsafe {
             mmap_anonymous(
@@ -67,7 +69,8 @@ impl RemapWindow {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_PRIVATE,
             )
-        }?;
+        }
+        .map_err(std::io::Error::from)?;
         let window = Arc::new(Window { base, len });
         let owner: Arc<dyn Send + Sync> = window.clone();
         // SAFETY: the range is mapped read-write for as long as `window` lives, which the
@@ -109,8 +112,11 @@ impl RemapWindow {
             ));
         }
         let addr = NonZeroUsize::new(self.window.base.as_ptr() as usize + slot * FRAME_SIZE)
-            .ok_or(nix::Error::EINVAL)?;
-        let page = NonZeroUsize::new(FRAME_SIZE).ok_or(nix::Error::EINVAL)?;
+            .ok_or(nix::Error::EINVAL)
+            .map_err(std::io::Error::from)?;
+        let page = NonZeroUsize::new(FRAME_SIZE)
+            .ok_or(nix::Error::EINVAL)
+            .map_err(std::io::Error::from)?;
         let offset = i64::from(frame.0) * FRAME_SIZE as i64;
         // SAFETY: `addr` is one page inside our own window (slot checked above); MAP_FIXED
         // replaces exactly that page with another read-write mapping of the same size, so
@@ -124,7 +130,8 @@ impl RemapWindow {
                 pool.as_fd(),
                 offset,
             )
-        }?;
+        }
+        .map_err(std::io::Error::from)?;
         Ok(())
     }
 }

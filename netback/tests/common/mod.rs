@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netback::{ClosedVif, Netback, NetbackConfig, Uplink, VifInfo};
+use pvnet_netback::{ClosedVif, Netback, NetbackConfig, Uplink, VifInfo};
 use xenbus::{BackendConfig, BackendFeatures, Listener};
 
 pub const T: Duration = Duration::from_secs(10);
@@ -19,7 +19,7 @@ pub struct Running<U> {
     pub path: PathBuf,
     stop: Arc<AtomicBool>,
     attached: Arc<AtomicUsize>,
-    waker: netback::Waker,
+    waker: pvnet_netback::Waker,
     handle: JoinHandle<(Netback<U>, Vec<ClosedVif>)>,
     dir: PathBuf,
 }
@@ -48,14 +48,12 @@ pub fn start<U: Uplink + Send + 'static>(
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
     let _ = std::fs::remove_file(&path);
-    let listener = Listener::bind(
-        &path,
-        BackendConfig {
-            features,
-            allowed_uids: vec![nix::unistd::getuid().as_raw()],
-            timeout: T,
-        },
-    )
+    let listener = Listener::bind(&path, {
+        let mut c = BackendConfig::default();
+        c.features = features;
+        c.timeout = T;
+        c
+    })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = std::sync::mpsc::channel();
@@ -65,7 +63,7 @@ pub fn start<U: Uplink + Send + 'static>(
     let handle = std::thread::spawn(move || {
         let mut backend = Netback::new(cfg, uplink).unwrap();
         tx.send(backend.waker()).unwrap();
-        let incoming = netback::spawn_acceptor(listener, backend.waker());
+        let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
         let mut closed = Vec::new();
         while !stop2.load(Ordering::Acquire) {
             // Untimed: a lost wakeup hangs the test instead of hiding behind a timeout.

@@ -53,6 +53,8 @@
 
 mod entry;
 mod error;
+mod frames;
+mod grantee;
 pub mod host;
 mod ops;
 mod owner;
@@ -62,5 +64,7 @@ pub use entry::{
     RESERVED_REFS, flags,
 };
 pub use error::GrantError;
+pub use frames::{FrameMemory, FrameRegions};
+pub use grantee::{HeldMapping, PeerGrants, PeerMapping};
 pub use ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 pub use owner::{GrantTable, TransferEnd, TransferState};

@@ -6,7 +6,6 @@
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
 mod memory;
-mod peer;
 mod pool;
 #[cfg(not(loom))]
 #[allow(unsafe_code)]
@@ -14,7 +13,8 @@ mod remap;
 
 #[cfg(not(loom))]
 pub use memory::{create_memfd, map_shared};
-pub use peer::{HeldMapping, PeerGrants, PeerMapping};
+// The grantee is host-independent; re-exported here, where process-host users found it.
+pub use crate::grantee::{HeldMapping, PeerGrants, PeerMapping};
 pub use pool::{FramePool, PoolSide};
 #[cfg(not(loom))]
 pub use remap::RemapWindow;

@@ -1,4 +1,5 @@
-//! The grantee's operations over a peer's grant table and frames mapped into this process.
+//! The grantee's operations over an owner's grant table and frame memory: the one claim
+//! protocol every host uses.
 
 use core::sync::atomic::Ordering;
 use std::cell::Cell;
@@ -9,8 +10,8 @@ use crate::entry::{
     DomId, FRAME_SIZE, FrameNumber, GrantEntryV1, GrantRef, GrantStatus, RESERVED_REFS,
     entry_offset, flag_bits, flags, frame_offset, pack, unpack,
 };
-use crate::host::frames_in;
-use crate::host::pool::FramePool;
+use crate::frames::FrameMemory;
+use crate::host::FramePool;
 use crate::ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 
 /// How many times an entry is re-read when the owner keeps changing it under us (Xen gives up
@@ -28,8 +29,9 @@ struct Pins {
     frame: u32,
 }
 
-/// The grantee (backend) side of the process host: the owner's grant table and frame memory
-/// mapped into this process, our own frames, and optionally a flip pool.
+/// The grantee (backend) side: the owner's grant table and its frame memory (any
+/// [`FrameMemory`]: the process host's one mapping, a VMM's guest RAM), our own frames, and
+/// optionally a flip pool.
 ///
 /// Every operation reads the entry's flags/domid word once and claims it with one
 /// compare-and-swap that validates type, grantee and permission together (as Xen's
@@ -39,32 +41,31 @@ struct Pins {
 /// frame in use (XSA-396).
 ///
 /// One owner: not `Sync` (pin counts are plain cells).
-pub struct PeerGrants {
+pub struct PeerGrants<M = SharedRegion> {
     me: DomId,
     table: SharedRegion,
     entries: u32,
-    frames: SharedRegion,
+    frames: M,
     local: SharedRegion,
     pool: Option<FramePool>,
     pins: Box<[Cell<Pins>]>,
     persistent: bool,
 }
 
-impl core::fmt::Debug for PeerGrants {
+impl<M: FrameMemory> core::fmt::Debug for PeerGrants<M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PeerGrants")
             .field("me", &self.me)
             .field("entries", &self.entries)
-            .field("owner_frames", &frames_in(&self.frames))
-            .field("local_frames", &frames_in(&self.local))
+            .field("local_frames", &(self.local.len() / FRAME_SIZE))
             .field("pinned", &self.pinned())
             .finish_non_exhaustive()
     }
 }
 
-impl PeerGrants {
+impl<M: FrameMemory> PeerGrants<M> {
     /// Grantee `me`, over the owner's `table` and `frames`, with our own frames in `local`.
-    pub fn new(me: DomId, table: SharedRegion, frames: SharedRegion, local: SharedRegion) -> Self {
+    pub fn new(me: DomId, table: SharedRegion, frames: M, local: SharedRegion) -> Self {
         let entries = u32::try_from(table.len() / size_of::<GrantEntryV1>()).unwrap_or(u32::MAX);
         let pins = (0..entries).map(|_| Cell::new(Pins::default())).collect();
         Self {
@@ -157,6 +158,11 @@ impl PeerGrants {
         self.pool.as_ref()
     }
 
+    /// The owner's frame memory.
+    pub fn frames(&self) -> &M {
+        &self.frames
+    }
+
     /// Our own frames.
     pub fn local(&self) -> &SharedRegion {
         &self.local
@@ -221,7 +227,7 @@ impl PeerGrants {
             .table
             .load_u32(frame_offset(gref), Ordering::Relaxed)
             .unwrap_or(u32::MAX);
-        if frame >= frames_in(&self.frames) {
+        if self.frames.locate(FrameNumber(frame)).is_none() {
             self.release(gref, write);
             return Err(GrantStatus::BadPage);
         }
@@ -252,13 +258,13 @@ impl PeerGrants {
     }
 
     /// Resolves one end of a copy: claims a grant if it is one. Returns the memory, the byte
-    /// offset in it, and the claim to release.
+    /// offset in it, and the grant's claim to release and frame (if it is a grant).
     fn resolve(
         &self,
         ptr: CopyPtr,
         len: u16,
         write: bool,
-    ) -> Result<(&SharedRegion, usize, Option<GrantRef>), GrantStatus> {
+    ) -> Result<(&SharedRegion, usize, Option<GrantClaim>), GrantStatus> {
         let (CopyPtr::Grant { offset, .. } | CopyPtr::Local { offset, .. }) = ptr;
         if usize::from(offset) + usize::from(len) > FRAME_SIZE {
             return Err(GrantStatus::BadCopyArg);
@@ -266,35 +272,41 @@ impl PeerGrants {
         match ptr {
             CopyPtr::Grant { gref, .. } => {
                 let (frame, release) = self.claim_for_copy(gref, write)?;
+                let Some((region, at)) = self.frames.locate(frame) else {
+                    // Checked when claimed; a FrameMemory that changed its mind is refused.
+                    if release {
+                        self.release(gref, write);
+                    }
+                    return Err(GrantStatus::BadPage);
+                };
                 Ok((
-                    &self.frames,
-                    frame.0 as usize * FRAME_SIZE + usize::from(offset),
-                    release.then_some(gref),
+                    region,
+                    at + usize::from(offset),
+                    Some((gref, release, frame)),
                 ))
             }
             CopyPtr::Local { frame, .. } => {
-                if frame.0 >= frames_in(&self.local) {
-                    return Err(GrantStatus::BadPage);
-                }
-                Ok((
-                    &self.local,
-                    frame.0 as usize * FRAME_SIZE + usize::from(offset),
-                    None,
-                ))
+                let (region, at) = self.local.locate(frame).ok_or(GrantStatus::BadPage)?;
+                Ok((region, at + usize::from(offset), None))
             }
         }
     }
 
     fn copy_one(&self, op: &CopyOp) -> GrantStatus {
-        let (src, src_at, src_claim) = match self.resolve(op.source, op.len, false) {
+        let (src, src_at, src_grant) = match self.resolve(op.source, op.len, false) {
             Ok(r) => r,
             Err(status) => return status,
         };
         let status = match self.resolve(op.dest, op.len, true) {
-            Ok((dst, dst_at, dst_claim)) => {
+            Ok((dst, dst_at, dst_grant)) => {
                 let copied = src.copy_to(src_at, dst, dst_at, usize::from(op.len));
-                if let Some(g) = dst_claim {
-                    self.release(g, true);
+                if let Some((g, release, frame)) = dst_grant {
+                    if copied.is_ok() {
+                        self.frames.written(frame);
+                    }
+                    if release {
+                        self.release(g, true);
+                    }
                 }
                 if copied.is_ok() {
                     GrantStatus::Okay
@@ -304,7 +316,7 @@ impl PeerGrants {
             }
             Err(status) => status,
         };
-        if let Some(g) = src_claim {
+        if let Some((g, true, _)) = src_grant {
             self.release(g, false);
         }
         status
@@ -373,6 +385,10 @@ impl PeerGrants {
     }
 }
 
+/// The grant end of a resolved copy: the grant, whether its claim is released after the copy
+/// (not a persistent one), and its frame.
+type GrantClaim = (GrantRef, bool, FrameNumber);
+
 /// A grant mapped for as long as the caller likes (a ring page the backend keeps for the
 /// whole connection), not tied to a borrow of [`PeerGrants`]: Xen's map handle. The grant stays
 /// in use (the owner cannot revoke it) until [`PeerGrants::unmap_held`] takes the handle back;
@@ -404,7 +420,7 @@ impl HeldMapping {
     }
 }
 
-impl PeerGrants {
+impl<M: FrameMemory> PeerGrants<M> {
     /// Maps `gref` until [`unmap_held`](Self::unmap_held) (see [`HeldMapping`]).
     ///
     /// # Errors
@@ -414,8 +430,12 @@ impl PeerGrants {
         let frame = self.acquire(gref, writable)?;
         let region = self
             .frames
-            .subregion(frame.0 as usize * FRAME_SIZE, FRAME_SIZE)
-            .expect("a claimed frame lies inside the owner's memory (checked when claimed)");
+            .locate(frame)
+            .and_then(|(r, at)| r.subregion(at, FRAME_SIZE).ok());
+        let Some(region) = region else {
+            self.release(gref, writable);
+            return Err(GrantStatus::BadPage);
+        };
         Ok(HeldMapping {
             gref,
             frame,
@@ -426,19 +446,24 @@ impl PeerGrants {
 
     /// Ends a held mapping: the grant is no longer in use by it.
     pub fn unmap_held(&self, mapping: HeldMapping) {
+        if mapping.writable {
+            self.frames.written(mapping.frame);
+        }
         self.release(mapping.gref, mapping.writable);
     }
 }
 
-/// A mapped grant of the process host: the owner's frame, in use until dropped.
-pub struct PeerMapping<'a> {
-    grants: &'a PeerGrants,
+/// A mapped grant: the owner's frame, in use until dropped.
+pub struct PeerMapping<'a, M: FrameMemory = SharedRegion> {
+    grants: &'a PeerGrants<M>,
     gref: GrantRef,
     frame: FrameNumber,
     writable: bool,
+    memory: &'a SharedRegion,
+    base: usize,
 }
 
-impl core::fmt::Debug for PeerMapping<'_> {
+impl<M: FrameMemory> core::fmt::Debug for PeerMapping<'_, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("PeerMapping")
             .field("gref", &self.gref)
@@ -448,28 +473,25 @@ impl core::fmt::Debug for PeerMapping<'_> {
     }
 }
 
-impl PeerMapping<'_> {
+impl<M: FrameMemory> PeerMapping<'_, M> {
     fn at(&self, offset: usize, len: usize) -> Result<usize, GrantStatus> {
         match offset.checked_add(len) {
-            Some(end) if end <= FRAME_SIZE => Ok(self.frame.0 as usize * FRAME_SIZE + offset),
+            Some(end) if end <= FRAME_SIZE => Ok(self.base + offset),
             _ => Err(GrantStatus::BadCopyArg),
         }
     }
-}
 
-impl PeerMapping<'_> {
     /// The mapped frame as shared memory, for structures that live in a granted page (a ring
     /// the frontend granted). Use it only while this mapping lives: the grant is in use (and
     /// the owner cannot revoke it) exactly as long.
     pub fn region(&self) -> SharedRegion {
-        self.grants
-            .frames
-            .subregion(self.frame.0 as usize * FRAME_SIZE, FRAME_SIZE)
-            .expect("a mapped frame lies inside the owner's memory (checked when claimed)")
+        self.memory
+            .subregion(self.base, FRAME_SIZE)
+            .expect("a located frame lies inside its region (FrameMemory's contract)")
     }
 }
 
-impl GrantMapping for PeerMapping<'_> {
+impl<M: FrameMemory> GrantMapping for PeerMapping<'_, M> {
     fn frame(&self) -> FrameNumber {
         self.frame
     }
@@ -480,8 +502,7 @@ impl GrantMapping for PeerMapping<'_> {
 
     fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), GrantStatus> {
         let at = self.at(offset, buf.len())?;
-        self.grants
-            .frames
+        self.memory
             .copy_out(at, buf)
             .map_err(|_| GrantStatus::BadCopyArg)
     }
@@ -491,21 +512,26 @@ impl GrantMapping for PeerMapping<'_> {
             return Err(GrantStatus::PermissionDenied);
         }
         let at = self.at(offset, buf.len())?;
-        self.grants
-            .frames
+        self.memory
             .copy_in(at, buf)
             .map_err(|_| GrantStatus::BadCopyArg)
     }
 }
 
-impl Drop for PeerMapping<'_> {
+impl<M: FrameMemory> Drop for PeerMapping<'_, M> {
     fn drop(&mut self) {
+        if self.writable {
+            self.grants.frames.written(self.frame);
+        }
         self.grants.release(self.gref, self.writable);
     }
 }
 
-impl GrantOps for PeerGrants {
-    type Mapping<'a> = PeerMapping<'a>;
+impl<M: FrameMemory> GrantOps for PeerGrants<M> {
+    type Mapping<'a>
+        = PeerMapping<'a, M>
+    where
+        M: 'a;
 
     fn copy(&self, ops: &mut [CopyOp]) {
         if self.persistent {
@@ -515,9 +541,9 @@ impl GrantOps for PeerGrants {
                 if let CopyPtr::Grant { gref, offset } = op.source
                     && let Some(cell) = self.pins.get(gref.0 as usize)
                     && cell.get().held != 0
+                    && let Some((region, at)) = self.frames.locate(FrameNumber(cell.get().frame))
                 {
-                    let at = cell.get().frame as usize * FRAME_SIZE + usize::from(offset);
-                    self.frames.prefetch(at);
+                    region.prefetch(at + usize::from(offset));
                 }
             }
         }
@@ -526,14 +552,20 @@ impl GrantOps for PeerGrants {
         }
     }
 
-    fn map(&self, gref: GrantRef, access: Access) -> Result<PeerMapping<'_>, GrantStatus> {
+    fn map(&self, gref: GrantRef, access: Access) -> Result<PeerMapping<'_, M>, GrantStatus> {
         let writable = access == Access::ReadWrite;
         let frame = self.acquire(gref, writable)?;
+        let Some((memory, base)) = self.frames.locate(frame) else {
+            self.release(gref, writable);
+            return Err(GrantStatus::BadPage);
+        };
         Ok(PeerMapping {
             grants: self,
             gref,
             frame,
             writable,
+            memory,
+            base,
         })
     }
 

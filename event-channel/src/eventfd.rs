@@ -192,6 +192,14 @@ impl EventChannel for EventFdPort {
     fn is_masked(&self) -> bool {
         self.masked
     }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.rx.as_fd())
+    }
+
+    fn clear_ready(&mut self) -> Result<(), EventError> {
+        self.consume()
+    }
 }
 
 impl AsFd for EventFdPort {

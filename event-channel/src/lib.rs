@@ -105,4 +105,22 @@ pub trait EventChannel: Send {
 
     /// Whether the port is masked.
     fn is_masked(&self) -> bool;
+
+    /// The descriptor that becomes readable while an event is pending, for a loop that sleeps
+    /// on many (`poll`, epoll, mio, tokio); `None` for a port without one (an in-process
+    /// port: its embedder steps the drivers instead of sleeping on it).
+    fn readiness_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
+    /// Clears an event that [`readiness_fd`](Self::readiness_fd) reported ready. By default a
+    /// [`try_wait`](Self::try_wait), which never waits (what a port without a descriptor
+    /// needs); an eventfd does it in one `read`, which would block on a counter not reported
+    /// ready.
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    fn clear_ready(&mut self) -> Result<(), EventError> {
+        self.try_wait().map(drop)
+    }
 }

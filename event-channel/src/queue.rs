@@ -1,6 +1,6 @@
 //! The event channels of one queue pair, as a poll loop uses them.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use crate::{EventChannel, EventError, EventFdPort};
 
@@ -8,22 +8,25 @@ use crate::{EventChannel, EventError, EventFdPort};
 /// one per ring (Xen's split event channels), with the late-EOI bookkeeping a loop that sleeps
 /// on many descriptors needs.
 ///
-/// The loop sleeps on [`fds`](Self::fds) (with [`wait_any`](crate::wait_any)), hands the
+/// Generic over the port ([`EventFdPort`] between processes, [`LocalPort`](crate::LocalPort)
+/// in one process, a VMM's own). The loop sleeps on [`fds`](Self::fds) (with
+/// [`wait_any`](crate::wait_any)), or, for ports without descriptors, is stepped by its
+/// embedder; it hands the
 /// readiness back with [`mark_ready`](Self::mark_ready), drains its rings, and only then calls
 /// [`end_of_interrupt`](Self::end_of_interrupt) to clear the events, before its next final
 /// check: an event sent while it worked is absorbed by that clear, and the final check sees
 /// the work it announced. A peer notifying without end therefore buys at most one drain per
 /// sleep (XSA-332's late EOI).
 #[derive(Debug)]
-pub struct QueuePorts {
-    tx: EventFdPort,
-    rx: Option<EventFdPort>,
+pub struct QueuePorts<P = EventFdPort> {
+    tx: P,
+    rx: Option<P>,
     fired: [bool; 2],
 }
 
-impl QueuePorts {
+impl<P: EventChannel> QueuePorts<P> {
     /// `tx` serves both rings unless `rx` is given.
-    pub fn new(tx: EventFdPort, rx: Option<EventFdPort>) -> Self {
+    pub fn new(tx: P, rx: Option<P>) -> Self {
         Self {
             tx,
             rx,
@@ -52,12 +55,33 @@ impl QueuePorts {
         self.rx.as_ref().unwrap_or(&self.tx).notify()
     }
 
-    /// Appends the descriptors to sleep on (one, or two if split).
-    pub fn fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) {
-        out.push(self.tx.as_fd());
-        if let Some(rx) = &self.rx {
-            out.push(rx.as_fd());
+    /// Appends the descriptors to sleep on (one, or two if split). Returns `false` if a port
+    /// has none (then nothing is appended: the loop cannot sleep on this queue).
+    pub fn fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) -> bool {
+        let tx = self.tx.readiness_fd();
+        let rx = self.rx.as_ref().map(EventChannel::readiness_fd);
+        match (tx, rx) {
+            (Some(t), None) => out.push(t),
+            (Some(t), Some(Some(r))) => {
+                out.push(t);
+                out.push(r);
+            }
+            _ => return false,
         }
+        true
+    }
+
+    /// Whether the ports have descriptors to sleep on.
+    pub fn has_fds(&self) -> bool {
+        self.tx.readiness_fd().is_some()
+            && self.rx.as_ref().is_none_or(|r| r.readiness_fd().is_some())
+    }
+
+    /// Marks the transmit ring's channel (`rx == false`) or the receive ring's as fired, for
+    /// an embedder whose own poll reported its descriptor; ports without descriptors count
+    /// as fired whenever asked (their pending bit is cleared without waiting).
+    pub fn mark_fired(&mut self, rx: bool) {
+        self.fired[usize::from(rx && self.rx.is_some())] = true;
     }
 
     /// Takes this queue's readiness flags, in [`fds`](Self::fds)' order, from `ready`.
@@ -68,19 +92,22 @@ impl QueuePorts {
         }
     }
 
-    /// Clears the events the last sleep saw (one `read` each); call it after draining the
+    /// Clears the events the last sleep saw (one `read` each on eventfds); call it after draining the
     /// rings and before the final check.
     ///
     /// # Errors
     /// [`EventError::Io`].
     pub fn end_of_interrupt(&mut self) -> Result<(), EventError> {
-        if std::mem::take(&mut self.fired[0]) {
-            self.tx.consume_ready()?;
+        // A port without a descriptor is never marked by a sleep: its pending bit is cleared
+        // here every time (without waiting), which is what a sleep would have reported.
+        let fds = self.has_fds();
+        if std::mem::take(&mut self.fired[0]) || !fds {
+            self.tx.clear_ready()?;
         }
-        if std::mem::take(&mut self.fired[1])
+        if (std::mem::take(&mut self.fired[1]) || !fds)
             && let Some(rx) = &mut self.rx
         {
-            rx.consume_ready()?;
+            rx.clear_ready()?;
         }
         Ok(())
     }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_channel::{EventChannel, EventFdPort, SpinBudget, SpinStep, wait_any};
-use xenbus::{BackendConnection, FrontendChoice, Peer};
+use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
 
 use crate::credit::RateLimit;
 use crate::error::{NetbackError, VifFault};
+use crate::host::{BackendHost, ProcessHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
 use crate::rx::RxScratch;
 use crate::stats::VifStats;
@@ -18,6 +19,39 @@ use crate::vif::Vif;
 
 /// How long a vif waits before retrying when backend memory ran out.
 const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
+
+/// The longest [`Netback::wait`] sleeps while some vif's event channel or control channel has
+/// no descriptor to sleep on (an in-process host): it looks again this often.
+const BLIND_SLEEP: Duration = Duration::from_millis(1);
+
+/// What a descriptor from [`Netback::descriptors`] is, to hand back to
+/// [`Netback::ready`] when an external event loop finds it readable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Token {
+    /// The [`Waker`].
+    Waker,
+    /// A vif's control channel (its frontend changed state or went away).
+    Control(VifId),
+    /// A queue's event channel: `rx` is the receive ring's own channel when split.
+    Event {
+        /// The vif.
+        vif: VifId,
+        /// The queue.
+        queue: u16,
+        /// Whether this is the split receive channel.
+        rx: bool,
+    },
+}
+
+/// What [`Netback::prepare_to_sleep`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sleep {
+    /// Work is waiting: poll again instead of sleeping.
+    pub work: bool,
+    /// Sleep no later than this (a throttled vif's credit refill, a retry after memory ran
+    /// short); `None`: until a descriptor is readable.
+    pub deadline: Option<Instant>,
+}
 
 /// Netback's settings.
 #[derive(Clone, Debug)]
@@ -104,11 +138,11 @@ impl Waker {
 /// and an [`Uplink`]. Single-threaded: one thread calls [`poll`](Self::poll) and
 /// [`wait`](Self::wait) in a loop; [`Waker`] reaches it from others.
 #[derive(Debug)]
-pub struct Netback<U> {
+pub struct Netback<U, H: BackendHost = ProcessHost> {
     cfg: NetbackConfig,
     mem: PacketMemory,
     uplink: U,
-    vifs: Vec<Vif>,
+    vifs: Vec<Vif<H>>,
     next_id: u32,
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
@@ -118,16 +152,44 @@ pub struct Netback<U> {
     wake: EventFdPort,
     waker: Waker,
     closed: Vec<ClosedVif>,
+    /// The set of descriptors changed since [`Netback::descriptors`] was last called.
+    fds_changed: bool,
 }
 
-impl<U: Uplink> Netback<U> {
-    /// A backend with no vif yet.
+impl<U: Uplink> Netback<U, ProcessHost> {
+    /// A backend with no vif yet, on the process host (packet memory in a memfd).
     ///
     /// # Errors
     /// [`NetbackError::Memory`] or [`NetbackError::Event`] if its memory or waker cannot be
     /// created.
     pub fn new(cfg: NetbackConfig, uplink: U) -> Result<Self, NetbackError> {
         let mem = PacketMemory::new(cfg.memory_pages)?;
+        Self::with_memory(cfg, uplink, mem)
+    }
+
+    /// Attaches a frontend process that completed its handshake: maps its memory and rings,
+    /// takes its event channels.
+    ///
+    /// # Errors
+    /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
+    /// not work (it is refused: dropping the connection tells it); local errors otherwise.
+    pub fn attach(&mut self, conn: BackendConnection) -> Result<VifId, NetbackError> {
+        let parts = crate::process::parts(conn, self.mem.region().clone())?;
+        self.attach_parts(parts)
+    }
+}
+
+impl<U: Uplink, H: BackendHost> Netback<U, H> {
+    /// A backend with no vif yet, over any host, with packet memory the caller made
+    /// ([`PacketMemory::over`]: heap memory, a VMM's own).
+    ///
+    /// # Errors
+    /// [`NetbackError::Event`] if its waker cannot be created.
+    pub fn with_memory(
+        cfg: NetbackConfig,
+        uplink: U,
+        mem: PacketMemory,
+    ) -> Result<Self, NetbackError> {
         let (wake, theirs) = EventFdPort::pair()?;
         Ok(Self {
             cfg,
@@ -143,6 +205,7 @@ impl<U: Uplink> Netback<U> {
             wake,
             waker: Waker(Arc::new(theirs)),
             closed: Vec::new(),
+            fds_changed: true,
         })
     }
 
@@ -166,17 +229,26 @@ impl<U: Uplink> Netback<U> {
         &self.mem
     }
 
-    /// Attaches a frontend that completed its handshake: maps its memory and rings, takes
-    /// its event channels.
+    /// Attaches a frontend from what it handed over, on any host: maps its ring pages
+    /// (held for the connection) and takes its event channels and control channel. The
+    /// grants' local memory must be this backend's packet memory
+    /// ([`memory`](Self::memory)`().region()`).
     ///
     /// # Errors
-    /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
-    /// not work (it is refused: dropping the connection tells it); local errors otherwise.
-    pub fn attach(&mut self, conn: BackendConnection) -> Result<VifId, NetbackError> {
+    /// [`NetbackError::RingGrant`] / [`NetbackError::BadFrontend`] if its rings do not work
+    /// (dropping the parts tells the frontend); the vif is not attached.
+    pub fn attach_parts(&mut self, parts: VifParts<H>) -> Result<VifId, NetbackError> {
+        let (local, ours) = (parts.grants.local(), self.mem.region());
+        if local.as_ptr() != ours.as_ptr() || local.len() != ours.len() {
+            return Err(NetbackError::Config(
+                "the grants' local memory is not this backend's packet memory",
+            ));
+        }
         let id = VifId(self.next_id);
         self.next_id += 1;
-        let vif = Vif::attach(id, conn, self.mem.region().clone(), self.cfg.rate_limit)?;
+        let vif = Vif::attach(id, parts, self.cfg.rate_limit)?;
         self.vifs.push(vif);
+        self.fds_changed = true;
         Ok(id)
     }
 
@@ -186,7 +258,7 @@ impl<U: Uplink> Netback<U> {
             .iter()
             .map(|v| VifInfo {
                 id: v.id,
-                peer: v.conn.as_ref().map(|c| c.peer),
+                peer: v.peer,
                 choice: v.choice.clone(),
                 stats: v.stats,
                 fault: v.fault,
@@ -214,6 +286,7 @@ impl<U: Uplink> Netback<U> {
     /// Local failures only; a misbehaving frontend disables its own vif (see
     /// [`VifInfo::fault`]).
     pub fn poll(&mut self) -> Result<usize, NetbackError> {
+        self.release_closing();
         let mut work = 0;
         self.active.clear();
         self.active
@@ -416,10 +489,15 @@ impl<U: Uplink> Netback<U> {
 
     /// Waits for work: clears the events that woke the last sleep (after the poll that
     /// followed drained the rings: late EOI), spins for the configured time looking at the
-    /// rings, then arms every ring and sleeps on all event channels, control sockets and the
+    /// rings, then arms every ring and sleeps on all event channels, control channels and the
     /// waker. Returns when a ring has work, the [`Waker`] fired, a vif closed (it is released
     /// here: see [`take_closed`](Self::take_closed)), a throttled vif's credit is due, or
-    /// `timeout` passed; a stale event does not end the wait.
+    /// `timeout` passed; a stale event does not end the wait. While some vif's channels have
+    /// no descriptor (an in-process host), it sleeps at most 1 ms at a time and looks again.
+    ///
+    /// For an event loop of your own (mio, tokio, a VMM's epoll), use
+    /// [`descriptors`](Self::descriptors), [`ready`](Self::ready) and
+    /// [`prepare_to_sleep`](Self::prepare_to_sleep) instead.
     ///
     /// # Errors
     /// Local failures.
@@ -451,32 +529,157 @@ impl<U: Uplink> Netback<U> {
         }
         loop {
             let now = Instant::now();
+            if self.release_closing() {
+                return Ok(());
+            }
             if self.final_check(now) {
                 return Ok(());
             }
             // Sleep no longer than the caller allows, nor past the first credit refill.
-            let refill = self
-                .vifs
-                .iter()
-                .filter(|v| v.active())
-                .filter_map(|v| v.tx_blocked_until)
-                .min();
-            let until = match (deadline, refill) {
+            let until = match (deadline, self.next_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let left = until.map(|d| d.saturating_duration_since(now));
+            let mut left = until.map(|d| d.saturating_duration_since(now));
             if left == Some(Duration::ZERO) {
                 return Ok(());
+            }
+            if self.blind() {
+                left = Some(left.map_or(BLIND_SLEEP, |l| l.min(BLIND_SLEEP)));
             }
             let ready = self.sleep(left)?;
             if self.after_sleep(&ready)? {
                 return Ok(());
             }
-            // Only ring events: they may be stale (sent for work done while we were awake).
-            // Clear them and look again.
+            // Only ring events (or a blind sleep's end): they may be stale (sent for work done
+            // while we were awake). Clear them and look again.
             self.end_of_interrupt()?;
         }
+    }
+
+    /// The descriptors an event loop of your own should watch (readable), each with the
+    /// [`Token`] to hand to [`ready`](Self::ready): the waker, every vif's control channel and
+    /// every active vif's event channels. The set changes when vifs attach, close or are
+    /// disabled; [`descriptors_changed`](Self::descriptors_changed) says when to ask again.
+    /// Channels without a descriptor (an in-process host) are not listed: such vifs need
+    /// [`poll`](Self::poll) called without waiting for a descriptor.
+    pub fn descriptors(&mut self) -> Vec<(Token, BorrowedFd<'_>)> {
+        self.fds_changed = false;
+        let mut out = vec![(Token::Waker, self.wake.as_fd())];
+        for vif in &self.vifs {
+            if let Some(fd) = vif.control.as_ref().and_then(BackendControl::readiness_fd) {
+                out.push((Token::Control(vif.id), fd));
+            }
+            if !vif.active() {
+                continue;
+            }
+            for (qi, q) in vif.queues.iter().enumerate() {
+                let mut fds = Vec::with_capacity(2);
+                if q.events.fds(&mut fds) {
+                    let queue = u16::try_from(qi).unwrap_or(u16::MAX);
+                    for (i, fd) in fds.into_iter().enumerate() {
+                        out.push((
+                            Token::Event {
+                                vif: vif.id,
+                                queue,
+                                rx: i == 1,
+                            },
+                            fd,
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether the set of [`descriptors`](Self::descriptors) changed since it was last asked
+    /// for (a vif attached, closed or was disabled): re-register them.
+    pub fn descriptors_changed(&self) -> bool {
+        self.fds_changed
+    }
+
+    /// Tells the backend that the descriptor of `token` is readable (an event loop of your
+    /// own found it so). Call [`poll`](Self::poll) afterwards: a closing vif is released
+    /// there, ring work is done there.
+    ///
+    /// # Errors
+    /// [`NetbackError::Event`] if the waker cannot be cleared.
+    pub fn ready(&mut self, token: Token) -> Result<(), NetbackError> {
+        match token {
+            Token::Waker => self.wake.consume_ready()?,
+            Token::Control(id) => {
+                if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
+                    v.control_ready = true;
+                }
+            }
+            Token::Event { vif, queue, rx } => {
+                if let Some(q) = self
+                    .vifs
+                    .iter_mut()
+                    .find(|v| v.id == vif)
+                    .and_then(|v| v.queues.get_mut(usize::from(queue)))
+                {
+                    q.events.mark_fired(rx);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Before an event loop of your own sleeps: clears the events reported since the last
+    /// call (late EOI: the polls in between drained their rings), releases vifs whose
+    /// frontend closed, arms every ring's event and re-checks. If [`Sleep::work`] is set,
+    /// poll instead of sleeping; otherwise sleep until a descriptor is readable or
+    /// [`Sleep::deadline`], whichever comes first. Nothing is lost between this and the sleep:
+    /// a frontend that produces afterwards notifies.
+    ///
+    /// # Errors
+    /// Local failures.
+    pub fn prepare_to_sleep(&mut self) -> Result<Sleep, NetbackError> {
+        self.end_of_interrupt()?;
+        let released = self.release_closing();
+        let now = Instant::now();
+        let work = self.final_check(now) || released || self.blind();
+        Ok(Sleep {
+            work,
+            deadline: self.next_deadline(),
+        })
+    }
+
+    /// The first time a blocked vif's transmit may go on (credit refill, memory retry).
+    fn next_deadline(&self) -> Option<Instant> {
+        self.vifs
+            .iter()
+            .filter(|v| v.active())
+            .filter_map(|v| v.tx_blocked_until)
+            .min()
+    }
+
+    /// Whether some vif's channels cannot be slept on (no descriptor).
+    fn blind(&self) -> bool {
+        self.vifs.iter().any(|v| {
+            v.control
+                .as_ref()
+                .is_some_and(|c| c.readiness_fd().is_none())
+                || (v.active() && v.queues.iter().any(|q| !q.events.has_fds()))
+        })
+    }
+
+    /// Releases every vif whose frontend asked to close or went away (looked at where its
+    /// control channel was reported readable, and always where it has no descriptor).
+    /// Returns whether one was released.
+    fn release_closing(&mut self) -> bool {
+        let closing: Vec<VifId> = self
+            .vifs
+            .iter_mut()
+            .filter_map(|v| v.closing().then_some(v.id))
+            .collect();
+        let any = !closing.is_empty();
+        for id in closing {
+            self.release_vif(id, false);
+        }
+        any
     }
 
     /// Clears the events that woke the last sleep, after the rings were looked at (late EOI:
@@ -491,25 +694,25 @@ impl<U: Uplink> Netback<U> {
         Ok(())
     }
 
-    /// Whether the waker or a control socket is readable, without waiting.
+    /// Whether the waker or a control channel is readable, without waiting.
     fn control_ready(&self) -> Result<bool, NetbackError> {
         let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
         fds.extend(
             self.vifs
                 .iter()
-                .filter_map(|v| v.conn.as_ref().map(AsFd::as_fd)),
+                .filter_map(|v| v.control.as_ref().and_then(BackendControl::readiness_fd)),
         );
         let mut ready = vec![false; fds.len()];
         Ok(wait_any(&fds, Some(Duration::ZERO), &mut ready)? > 0)
     }
 
-    /// What a sleep watches, in order: the waker; per vif its control socket and, if active,
-    /// each queue's event channel(s).
+    /// What a sleep watches, in order: the waker; per vif its control channel (if it has a
+    /// descriptor) and, if active, each queue's event channel(s) (if they have descriptors).
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<Vec<bool>, NetbackError> {
         let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
         for vif in &self.vifs {
-            if let Some(c) = &vif.conn {
-                fds.push(c.as_fd());
+            if let Some(fd) = vif.control.as_ref().and_then(BackendControl::readiness_fd) {
+                fds.push(fd);
             }
             if vif.active() {
                 for q in &vif.queues {
@@ -530,25 +733,24 @@ impl<U: Uplink> Netback<U> {
         if woken {
             self.wake.consume_ready()?;
         }
-        let mut closing = Vec::new();
         for vif in &mut self.vifs {
-            // A broken control channel counts as a close.
-            if let Some(c) = vif.conn.as_mut()
+            if vif
+                .control
+                .as_ref()
+                .is_some_and(|c| c.readiness_fd().is_some())
                 && ready.next().unwrap_or(false)
-                && c.frontend_closing(Duration::ZERO).unwrap_or(true)
             {
-                closing.push(vif.id);
+                vif.control_ready = true;
             }
             if vif.active() {
                 for q in &mut vif.queues {
-                    q.events.mark_ready(&mut ready);
+                    if q.events.has_fds() {
+                        q.events.mark_ready(&mut ready);
+                    }
                 }
             }
         }
-        let closed = !closing.is_empty();
-        for id in closing {
-            self.release_vif(id, false);
-        }
+        let closed = self.release_closing();
         Ok(woken || closed)
     }
 
@@ -559,10 +761,11 @@ impl<U: Uplink> Netback<U> {
             return;
         };
         let vif = self.vifs.remove(i);
+        self.fds_changed = true;
         self.uplink.vif_removed(id);
         let fault = vif.fault;
-        let (conn, pinned, stats) = vif.release(&mut self.mem);
-        let acknowledged = match conn {
+        let (control, pinned, stats) = vif.release(&mut self.mem);
+        let acknowledged = match control {
             Some(c) if ask => c.close(),
             Some(c) => c.acknowledge_closed(),
             None => Ok(()),

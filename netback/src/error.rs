@@ -38,6 +38,9 @@ pub enum NetbackError {
     /// No vif with that id is attached.
     #[error("no such vif")]
     NoSuchVif,
+    /// A local misuse of the API (for example parts built over another backend's memory).
+    #[error("configuration: {0}")]
+    Config(&'static str),
     /// Backend memory could not be created or mapped (local).
     #[error("backend memory: {0}")]
     Memory(GrantError),

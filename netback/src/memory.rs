@@ -48,12 +48,19 @@ impl PacketMemory {
         let bytes = pages as usize * FRAME_SIZE;
         let fd = create_memfd(c"netback-packets", bytes).map_err(NetbackError::Memory)?;
         let region = map_shared(&fd, bytes).map_err(NetbackError::Memory)?;
-        Ok(Self {
+        Ok(Self::over(region))
+    }
+
+    /// Packet memory over any region (heap memory, a VMM's own), one packet page per whole
+    /// 4 KiB of it. No guest ever reaches it: bytes only go to and from guests by grant copy.
+    pub fn over(region: SharedRegion) -> Self {
+        let pages = u32::try_from(region.len() / FRAME_SIZE).unwrap_or(u32::MAX);
+        Self {
             region,
             free_pages: (0..pages).rev().collect(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-        })
+        }
     }
 
     /// The pages, as grant operations address them (`CopyPtr::Local`).

@@ -41,7 +41,7 @@ impl core::fmt::Debug for RxScratch {
     }
 }
 
-impl Vif {
+impl<H: crate::host::BackendHost> Vif<H> {
     /// The offload metadata this guest may receive: a GSO kind it did not negotiate is not
     /// sent (the bytes are delivered whole; segmenting in software is not done here).
     fn rx_meta(&self, meta: Offload) -> Offload {

@@ -90,7 +90,7 @@ fn dest_pieces(pos: usize, len: usize) -> impl Iterator<Item = (usize, usize, us
     })
 }
 
-impl Vif {
+impl<H: crate::host::BackendHost> Vif<H> {
     /// Copies out what the ring holds, appending to `pending` (whose indices the poll's
     /// answers refer to: nothing is removed during a poll).
     fn refill_pending(&mut self, q: usize) -> Result<(), PollFailure> {

@@ -2,34 +2,28 @@
 //! backlog, credit and counters; attaching from a handshake and releasing everything.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
 
-use event_channel::{EventFdPort, QueuePorts};
-use grant_table::host::{BACKEND_DOMID, FramePool, HeldMapping, PeerGrants, PoolSide, map_shared};
-use grant_table::{Access, FRAME_SIZE, GrantRef};
+use event_channel::QueuePorts;
+use grant_table::{Access, HeldMapping, PeerGrants};
 use io_ring::BackRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
-use shared_mem::SharedRegion;
-use xenbus::{BackendConnection, EventFds, FrontendChoice, RxMode};
+use xenbus::{BackendControl, FrontendChoice, Peer};
 
 use crate::credit::{Credit, RateLimit};
 use crate::error::{NetbackError, VifFault};
+use crate::host::{BackendHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
 use crate::stats::VifStats;
 use crate::uplink::VifId;
 
-/// The largest memory a frontend may hand over in one descriptor (1 GiB): bounds what a
-/// hostile frontend can make us map.
-const MAX_MAPPED: usize = 1 << 30;
-
 /// One queue pair of a vif.
 #[derive(Debug)]
-pub(crate) struct VifQueue {
+pub(crate) struct VifQueue<P> {
     pub(crate) tx: BackRing<TxRequest, TxResponse>,
     pub(crate) rx: BackRing<RxRequest, RxResponse>,
     rings: Vec<HeldMapping>,
     /// The queue's event channel(s).
-    pub(crate) events: QueuePorts,
+    pub(crate) events: QueuePorts<P>,
     /// Tx requests copied out of the ring and not answered yet (`pending[start..]`).
     pub(crate) pending: Vec<TxRequest>,
     pub(crate) start: usize,
@@ -41,7 +35,7 @@ pub(crate) struct VifQueue {
     pub(crate) rx_need: u32,
 }
 
-impl VifQueue {
+impl<P: event_channel::EventChannel> VifQueue<P> {
     /// Notifies the frontend about the tx ring.
     pub(crate) fn notify_tx(&self) -> Result<(), NetbackError> {
         Ok(self.events.notify_tx()?)
@@ -55,12 +49,15 @@ impl VifQueue {
 
 /// An attached frontend.
 #[derive(Debug)]
-pub(crate) struct Vif {
+pub(crate) struct Vif<H: BackendHost> {
     pub(crate) id: VifId,
-    pub(crate) conn: Option<BackendConnection>,
-    pub(crate) grants: PeerGrants,
+    pub(crate) control: Option<H::Control>,
+    /// The control channel's descriptor was reported readable: look at it in the next poll.
+    pub(crate) control_ready: bool,
+    pub(crate) peer: Option<Peer>,
+    pub(crate) grants: PeerGrants<H::Memory>,
     pub(crate) choice: FrontendChoice,
-    pub(crate) queues: Vec<VifQueue>,
+    pub(crate) queues: Vec<VifQueue<H::Port>>,
     pub(crate) stats: VifStats,
     pub(crate) credit: Credit,
     pub(crate) fault: Option<VifFault>,
@@ -70,113 +67,87 @@ pub(crate) struct Vif {
     pub(crate) tx_blocked_until: Option<std::time::Instant>,
 }
 
-fn map_fd(fd: Option<OwnedFd>, what: &str) -> Result<SharedRegion, NetbackError> {
-    let fd = fd.ok_or_else(|| NetbackError::BadFrontend(format!("{what}: descriptor missing")))?;
-    let st = nix::sys::stat::fstat(fd.as_fd())
-        .map_err(|e| NetbackError::BadFrontend(format!("{what}: {e}")))?;
-    let len = usize::try_from(st.st_size).unwrap_or(0);
-    if len == 0 || len % FRAME_SIZE != 0 || len > MAX_MAPPED {
-        return Err(NetbackError::BadFrontend(format!(
-            "{what}: {len} bytes is not a whole number of pages up to 1 GiB"
-        )));
-    }
-    map_shared(&fd, len).map_err(|e| NetbackError::BadFrontend(format!("{what}: {e}")))
-}
-
-impl Vif {
-    /// Maps what the frontend handed over and attaches to its rings.
+impl<H: BackendHost> Vif<H> {
+    /// Maps the frontend's ring pages (held for the connection) and attaches to its rings.
     pub(crate) fn attach(
         id: VifId,
-        mut conn: BackendConnection,
-        local: SharedRegion,
+        parts: VifParts<H>,
         rate: Option<RateLimit>,
     ) -> Result<Self, NetbackError> {
-        let res = conn.resources.clone();
-        let frames = map_fd(conn.take_fd(res.frames), "frames")?;
-        let table = map_fd(conn.take_fd(res.grant_table), "grant table")?;
-        // Netfront grants its buffers once for the connection: copies keep their claims.
-        let mut grants =
-            PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
-        if conn.choice.rx_mode == RxMode::Flip {
-            let i = res
-                .flip_pool
-                .ok_or_else(|| NetbackError::BadFrontend("flip mode without a flip pool".into()))?;
-            let pool = map_fd(conn.take_fd(i), "flip pool")?;
-            grants = grants.with_flip_pool(FramePool::split(pool, PoolSide::Backend));
-        }
-        let mut queues = Vec::with_capacity(res.queues.len());
+        let VifParts {
+            choice,
+            grants,
+            queues: handed,
+            control,
+            peer,
+        } = parts;
         let mut vif = Self {
             id,
-            conn: None,
+            control: None,
+            control_ready: false,
+            peer,
             grants,
-            choice: conn.choice.clone(),
-            queues: Vec::new(),
+            choice,
+            queues: Vec::with_capacity(handed.len()),
             stats: VifStats::default(),
             credit: Credit::new(rate),
             fault: None,
             backlog_pages: 0,
             tx_blocked_until: None,
         };
-        let mut take = |e: EventFds| -> Result<EventFdPort, NetbackError> {
-            let rx = conn.take_fd(e.backend_waits);
-            let tx = conn.take_fd(e.backend_notifies);
-            match (rx, tx) {
-                (Some(rx), Some(tx)) => Ok(EventFdPort::from_fds(rx, tx)?),
-                _ => Err(NetbackError::BadFrontend("event descriptor missing".into())),
-            }
-        };
-        for q in &res.queues {
-            let result = (|| {
-                let mut rings = Vec::with_capacity(2);
-                for gref in [q.tx_ring_ref, q.rx_ring_ref] {
-                    match vif.grants.map_held(GrantRef(gref), Access::ReadWrite) {
-                        Ok(m) => rings.push(m),
-                        Err(status) => {
-                            for m in rings {
-                                vif.grants.unmap_held(m);
-                            }
-                            return Err(NetbackError::RingGrant { gref, status });
-                        }
-                    }
-                }
-                let attached = BackRing::attach(rings[0].region().clone())
-                    .and_then(|tx| Ok((tx, BackRing::attach(rings[1].region().clone())?)));
-                let (tx, rx) = match attached {
-                    Ok(r) => r,
-                    Err(e) => {
+        for q in handed {
+            let mut rings = Vec::with_capacity(2);
+            for gref in [q.tx_ring, q.rx_ring] {
+                match vif.grants.map_held(gref, Access::ReadWrite) {
+                    Ok(m) => rings.push(m),
+                    Err(status) => {
                         for m in rings {
                             vif.grants.unmap_held(m);
                         }
-                        return Err(NetbackError::BadFrontend(format!("ring: {e}")));
+                        vif.unmap_rings();
+                        return Err(NetbackError::RingGrant {
+                            gref: gref.0,
+                            status,
+                        });
                     }
-                };
-                Ok(VifQueue {
-                    tx,
-                    rx,
-                    rings,
-                    events: QueuePorts::new(
-                        take(q.tx_event)?,
-                        q.rx_event.map(&mut take).transpose()?,
-                    ),
-                    pending: Vec::new(),
-                    start: 0,
-                    tx_answers: Vec::new(),
-                    backlog: VecDeque::new(),
-                    rx_need: 0,
-                })
-            })();
-            match result {
-                Ok(queue) => queues.push(queue),
-                Err(e) => {
-                    vif.queues = queues;
-                    vif.unmap_rings();
-                    return Err(e);
                 }
             }
+            let attached = BackRing::attach(rings[0].region().clone())
+                .and_then(|tx| Ok((tx, BackRing::attach(rings[1].region().clone())?)));
+            let (tx, rx) = match attached {
+                Ok(r) => r,
+                Err(e) => {
+                    for m in rings {
+                        vif.grants.unmap_held(m);
+                    }
+                    vif.unmap_rings();
+                    return Err(NetbackError::BadFrontend(format!("ring: {e}")));
+                }
+            };
+            vif.queues.push(VifQueue {
+                tx,
+                rx,
+                rings,
+                events: q.events,
+                pending: Vec::new(),
+                start: 0,
+                tx_answers: Vec::new(),
+                backlog: VecDeque::new(),
+                rx_need: 0,
+            });
         }
-        vif.queues = queues;
-        vif.conn = Some(conn);
+        vif.control = Some(control);
         Ok(vif)
+    }
+
+    /// Whether the frontend asked to close or went away: looked at when its descriptor was
+    /// reported readable, or on every call for a channel without one (no system call then).
+    pub(crate) fn closing(&mut self) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        let look = std::mem::take(&mut self.control_ready) || c.readiness_fd().is_none();
+        look && c.frontend_closing()
     }
 
     /// Whether the vif still carries traffic.
@@ -228,11 +199,11 @@ impl Vif {
     pub(crate) fn release(
         mut self,
         mem: &mut PacketMemory,
-    ) -> (Option<BackendConnection>, usize, VifStats) {
+    ) -> (Option<H::Control>, usize, VifStats) {
         self.drop_backlog(mem);
         self.unmap_rings();
         self.grants.release_persistent();
         let pinned = self.grants.pinned();
-        (self.conn.take(), pinned, self.stats)
+        (self.control.take(), pinned, self.stats)
     }
 }

@@ -218,6 +218,7 @@ impl Incoming {
                 sock,
                 timeout: t,
                 closing: false,
+                closed: false,
             },
             peer,
             choice,
@@ -261,6 +262,8 @@ struct End {
     sock: OwnedFd,
     timeout: Duration,
     closing: bool,
+    /// The peer answered `Closed` (or went away) after our `Closing`.
+    closed: bool,
 }
 
 impl End {
@@ -312,9 +315,33 @@ impl End {
     }
 
     /// Asks the peer to close and waits for its `Closed` (or for it to go).
-    fn close(self, backend: bool) -> Result<(), XenbusError> {
-        send(&self.sock, &self.msg(State::Closing, backend), &[])?;
-        match recv(&self.sock, self.timeout, "the peer's Closed") {
+    fn close(mut self, backend: bool) -> Result<(), XenbusError> {
+        self.request_close(backend)?;
+        if self.closed(self.timeout, backend)? {
+            Ok(())
+        } else {
+            Err(XenbusError::Timeout("the peer's Closed"))
+        }
+    }
+
+    /// Sends `Closing`; a peer already gone is a close too.
+    fn request_close(&mut self, backend: bool) -> Result<(), XenbusError> {
+        match send(&self.sock, &self.msg(State::Closing, backend), &[]) {
+            Ok(()) => Ok(()),
+            Err(XenbusError::PeerClosed) => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the peer answered `Closed` (or went away), waiting at most `wait`.
+    fn closed(&mut self, wait: Duration, backend: bool) -> Result<bool, XenbusError> {
+        if self.closed {
+            return Ok(true);
+        }
+        let closed = match recv(&self.sock, wait, "the peer's Closed") {
             Ok((
                 Message::Backend {
                     state: State::Closed,
@@ -326,13 +353,35 @@ impl End {
                 },
                 _,
             ))
-            | Err(XenbusError::PeerClosed) => Ok(()),
-            Ok((other, _)) => Err(XenbusError::Unexpected {
-                expected: "Closed",
-                got: describe(&other),
-            }),
-            Err(e) => Err(e),
-        }
+            | Err(XenbusError::PeerClosed) => true,
+            // Both sides asked at once. A backend asks only after releasing everything, and
+            // a backend that receives this has released too (it released before asking):
+            // either way the close is done. Answer the peer's Closing so it stops waiting.
+            Ok((
+                Message::Backend {
+                    state: State::Closing,
+                    ..
+                }
+                | Message::Frontend {
+                    state: State::Closing,
+                    ..
+                },
+                _,
+            )) => {
+                let _ = send(&self.sock, &self.msg(State::Closed, backend), &[]);
+                true
+            }
+            Err(XenbusError::Timeout(_)) => false,
+            Ok((other, _)) => {
+                return Err(XenbusError::Unexpected {
+                    expected: "Closed",
+                    got: describe(&other),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        self.closed = closed;
+        Ok(closed)
     }
 
     fn acknowledge(self, backend: bool) -> Result<(), XenbusError> {
@@ -466,6 +515,7 @@ impl FrontendPending {
                     sock: self.sock,
                     timeout: self.timeout,
                     closing: false,
+                    closed: false,
                 },
             }),
             (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
@@ -506,5 +556,46 @@ impl FrontendConnection {
     /// [`XenbusError::Io`].
     pub fn acknowledge_closed(self) -> Result<(), XenbusError> {
         self.end.acknowledge(false)
+    }
+}
+
+impl crate::BackendControl for BackendConnection {
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.end.sock.as_fd())
+    }
+
+    fn frontend_closing(&mut self) -> bool {
+        // A frontend that broke the control protocol is treated as gone.
+        self.end.peer_closing(Duration::ZERO).unwrap_or(true)
+    }
+
+    fn acknowledge_closed(self) -> Result<(), XenbusError> {
+        BackendConnection::acknowledge_closed(self)
+    }
+
+    fn close(self) -> Result<(), XenbusError> {
+        BackendConnection::close(self)
+    }
+}
+
+impl crate::FrontendControl for FrontendConnection {
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.end.sock.as_fd())
+    }
+
+    fn backend_closing(&mut self) -> bool {
+        self.end.peer_closing(Duration::ZERO).unwrap_or(true)
+    }
+
+    fn request_close(&mut self) -> Result<(), XenbusError> {
+        self.end.request_close(false)
+    }
+
+    fn closed(&mut self, wait: Duration) -> Result<bool, XenbusError> {
+        self.end.closed(wait, false)
+    }
+
+    fn acknowledge_closed(self) -> Result<(), XenbusError> {
+        FrontendConnection::acknowledge_closed(self)
     }
 }

@@ -58,8 +58,10 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod control;
 mod endpoint;
 mod error;
+pub mod local;
 mod message;
 mod negotiate;
 mod resources;
@@ -67,6 +69,7 @@ mod resources;
 #[allow(unsafe_code)]
 mod socket;
 
+pub use control::{BackendControl, FrontendControl};
 pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Incoming, Listener,
     Peer, connect,

@@ -1,0 +1,102 @@
+//! The host seam: what differs between a process pair, an in-process pair and a VMM, as the
+//! backend sees it. A host supplies a frontend's frame memory (under the one grant claim
+//! protocol, [`PeerGrants`]), its event channels and its control channel; netback's core is
+//! written once over them (QEMU's `xen_backend_ops` model: one backend, real Xen or KVM
+//! emulation behind it).
+
+use event_channel::{EventChannel, EventFdPort, QueuePorts};
+use grant_table::{FrameMemory, GrantRef, PeerGrants};
+use shared_mem::SharedRegion;
+use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
+
+/// The types a host provides for each frontend.
+pub trait BackendHost {
+    /// The frontend's frames, as the backend reaches them.
+    type Memory: FrameMemory + core::fmt::Debug;
+    /// One end of an event channel to the frontend.
+    type Port: EventChannel + core::fmt::Debug;
+    /// The backend's end of the frontend's control channel.
+    type Control: BackendControl + core::fmt::Debug;
+}
+
+/// The Linux process host (the default): a frontend's memory is a memfd mapped `MAP_SHARED`,
+/// its event channels eventfds, its control channel a Unix socket ([`xenbus`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessHost;
+
+impl BackendHost for ProcessHost {
+    type Memory = SharedRegion;
+    type Port = EventFdPort;
+    type Control = BackendConnection;
+}
+
+/// A host given by its three types, for embedders with their own (a VMM's guest memory with
+/// eventfds and its XenStore emulation; the in-process pair: heap memory,
+/// [`LocalPort`](event_channel::LocalPort)s and [`xenbus::local`]).
+#[derive(Debug)]
+pub struct Host<M, P, C>(core::marker::PhantomData<Types<M, P, C>>);
+
+/// The marker's payload: a function type, so `Host` is `Send`, `Sync` and `Copy` whatever the
+/// types are.
+type Types<M, P, C> = fn() -> (M, P, C);
+
+impl<M, P, C> BackendHost for Host<M, P, C>
+where
+    M: FrameMemory + core::fmt::Debug,
+    P: EventChannel + core::fmt::Debug,
+    C: BackendControl + core::fmt::Debug,
+{
+    type Memory = M;
+    type Port = P;
+    type Control = C;
+}
+
+/// One queue pair of a frontend, as handed over: the grants of its two ring pages and its
+/// event channel(s).
+#[derive(Debug)]
+pub struct QueueParts<P> {
+    /// The grant of the transmit ring's page.
+    pub tx_ring: GrantRef,
+    /// The grant of the receive ring's page.
+    pub rx_ring: GrantRef,
+    /// The queue's event channel, or one per ring.
+    pub events: QueuePorts<P>,
+}
+
+/// Everything a connected frontend handed over, from which [`Netback::attach_parts`]
+/// (crate::Netback::attach_parts) attaches a vif. The control plane checked `choice` against
+/// the backend's offer before building this.
+#[derive(Debug)]
+pub struct VifParts<H: BackendHost> {
+    pub(crate) choice: FrontendChoice,
+    pub(crate) grants: PeerGrants<H::Memory>,
+    pub(crate) queues: Vec<QueueParts<H::Port>>,
+    pub(crate) control: H::Control,
+    pub(crate) peer: Option<Peer>,
+}
+
+impl<H: BackendHost> VifParts<H> {
+    /// A frontend's parts: what it negotiated, its grants (over its frame memory; with its
+    /// flip pool in flip mode), one [`QueueParts`] per queue and its control channel.
+    pub fn new(
+        choice: FrontendChoice,
+        grants: PeerGrants<H::Memory>,
+        queues: Vec<QueueParts<H::Port>>,
+        control: H::Control,
+    ) -> Self {
+        Self {
+            choice,
+            grants,
+            queues,
+            control,
+            peer: None,
+        }
+    }
+
+    /// Records who the frontend is (a process's credentials), for [`VifInfo`](crate::VifInfo).
+    #[must_use]
+    pub fn with_peer(mut self, peer: Peer) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+}

@@ -1,0 +1,72 @@
+//! The control plane as the drivers use it once connected: whether the peer is closing, and
+//! the close protocol. One implementation per host: the Unix-socket connections of this crate
+//! ([`BackendConnection`](crate::BackendConnection), [`FrontendConnection`](crate::FrontendConnection)),
+//! the in-memory pair of [`local`](crate::local) for one process, a VMM's XenStore emulation.
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use crate::XenbusError;
+
+/// The backend's end of one frontend's control channel.
+pub trait BackendControl {
+    /// A descriptor that becomes readable when the frontend changes state or goes away (then
+    /// call [`frontend_closing`](Self::frontend_closing)); `None` if there is none (an
+    /// in-memory channel: look at it on every poll, it costs no system call).
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Whether the frontend asked to close or went away. Never waits. A frontend that broke
+    /// the control protocol counts as gone.
+    fn frontend_closing(&mut self) -> bool;
+
+    /// Answers a frontend's close with `Closed`. Call it after releasing every mapping, grant
+    /// and descriptor of this frontend: the frontend may reuse them as soon as it sees this.
+    ///
+    /// # Errors
+    /// A local failure to send ([`XenbusError::Io`]); a frontend already gone is not one.
+    fn acknowledge_closed(self) -> Result<(), XenbusError>
+    where
+        Self: Sized;
+
+    /// Asks the frontend to close (everything of it was released first), and waits for its
+    /// `Closed` where the channel can wait (a socket, up to its timeout; an in-memory channel
+    /// returns at once: the frontend answers when it next looks).
+    ///
+    /// # Errors
+    /// A timeout, a peer fault or [`XenbusError::Io`].
+    fn close(self) -> Result<(), XenbusError>
+    where
+        Self: Sized;
+}
+
+/// The frontend's end of its control channel to the backend.
+pub trait FrontendControl {
+    /// A descriptor that becomes readable when the backend changes state or goes away;
+    /// `None` if there is none.
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Whether the backend asked to close or went away. Never waits.
+    fn backend_closing(&mut self) -> bool;
+
+    /// Tells the backend we are closing (`Closing`). Returns at once; see
+    /// [`closed`](Self::closed).
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`]; a backend already gone is not an error.
+    fn request_close(&mut self) -> Result<(), XenbusError>;
+
+    /// After [`request_close`](Self::request_close): whether the backend has released
+    /// everything and answered `Closed` (or went away), waiting at most `wait`.
+    ///
+    /// # Errors
+    /// A peer fault or [`XenbusError::Io`].
+    fn closed(&mut self, wait: Duration) -> Result<bool, XenbusError>;
+
+    /// Answers a backend's close with `Closed`.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`]; a backend already gone is not an error.
+    fn acknowledge_closed(self) -> Result<(), XenbusError>
+    where
+        Self: Sized;
+}

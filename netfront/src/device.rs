@@ -2,28 +2,32 @@
 //! receiving, waiting, counters and closing.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventFdPort, QueuePorts, SpinBudget, SpinStep, wait_any};
-use grant_table::host::{
-    BACKEND_DOMID, FramePool, PoolSide, RemapWindow, create_memfd, map_shared,
+use event_channel::{QueuePorts, SpinBudget, SpinStep, wait_any};
+use grant_table::host::{FramePool, PoolSide, RemapWindow};
+use grant_table::{
+    DomId, ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantRef, GrantTable, RESERVED_REFS,
 };
-use grant_table::{ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantRef, GrantTable, RESERVED_REFS};
 use io_ring::FrontRing;
 use netif::Offload;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 
-use xenbus::{EventFds, FrontendChoice, FrontendConnection, QueueResources, Resources, RxMode};
+use xenbus::{FrontendChoice, FrontendControl, RxMode};
 
 use crate::error::{BackendFault, NetfrontError, SendError};
 use crate::flip::FlipPool;
+use crate::host::{FrontMemory, FrontendHost, Layout, ProcessHost, RingRefs};
 use crate::rxq::{FlipCtx, RxBuffers, RxFrame, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue, ring_error};
 
 /// Buffers per ring (both rings of a queue are one page: 256 slots each).
 const RING_SLOTS: u32 = 256;
+
+/// The longest [`Netfront::wait`] sleeps at a time while its channels have no descriptor (an
+/// in-process host): it looks again this often.
+const BLIND_SLEEP: Duration = Duration::from_millis(1);
 
 /// How to connect.
 #[derive(Clone, Debug)]
@@ -32,13 +36,17 @@ pub struct NetfrontConfig {
     /// What to negotiate: MAC, MTU, receive mode, queues, scatter-gather, offloads, split
     /// event channels. Checked against what the backend offers.
     pub choice: FrontendChoice,
-    /// Flip mode: map each received frame into a fixed receive slot (`mmap`), what a flip
-    /// costs on real hardware, instead of reading it where it is in the pool.
+    /// Flip mode on the process host: map each received frame into a fixed receive slot
+    /// (`mmap`), what a flip costs on real hardware, instead of reading it where it is in the
+    /// pool.
     pub flip_remap: bool,
     /// How long [`Netfront::wait`] polls the rings before sleeping (0: sleep at once).
     pub spin: Duration,
     /// Control-plane timeout (connect, close).
     pub timeout: Duration,
+    /// The backend's domain, which every grant names (0 on the process host; a VMM's
+    /// backend domain under Xen-on-KVM emulation).
+    pub backend_domid: DomId,
 }
 
 impl Default for NetfrontConfig {
@@ -48,6 +56,7 @@ impl Default for NetfrontConfig {
             flip_remap: false,
             spin: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            backend_domid: grant_table::host::BACKEND_DOMID,
         }
     }
 }
@@ -61,50 +70,76 @@ pub struct CloseReport {
 }
 
 #[derive(Debug)]
-struct Queue {
+struct Queue<P> {
     tx: TxQueue,
     rx: RxQueue,
-    events: QueuePorts,
+    events: QueuePorts<P>,
     ring_grants: [GrantRef; 2],
+}
+
+/// The process host's remapping of flipped frames: a window of fixed slots and the pool's
+/// descriptor to map from.
+#[derive(Debug)]
+pub(crate) struct Remap {
+    pub(crate) window: RemapWindow,
+    pub(crate) fd: OwnedFd,
 }
 
 /// A flip mode pool and what reads it.
 #[derive(Debug)]
 struct Flip {
     pool: FlipPool,
-    fd: OwnedFd,
-    window: Option<RemapWindow>,
+    remap: Option<Remap>,
 }
 
 /// A paravirtual NIC: the guest side of one connection to a netback. Single owner
 /// (`&mut self`); frames within a queue are never reordered, and a flow always uses one queue.
 ///
-/// Close it with [`close`](Self::close), which reports whether every grant came back. Dropping
-/// it closes too, best effort: it tells the backend and waits for its answer (up to the
-/// control-plane timeout) before the memory goes.
+/// Generic over its host ([`FrontendHost`]): [`Netfront::connect`] builds one on the process
+/// host; [`PendingNetfront`] builds one over memory, event channels and a control channel any
+/// host provides.
+///
+/// Close it with [`close`](Self::close), which reports whether every grant came back (or, on
+/// one thread with the backend, with [`start_close`](Self::start_close) and
+/// [`finish_close`](Self::finish_close)). Dropping it closes too, best effort: it tells the
+/// backend and waits for its answer (up to the control-plane timeout) before the memory goes.
 #[derive(Debug)]
-pub struct Netfront {
-    conn: Option<FrontendConnection>,
+pub struct Netfront<H: FrontendHost = ProcessHost> {
+    conn: Option<H::Control>,
     table: GrantTable,
     flip: Option<Flip>,
-    queues: Vec<Queue>,
+    queues: Vec<Queue<H::Port>>,
     limits: TxLimits,
     choice: FrontendChoice,
     spin: Duration,
+    timeout: Duration,
     broken: Option<BackendFault>,
     /// The backend asked to close (answer `Closed`, do not ask again).
     backend_closing: bool,
+    /// We asked the backend to close ([`Netfront::start_close`]).
+    close_requested: bool,
+    /// Closed: every grant revoked (or reported in use); nothing more to do, even on drop.
+    finished: bool,
     stats: Stats,
     scratch: RxScratch,
 }
 
-/// Frames queued by [`Netfront::batch`], published together when it returns.
+/// A frontend laid out and granted in the memory its host gave, not yet connected: the host
+/// hands [`rings`](Self::rings) (and its memory and the backend's ends of the event channels)
+/// to the backend, then [`connect`](Self::connect)s it with the control channel.
 #[derive(Debug)]
-pub struct TxBatch<'a> {
-    dev: &'a mut Netfront,
+pub struct PendingNetfront<H: FrontendHost = ProcessHost> {
+    dev: Netfront<H>,
+    rings: Vec<RingRefs>,
 }
 
-impl TxBatch<'_> {
+/// Frames queued by [`Netfront::batch`], published together when it returns.
+#[derive(Debug)]
+pub struct TxBatch<'a, H: FrontendHost = ProcessHost> {
+    dev: &'a mut Netfront<H>,
+}
+
+impl<H: FrontendHost> TxBatch<'_, H> {
     /// Queues one frame.
     ///
     /// # Errors
@@ -128,143 +163,150 @@ fn frames_per_queue(copy: bool) -> u32 {
     2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 }
 }
 
-fn event_pair(fds: &mut Vec<OwnedFd>) -> Result<(EventFdPort, EventFds), NetfrontError> {
-    let (ours, theirs) = EventFdPort::pair()?;
-    let (waits, notifies) = theirs.clone_fds()?;
-    fds.push(waits);
-    fds.push(notifies);
-    Ok((
-        ours,
-        EventFds {
-            backend_waits: fds.len() - 2,
-            backend_notifies: fds.len() - 1,
-        },
-    ))
+fn queue_count(cfg: &NetfrontConfig) -> Result<usize, NetfrontError> {
+    match usize::try_from(cfg.choice.queues) {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(NetfrontError::Config("between 1 and 64 queues".into())),
+    }
 }
 
-impl Netfront {
-    /// Connects to the backend listening at `path`: allocates and grants rings and buffer
-    /// pools, hands them over with the event channels, and posts every receive buffer.
+impl<H: FrontendHost> PendingNetfront<H> {
+    /// The memory a frontend of this configuration needs.
     ///
     /// # Errors
-    /// A choice the backend does not offer, a refused or timed-out handshake
-    /// ([`NetfrontError::Xenbus`]), or a local failure to set up memory.
-    pub fn connect(path: &Path, cfg: NetfrontConfig) -> Result<Self, NetfrontError> {
-        let choice = cfg.choice.clone();
-        let nq = usize::try_from(choice.queues).unwrap_or(0);
-        if nq == 0 {
-            return Err(NetfrontError::Config("at least one queue".into()));
-        }
-        let pending = xenbus::connect(path, cfg.timeout)?;
-        let copy = choice.rx_mode == RxMode::Copy;
-        let per_queue = frames_per_queue(copy);
-        let frames_len = nq * per_queue as usize * FRAME_SIZE;
-        let frames_fd = create_memfd(c"netfront-frames", frames_len)?;
-        let frames = map_shared(&frames_fd, frames_len)?;
+    /// [`NetfrontError::Config`] for an impossible queue count.
+    pub fn layout(cfg: &NetfrontConfig) -> Result<Layout, NetfrontError> {
+        let nq = queue_count(cfg)?;
+        let copy = cfg.choice.rx_mode == RxMode::Copy;
         // Grants: the ring pages and one per buffer of each ring (access grants for copy
         // buffers, accept-transfer grants in flip mode).
         let entries = RESERVED_REFS as usize + nq * (2 + 2 * RING_SLOTS as usize);
-        let table_len = entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE;
-        let table_fd = create_memfd(c"netfront-grants", table_len)?;
-        let mut table = GrantTable::new(map_shared(&table_fd, table_len)?)?;
-        let mut fds: Vec<OwnedFd> = vec![frames_fd.try_clone().map_err(io)?, table_fd];
-        let mut flip = if copy {
-            None
-        } else {
-            let len = 2 * nq * RING_SLOTS as usize * FRAME_SIZE;
-            let fd = create_memfd(c"netfront-flip-pool", len)?;
-            let pool = FlipPool::new(FramePool::split(map_shared(&fd, len)?, PoolSide::Frontend));
-            let window = if cfg.flip_remap {
-                Some(RemapWindow::new(nq * RING_SLOTS as usize)?)
+        Ok(Layout {
+            frames_bytes: nq * frames_per_queue(copy) as usize * FRAME_SIZE,
+            table_bytes: entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE,
+            pool_bytes: if copy {
+                0
             } else {
-                None
-            };
-            fds.push(fd.try_clone().map_err(io)?);
-            Some(Flip { pool, fd, window })
-        };
-        let flip_pool = flip.as_ref().map(|_| 2);
+                2 * nq * RING_SLOTS as usize * FRAME_SIZE
+            },
+        })
+    }
 
+    /// Lays out rings and buffers in `mem` (at least the [`layout`](Self::layout)'s sizes),
+    /// initialises the rings and grants every page to the backend once for the connection:
+    /// rings read-write, transmit buffers read-only, receive buffers writable (or, in flip
+    /// mode, accept-transfer offers of the lower half of the pool). `ports` are this side's
+    /// ends of each queue's event channel(s), one [`QueuePorts`] per queue, split as the
+    /// choice says.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Config`] if the memory is too small or the ports do not match the
+    /// choice; [`NetfrontError::Memory`] if granting fails.
+    pub fn new(
+        cfg: NetfrontConfig,
+        mem: FrontMemory,
+        ports: Vec<QueuePorts<H::Port>>,
+    ) -> Result<Self, NetfrontError> {
+        let layout = Self::layout(&cfg)?;
+        let choice = cfg.choice.clone();
+        let nq = queue_count(&cfg)?;
+        let copy = choice.rx_mode == RxMode::Copy;
+        let FrontMemory {
+            frames,
+            table,
+            pool,
+            remap,
+        } = mem;
+        if frames.len() < layout.frames_bytes || table.len() < layout.table_bytes {
+            return Err(NetfrontError::Config(
+                "frame memory or grant table too small".into(),
+            ));
+        }
+        if ports.len() != nq
+            || ports
+                .iter()
+                .any(|p| p.split() != choice.split_event_channels)
+        {
+            return Err(NetfrontError::Config(
+                "one set of event channels per queue, split as chosen".into(),
+            ));
+        }
+        let backend = cfg.backend_domid;
+        let per_queue = frames_per_queue(copy);
+        let mut table = GrantTable::new(table)?;
+        let mut flip = match (copy, pool) {
+            (true, _) => None,
+            (false, Some(pool)) if pool.len() >= layout.pool_bytes => Some(Flip {
+                pool: FlipPool::new(FramePool::split(pool, PoolSide::Frontend), backend),
+                remap,
+            }),
+            (false, _) => return Err(NetfrontError::Config("flip mode needs a flip pool".into())),
+        };
         let mut queues = Vec::with_capacity(nq);
-        let mut resources = Vec::with_capacity(nq);
+        let mut rings = Vec::with_capacity(nq);
         let mut offers = flip
             .as_ref()
             .map(|f| f.pool.owned_frames())
             .unwrap_or_default()
             .into_iter();
-        for q in 0..nq {
+        for (q, events) in ports.into_iter().enumerate() {
             let base = u32::try_from(q).unwrap_or(u32::MAX) * per_queue;
             let page = |f: u32| frames.subregion(f as usize * FRAME_SIZE, FRAME_SIZE);
-            let tx_ref = table.grant_access(BACKEND_DOMID, FrameNumber(base), false)?;
-            let rx_ref = table.grant_access(BACKEND_DOMID, FrameNumber(base + 1), false)?;
+            let tx_ref = table.grant_access(backend, FrameNumber(base), false)?;
+            let rx_ref = table.grant_access(backend, FrameNumber(base + 1), false)?;
             let tx_ring = FrontRing::<TxRequest, TxResponse>::init(page(base).map_err(region)?)
                 .map_err(|e| NetfrontError::Config(e.to_string()))?;
             let rx_ring = FrontRing::<RxRequest, RxResponse>::init(page(base + 1).map_err(region)?)
                 .map_err(|e| NetfrontError::Config(e.to_string()))?;
             let tx_first = base + 2;
             let tx_grefs = (0..RING_SLOTS)
-                .map(|i| table.grant_access(BACKEND_DOMID, FrameNumber(tx_first + i), true))
+                .map(|i| table.grant_access(backend, FrameNumber(tx_first + i), true))
                 .collect::<Result<Vec<_>, _>>()?;
-            let bufs = if copy {
-                let first = base + 2 + RING_SLOTS;
-                let grefs = (0..RING_SLOTS)
-                    .map(|i| table.grant_access(BACKEND_DOMID, FrameNumber(first + i), false))
-                    .collect::<Result<Vec<_>, _>>()?;
-                RxBuffers::Copy {
-                    frames: frames.clone(),
-                    first_frame: first,
-                    grefs,
+            let bufs = match flip.as_mut() {
+                None => {
+                    let first = base + 2 + RING_SLOTS;
+                    let grefs = (0..RING_SLOTS)
+                        .map(|i| table.grant_access(backend, FrameNumber(first + i), false))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    RxBuffers::Copy {
+                        frames: frames.clone(),
+                        first_frame: first,
+                        grefs,
+                    }
                 }
-            } else {
-                let pool = &mut flip.as_mut().expect("flip mode").pool;
-                let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
-                for _ in 0..RING_SLOTS {
-                    let f = offers
-                        .next()
-                        .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
-                    grefs.push(pool.offer(f, &mut table)?);
-                }
-                RxBuffers::Flip {
-                    grefs,
-                    held: vec![None; RING_SLOTS as usize],
-                    window_base: q * RING_SLOTS as usize,
+                Some(f) => {
+                    let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
+                    for _ in 0..RING_SLOTS {
+                        let frame = offers
+                            .next()
+                            .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
+                        grefs.push(f.pool.offer(frame, &mut table)?);
+                    }
+                    RxBuffers::Flip {
+                        grefs,
+                        held: vec![None; RING_SLOTS as usize],
+                        window_base: q * RING_SLOTS as usize,
+                    }
                 }
             };
-            let (tx_event, tx_fds) = event_pair(&mut fds)?;
-            let rx_pair = if choice.split_event_channels {
-                Some(event_pair(&mut fds)?)
-            } else {
-                None
-            };
-            resources.push(QueueResources {
-                tx_ring_ref: tx_ref.0,
-                rx_ring_ref: rx_ref.0,
-                tx_event: tx_fds,
-                rx_event: rx_pair.as_ref().map(|(_, e)| *e),
+            rings.push(RingRefs {
+                tx: tx_ref,
+                rx: rx_ref,
             });
             queues.push(Queue {
                 tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
                 rx: RxQueue::new(rx_ring, bufs),
-                events: QueuePorts::new(tx_event, rx_pair.map(|(p, _)| p)),
+                events,
                 ring_grants: [tx_ref, rx_ref],
             });
         }
-        let res = Resources {
-            frames: 0,
-            grant_table: 1,
-            flip_pool,
-            queues: resources,
-        };
-        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        let conn = pending.finish(&choice, &res, &borrowed)?;
-        drop(borrowed);
-        drop(fds);
         let max_len = if choice.sg {
             (choice.mtu as usize + 14).min(65535)
         } else {
             1514
         };
-        let mut dev = Self {
-            conn: Some(conn),
+        let dev = Netfront {
+            conn: None,
             table,
             flip,
             queues,
@@ -276,15 +318,41 @@ impl Netfront {
             },
             choice,
             spin: cfg.spin,
+            timeout: cfg.timeout,
             broken: None,
             backend_closing: false,
+            close_requested: false,
+            finished: false,
             stats: Stats::default(),
             scratch: RxScratch::default(),
         };
+        Ok(Self { dev, rings })
+    }
+
+    /// The grants of each queue's ring pages, to hand to the backend.
+    pub fn rings(&self) -> &[RingRefs] {
+        &self.rings
+    }
+
+    /// What this frontend will negotiate.
+    pub fn choice(&self) -> &FrontendChoice {
+        &self.dev.choice
+    }
+
+    /// The backend attached (the control plane said `Connected`): posts every receive buffer
+    /// and returns the device.
+    ///
+    /// # Errors
+    /// A local failure to notify the backend.
+    pub fn connect(self, control: H::Control) -> Result<Netfront<H>, NetfrontError> {
+        let mut dev = self.dev;
+        dev.conn = Some(control);
         dev.refill()?;
         Ok(dev)
     }
+}
 
+impl<H: FrontendHost> Netfront<H> {
     /// What was negotiated.
     pub fn choice(&self) -> &FrontendChoice {
         &self.choice
@@ -403,7 +471,7 @@ impl Netfront {
     /// # Errors
     /// [`SendError::Notify`] if the backend could not be notified; the closure's own result
     /// is returned as it is.
-    pub fn batch<R>(&mut self, f: impl FnOnce(&mut TxBatch<'_>) -> R) -> Result<R, SendError> {
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut TxBatch<'_, H>) -> R) -> Result<R, SendError> {
         let r = f(&mut TxBatch { dev: self });
         self.flush().map_err(|_| SendError::Notify)?;
         Ok(r)
@@ -506,11 +574,10 @@ impl Netfront {
                 break;
             }
             let (pool, remap) = match self.flip.as_mut() {
-                Some(Flip { pool, fd, window }) => {
-                    let fd: &OwnedFd = fd;
-                    let fd = fd.as_fd();
-                    (Some(pool), window.as_ref().map(move |w| (w, fd)))
-                }
+                Some(Flip { pool, remap }) => (
+                    Some(pool),
+                    remap.as_ref().map(|r| (&r.window, r.fd.as_fd())),
+                ),
                 None => (None, None),
             };
             let mut ctx = FlipCtx {
@@ -611,13 +678,19 @@ impl Netfront {
         }
     }
 
-    /// Whether the control socket is readable (the backend changed state or went away).
-    fn control_ready(&self) -> Result<bool, NetfrontError> {
-        let Some(c) = &self.conn else {
+    /// Whether the control channel has news (the backend changed state or went away): a
+    /// zero-time poll of its descriptor, or a look at a channel without one.
+    fn control_ready(&mut self) -> Result<bool, NetfrontError> {
+        let Some(c) = &mut self.conn else {
             return Ok(false);
         };
-        let mut ready = [false];
-        Ok(wait_any(&[c.as_fd()], Some(Duration::ZERO), &mut ready)? > 0)
+        match c.readiness_fd() {
+            Some(fd) => {
+                let mut ready = [false];
+                Ok(wait_any(&[fd], Some(Duration::ZERO), &mut ready)? > 0)
+            }
+            None => Ok(c.backend_closing()),
+        }
     }
 
     /// Clears the events that woke the last sleep, now that the rings were looked at (late
@@ -630,55 +703,142 @@ impl Netfront {
         Ok(())
     }
 
-    /// Sleeps on the event channels and the control socket; marks the channels that fired.
+    /// Sleeps on the event channels and the control channel; marks the channels that fired.
+    /// Channels without descriptors (an in-process host) cut the sleep to 1 ms, and a control
+    /// channel without one is looked at after it.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
-        let ready = {
+        let blind = self.queues.iter().any(|q| !q.events.has_fds())
+            || self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.readiness_fd().is_none());
+        let timeout = if blind {
+            Some(timeout.map_or(BLIND_SLEEP, |t| t.min(BLIND_SLEEP)))
+        } else {
+            timeout
+        };
+        let (control_fired, ready) = {
             let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
-            if let Some(c) = &self.conn {
-                fds.push(c.as_fd());
+            let control = self.conn.as_ref().and_then(FrontendControl::readiness_fd);
+            if let Some(fd) = control {
+                fds.push(fd);
             }
             for q in &self.queues {
                 q.events.fds(&mut fds);
             }
             let mut ready = vec![false; fds.len()];
             wait_any(&fds, timeout, &mut ready)?;
-            ready
+            let mut it = ready.into_iter();
+            let fired = control.is_some() && it.next() == Some(true);
+            (fired, it.collect::<Vec<_>>())
         };
-        let mut it = ready.into_iter();
         if let Some(c) = self.conn.as_mut()
-            && it.next() == Some(true)
-            && c.backend_closing(Duration::ZERO).unwrap_or(true)
+            && (control_fired || c.readiness_fd().is_none())
+            && c.backend_closing()
         {
             self.backend_closing = true;
             return Err(BackendFault::Closed.into());
         }
+        let mut it = ready.into_iter();
         for q in &mut self.queues {
-            q.events.mark_ready(&mut it);
+            if q.events.has_fds() {
+                q.events.mark_ready(&mut it);
+            }
         }
         Ok(())
     }
 
-    /// Closes: asks the backend to close and waits until it has released everything (or,
-    /// when the backend asked first, answers it), then revokes every grant (rings, buffers,
-    /// transfer offers).
+    /// Closes: asks the backend to close and waits (up to the control-plane timeout) until it
+    /// has released everything (or, when the backend asked first, answers it), then revokes
+    /// every grant (rings, buffers, transfer offers). On one thread with an in-process
+    /// backend, use [`start_close`](Self::start_close), poll the backend, then
+    /// [`finish_close`](Self::finish_close).
     ///
     /// # Errors
-    /// A control-plane failure; [`NetfrontError::GrantsInUse`] if the backend still holds
-    /// grants (their frames are then never reused: the memory is simply kept).
+    /// A control-plane failure or timeout; [`NetfrontError::GrantsInUse`] if the backend
+    /// still holds grants (their frames are then never reused: the memory is simply kept).
     pub fn close(mut self) -> Result<CloseReport, NetfrontError> {
-        if let Some(conn) = self.conn.take() {
-            let closed = if self.backend_closing {
-                // The backend asked to close: it released everything before asking.
-                conn.acknowledge_closed()
+        self.start_close()?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(report) = self.finish_close(left)? {
+                return Ok(report);
+            }
+            if left.is_zero() {
+                return Err(xenbus::XenbusError::Timeout("the backend's Closed").into());
+            }
+            // A control channel without a descriptor cannot be waited on: look again soon.
+            std::thread::sleep(BLIND_SLEEP.min(left));
+        }
+    }
+
+    /// Starts closing: tells the backend (or, if it asked first, prepares to answer it).
+    /// Nothing is sent after this; [`finish_close`](Self::finish_close) completes the close.
+    ///
+    /// # Errors
+    /// A control-plane failure.
+    pub fn start_close(&mut self) -> Result<(), NetfrontError> {
+        if self.close_requested || self.finished {
+            return Ok(());
+        }
+        self.close_requested = true;
+        if let Some(c) = self.conn.as_mut()
+            && !self.backend_closing
+        {
+            if c.backend_closing() {
+                // It asked first: it released everything before it asked.
+                self.backend_closing = true;
             } else {
-                conn.close()
-            };
-            // A backend that already went away has released everything with its process.
-            match closed {
-                Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
-                Err(e) => return Err(e.into()),
+                match c.request_close() {
+                    Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Completes a close begun by [`start_close`](Self::start_close) once the backend has
+    /// released everything, waiting at most `wait` for it: then every grant is revoked and
+    /// the report returned (`None`: not yet; call again). A backend that went away released
+    /// everything with its process.
+    ///
+    /// # Errors
+    /// A control-plane failure; [`NetfrontError::GrantsInUse`] as for [`close`](Self::close).
+    pub fn finish_close(&mut self, wait: Duration) -> Result<Option<CloseReport>, NetfrontError> {
+        if !self.close_requested {
+            self.start_close()?;
+        }
+        if self.finished {
+            return Err(NetfrontError::Config("already closed".into()));
+        }
+        if let Some(mut conn) = self.conn.take() {
+            if self.backend_closing {
+                match conn.acknowledge_closed() {
+                    Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                match conn.closed(wait) {
+                    Ok(true) | Err(xenbus::XenbusError::PeerClosed) => {}
+                    Ok(false) => {
+                        self.conn = Some(conn);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.conn = Some(conn);
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        self.finished = true;
+        self.revoke_all().map(Some)
+    }
+
+    /// Revokes every grant (after the backend let go).
+    fn revoke_all(&mut self) -> Result<CloseReport, NetfrontError> {
         let mut revoked = 0;
         let mut in_use = 0;
         for q in &self.queues {
@@ -716,23 +876,20 @@ impl Netfront {
     }
 }
 
-fn io(e: std::io::Error) -> NetfrontError {
-    NetfrontError::Memory(grant_table::GrantError::Io(e))
-}
-
-fn region(e: shared_mem::RegionError) -> NetfrontError {
+pub(crate) fn region(e: shared_mem::RegionError) -> NetfrontError {
     NetfrontError::Config(e.to_string())
 }
 
-impl Drop for Netfront {
+impl<H: FrontendHost> Drop for Netfront<H> {
     fn drop(&mut self) {
-        // Dropping without `close`: tell the backend (best effort) so it releases us.
-        if let Some(conn) = self.conn.take() {
-            let _ = if self.backend_closing {
-                conn.acknowledge_closed()
-            } else {
-                conn.close()
-            };
+        // Dropping without `close`: tell the backend (best effort) so it releases us, and
+        // give it the control-plane timeout to do so before the memory goes.
+        if let Some(mut conn) = self.conn.take() {
+            if self.backend_closing {
+                let _ = conn.acknowledge_closed();
+            } else if self.close_requested || conn.request_close().is_ok() {
+                let _ = conn.closed(self.timeout);
+            }
         }
     }
 }

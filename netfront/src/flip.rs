@@ -2,8 +2,8 @@
 //! only a frame the backend owns: never one we own, nor one on offer in a grant whose transfer
 //! has not completed.
 
-use grant_table::host::{BACKEND_DOMID, FramePool};
-use grant_table::{FrameNumber, GrantError, GrantRef, GrantTable, TransferState};
+use grant_table::host::FramePool;
+use grant_table::{DomId, FrameNumber, GrantError, GrantRef, GrantTable, TransferState};
 
 use crate::error::BackendFault;
 
@@ -12,14 +12,17 @@ use crate::error::BackendFault;
 pub(crate) struct FlipPool {
     pool: FramePool,
     offered_in: Vec<Option<GrantRef>>,
+    /// The backend, whom the offers name.
+    backend: DomId,
 }
 
 impl FlipPool {
-    pub(crate) fn new(pool: FramePool) -> Self {
+    pub(crate) fn new(pool: FramePool, backend: DomId) -> Self {
         let n = pool.frames() as usize;
         Self {
             pool,
             offered_in: vec![None; n],
+            backend,
         }
     }
 
@@ -35,7 +38,7 @@ impl FlipPool {
         table: &mut GrantTable,
     ) -> Result<GrantRef, GrantError> {
         self.pool.give(f)?;
-        let gref = match table.grant_transfer(BACKEND_DOMID, f) {
+        let gref = match table.grant_transfer(self.backend, f) {
             Ok(g) => g,
             Err(e) => {
                 // Not offered after all: still ours.

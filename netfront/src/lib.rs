@@ -49,11 +49,14 @@
 mod device;
 mod error;
 mod flip;
+mod host;
+mod process;
 mod rxq;
 mod stats;
 mod txq;
 
-pub use device::{CloseReport, Netfront, NetfrontConfig, TxBatch};
+pub use device::{CloseReport, Netfront, NetfrontConfig, PendingNetfront, TxBatch};
 pub use error::{BackendFault, NetfrontError, SendError};
+pub use host::{FrontMemory, FrontendHost, Host, Layout, ProcessHost, RingRefs};
 pub use rxq::RxFrame;
 pub use stats::Stats;

@@ -70,6 +70,8 @@ mod memory;
 mod process;
 mod rx;
 mod stats;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod tx;
 mod uplink;
 mod vif;

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventFdPort, SpinBudget, SpinStep, wait_any};
+use event_channel::{EventChannel, EventFdPort, QueuePorts, SpinBudget, SpinStep, wait_any};
 use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
 
 use crate::credit::RateLimit;
@@ -154,6 +154,11 @@ pub struct Netback<U, H: BackendHost = ProcessHost> {
     closed: Vec<ClosedVif>,
     /// The set of descriptors changed since [`Netback::descriptors`] was last called.
     fds_changed: bool,
+    /// Event channels of released vifs, kept open until the embedder has had the chance to
+    /// deregister them ([`Netback::descriptors`], or the next [`Netback::wait`]). An eventfd's
+    /// file is shared with the frontend: closing ours would not take it out of an epoll set,
+    /// and a frontend writing it would wake the loop with no way left to deregister it.
+    retired: Vec<QueuePorts<H::Port>>,
 }
 
 impl<U: Uplink> Netback<U, ProcessHost> {
@@ -167,14 +172,23 @@ impl<U: Uplink> Netback<U, ProcessHost> {
         Self::with_memory(cfg, uplink, mem)
     }
 
-    /// Attaches a frontend process that completed its handshake: maps its memory and rings,
-    /// takes its event channels.
+    /// Attaches a frontend process whose keys and descriptors the control plane took
+    /// ([`xenbus::Incoming::receive_keys`], a [`xenbus::Handshake`] or [`spawn_acceptor`]
+    /// (crate::spawn_acceptor)): maps its memory and rings, takes its event channels, and
+    /// answers `Connected`.
     ///
     /// # Errors
     /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
-    /// not work (it is refused: dropping the connection tells it); local errors otherwise.
+    /// not work: it is refused with the reason; local errors otherwise.
     pub fn attach(&mut self, conn: BackendConnection) -> Result<VifId, NetbackError> {
-        let parts = crate::process::parts(conn, self.mem.region().clone())?;
+        let parts = match crate::process::parts(conn, self.mem.region().clone()) {
+            Ok(p) => p,
+            Err(failed) => {
+                let (e, conn) = *failed;
+                let _ = conn.refuse(&e.to_string());
+                return Err(e);
+            }
+        };
         self.attach_parts(parts)
     }
 }
@@ -206,6 +220,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             waker: Waker(Arc::new(theirs)),
             closed: Vec::new(),
             fds_changed: true,
+            retired: Vec::new(),
         })
     }
 
@@ -230,23 +245,40 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     }
 
     /// Attaches a frontend from what it handed over, on any host: maps its ring pages
-    /// (held for the connection) and takes its event channels and control channel. The
-    /// grants' local memory must be this backend's packet memory
+    /// (held for the connection), takes its event channels and control channel, and only
+    /// then tells the frontend it is attached
+    /// ([`BackendControl::connected`](xenbus::BackendControl::connected)). The grants'
+    /// local memory must be this backend's packet memory
     /// ([`memory`](Self::memory)`().region()`).
     ///
     /// # Errors
-    /// [`NetbackError::RingGrant`] / [`NetbackError::BadFrontend`] if its rings do not work
-    /// (dropping the parts tells the frontend); the vif is not attached.
+    /// [`NetbackError::RingGrant`] / [`NetbackError::BadFrontend`] if its rings do not work:
+    /// the vif is not attached and the frontend is refused with the reason.
     pub fn attach_parts(&mut self, parts: VifParts<H>) -> Result<VifId, NetbackError> {
         let (local, ours) = (parts.grants.local(), self.mem.region());
         if local.as_ptr() != ours.as_ptr() || local.len() != ours.len() {
-            return Err(NetbackError::Config(
+            let e = NetbackError::Config(
                 "the grants' local memory is not this backend's packet memory",
-            ));
+            );
+            let _ = parts.control.refuse(&e.to_string());
+            return Err(e);
         }
         let id = VifId(self.next_id);
         self.next_id += 1;
-        let vif = Vif::attach(id, parts, self.cfg.rate_limit)?;
+        let mut vif = match Vif::attach(id, parts, self.cfg.rate_limit) {
+            Ok(v) => v,
+            Err((e, control)) => {
+                let _ = control.refuse(&e.to_string());
+                return Err(e);
+            }
+        };
+        // Only now, with everything checked and mapped, is the frontend told it is attached.
+        // One that went away meanwhile is released by the next poll.
+        if let Some(c) = vif.control.as_mut()
+            && c.connected().is_err()
+        {
+            vif.control_ready = true;
+        }
         self.vifs.push(vif);
         self.fds_changed = true;
         Ok(id)
@@ -317,7 +349,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                             vif.tx_blocked_until = Some(now + OUT_OF_MEMORY_RETRY);
                         }
                     }
-                    Err(PollFailure::Fault(f)) => vif.disable(f, &mut self.mem),
+                    Err(PollFailure::Fault(f)) => {
+                        vif.disable(f, &mut self.mem);
+                        self.fds_changed = true;
+                    }
                     Err(PollFailure::Local(e)) => {
                         for p in self.accepted.drain(..) {
                             self.mem.release(p);
@@ -349,6 +384,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                     Ok(n) => work += n,
                     Err(PollFailure::Fault(f)) => {
                         vif.disable(f, &mut self.mem);
+                        self.fds_changed = true;
                         break;
                     }
                     Err(PollFailure::Local(e)) => return Err(e),
@@ -481,6 +517,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             }
             if let Some(f) = fault {
                 vif.disable(f, &mut self.mem);
+                self.fds_changed = true;
                 work = true;
             }
         }
@@ -504,6 +541,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NetbackError> {
         let start = Instant::now();
         let deadline = timeout.map(|t| start + t);
+        // This loop registers nothing anywhere: released vifs' channels can go.
+        self.retired.clear();
         self.end_of_interrupt()?;
         if !self.cfg.spin.is_zero() {
             let mut spin = SpinBudget::new(self.cfg.spin, deadline);
@@ -560,11 +599,14 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// The descriptors an event loop of your own should watch (readable), each with the
     /// [`Token`] to hand to [`ready`](Self::ready): the waker, every vif's control channel and
     /// every active vif's event channels. The set changes when vifs attach, close or are
-    /// disabled; [`descriptors_changed`](Self::descriptors_changed) says when to ask again.
+    /// disabled; [`descriptors_changed`](Self::descriptors_changed) says when to ask again:
+    /// deregister the previous set first (a closed vif's descriptors stay open until this
+    /// call, so they can be), then register what this returns.
     /// Channels without a descriptor (an in-process host) are not listed: such vifs need
     /// [`poll`](Self::poll) called without waiting for a descriptor.
     pub fn descriptors(&mut self) -> Vec<(Token, BorrowedFd<'_>)> {
         self.fds_changed = false;
+        self.retired.clear();
         let mut out = vec![(Token::Waker, self.wake.as_fd())];
         for vif in &self.vifs {
             if let Some(fd) = vif.control.as_ref().and_then(BackendControl::readiness_fd) {
@@ -764,7 +806,13 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.fds_changed = true;
         self.uplink.vif_removed(id);
         let fault = vif.fault;
-        let (control, pinned, stats) = vif.release(&mut self.mem);
+        let crate::vif::Released {
+            control,
+            pinned,
+            stats,
+            events,
+        } = vif.release(&mut self.mem);
+        self.retired.extend(events);
         let acknowledged = match control {
             Some(c) if ask => c.close(),
             Some(c) => c.acknowledge_closed(),

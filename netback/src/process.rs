@@ -30,11 +30,24 @@ fn map_fd(fd: Option<OwnedFd>, what: &str) -> Result<SharedRegion, NetbackError>
 }
 
 /// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
-/// event channels. `local` is the backend's packet memory.
+/// event channels. `local` is the backend's packet memory. On failure the connection comes
+/// back, to refuse the frontend with the reason.
 pub(crate) fn parts(
     mut conn: BackendConnection,
     local: SharedRegion,
-) -> Result<VifParts<ProcessHost>, NetbackError> {
+) -> Result<VifParts<ProcessHost>, Box<(NetbackError, BackendConnection)>> {
+    match take_parts(&mut conn, local) {
+        Ok((grants, queues)) => {
+            let (choice, peer) = (conn.choice.clone(), conn.peer);
+            Ok(VifParts::new(choice, grants, queues, conn).with_peer(peer))
+        }
+        Err(e) => Err(Box::new((e, conn))),
+    }
+}
+
+type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<EventFdPort>>);
+
+fn take_parts(conn: &mut BackendConnection, local: SharedRegion) -> Result<Taken, NetbackError> {
     let res = conn.resources.clone();
     let frames = map_fd(conn.take_fd(res.frames), "frames")?;
     let table = map_fd(conn.take_fd(res.grant_table), "grant table")?;
@@ -65,6 +78,5 @@ pub(crate) fn parts(
             events: QueuePorts::new(tx, rx),
         });
     }
-    let (choice, peer) = (conn.choice.clone(), conn.peer);
-    Ok(VifParts::new(choice, grants, queues, conn).with_peer(peer))
+    Ok((grants, queues))
 }

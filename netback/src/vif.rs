@@ -47,6 +47,16 @@ impl<P: event_channel::EventChannel> VifQueue<P> {
     }
 }
 
+/// What releasing a vif leaves: its control channel (to answer the close), the grants
+/// still pinned (0 unless something leaked), its final counters, and its event channels
+/// (closed once no event loop can still have them registered).
+pub(crate) struct Released<H: BackendHost> {
+    pub(crate) control: Option<H::Control>,
+    pub(crate) pinned: usize,
+    pub(crate) stats: VifStats,
+    pub(crate) events: Vec<QueuePorts<H::Port>>,
+}
+
 /// An attached frontend.
 #[derive(Debug)]
 pub(crate) struct Vif<H: BackendHost> {
@@ -69,11 +79,13 @@ pub(crate) struct Vif<H: BackendHost> {
 
 impl<H: BackendHost> Vif<H> {
     /// Maps the frontend's ring pages (held for the connection) and attaches to its rings.
+    /// On failure everything taken is let go and the control channel handed back, to refuse
+    /// the frontend with the reason.
     pub(crate) fn attach(
         id: VifId,
         parts: VifParts<H>,
         rate: Option<RateLimit>,
-    ) -> Result<Self, NetbackError> {
+    ) -> Result<Self, (NetbackError, H::Control)> {
         let VifParts {
             choice,
             grants,
@@ -105,10 +117,11 @@ impl<H: BackendHost> Vif<H> {
                             vif.grants.unmap_held(m);
                         }
                         vif.unmap_rings();
-                        return Err(NetbackError::RingGrant {
+                        let e = NetbackError::RingGrant {
                             gref: gref.0,
                             status,
-                        });
+                        };
+                        return Err((e, control));
                     }
                 }
             }
@@ -121,7 +134,7 @@ impl<H: BackendHost> Vif<H> {
                         vif.grants.unmap_held(m);
                     }
                     vif.unmap_rings();
-                    return Err(NetbackError::BadFrontend(format!("ring: {e}")));
+                    return Err((NetbackError::BadFrontend(format!("ring: {e}")), control));
                 }
             };
             vif.queues.push(VifQueue {
@@ -192,18 +205,17 @@ impl<H: BackendHost> Vif<H> {
         }
     }
 
-    /// Releases everything of this frontend: backlog (counted as dropped), ring mappings, its
-    /// memory and event channels. Returns the control connection (to acknowledge `Closed`
-    /// once this is done), the grants still pinned (0 unless something leaked) and the final
-    /// counters.
-    pub(crate) fn release(
-        mut self,
-        mem: &mut PacketMemory,
-    ) -> (Option<H::Control>, usize, VifStats) {
+    /// Releases everything of this frontend: backlog (counted as dropped), ring mappings and
+    /// its memory; hands back what the caller still needs (see [`Released`]).
+    pub(crate) fn release(mut self, mem: &mut PacketMemory) -> Released<H> {
         self.drop_backlog(mem);
         self.unmap_rings();
         self.grants.release_persistent();
-        let pinned = self.grants.pinned();
-        (self.control.take(), pinned, self.stats)
+        Released {
+            pinned: self.grants.pinned(),
+            control: self.control.take(),
+            stats: self.stats,
+            events: self.queues.into_iter().map(|q| q.events).collect(),
+        }
     }
 }

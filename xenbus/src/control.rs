@@ -15,6 +15,21 @@ pub trait BackendControl {
     /// in-memory channel: look at it on every poll, it costs no system call).
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>>;
 
+    /// Tells the frontend the backend attached it (`Connected`): sent only after everything
+    /// it handed over was checked and works. Sending it twice sends it once.
+    ///
+    /// # Errors
+    /// The frontend is gone ([`XenbusError::PeerClosed`]) or [`XenbusError::Io`].
+    fn connected(&mut self) -> Result<(), XenbusError>;
+
+    /// Tells the frontend it was not attached, and why (`Refused`); the channel is done.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`]; a frontend already gone is not an error.
+    fn refuse(self, reason: &str) -> Result<(), XenbusError>
+    where
+        Self: Sized;
+
     /// Whether the frontend asked to close or went away. Never waits. A frontend that broke
     /// the control protocol counts as gone.
     fn frontend_closing(&mut self) -> bool;

@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, connect as sock_connect,
@@ -95,6 +95,29 @@ impl Listener {
         &self.path
     }
 
+    /// Makes [`try_accept`](Self::try_accept) return at once when no frontend is waiting
+    /// (for an event loop that watches the listener's descriptor). The connections it
+    /// accepts stay blocking.
+    ///
+    /// # Errors
+    /// [`XenbusError::Io`].
+    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<(), XenbusError> {
+        Ok(self.sock.set_nonblocking(nonblocking)?)
+    }
+
+    /// As [`accept`](Self::accept), but `Ok(None)` when no frontend is waiting on a
+    /// non-blocking listener.
+    ///
+    /// # Errors
+    /// As [`accept`](Self::accept).
+    pub fn try_accept(&self) -> Result<Option<Incoming>, XenbusError> {
+        match self.accept() {
+            Ok(i) => Ok(Some(i)),
+            Err(XenbusError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Accepts the next frontend and checks its credentials (SO_PEERCRED) against the
     /// allow-list, telling a refused peer why. Returns at once: run
     /// [`Incoming::handshake`] next, on another thread if other frontends must not wait for
@@ -151,17 +174,45 @@ pub struct Incoming {
 impl Incoming {
     /// Runs the handshake: advertises the features (`InitWait`), takes the frontend's keys and
     /// descriptors, validates them, and answers `Connected`. Each step waits at most the
-    /// configured timeout. An error concerns this frontend only.
+    /// configured timeout. An error concerns this frontend only. For a backend that checks
+    /// more before answering (netback attaches first), use [`start`](Self::start) or
+    /// [`receive_keys`](Self::receive_keys) and answer with
+    /// [`BackendControl::connected`](crate::BackendControl::connected) or
+    /// [`BackendControl::refuse`](crate::BackendControl::refuse).
     ///
     /// # Errors
     /// A peer fault (malformed, out of order, stalled, gone, wrong descriptors, unacceptable
     /// keys; the frontend is told why where it can be), or [`XenbusError::Io`].
     pub fn handshake(self) -> Result<BackendConnection, XenbusError> {
+        let mut conn = self.receive_keys()?;
+        crate::BackendControl::connected(&mut conn)?;
+        Ok(conn)
+    }
+
+    /// The handshake up to the frontend's keys, waiting (at most the timeout) on this thread;
+    /// `Connected` is not sent yet.
+    ///
+    /// # Errors
+    /// As [`handshake`](Self::handshake).
+    pub fn receive_keys(self) -> Result<BackendConnection, XenbusError> {
+        let hs = self.start()?;
+        let wait = hs.deadline.saturating_duration_since(Instant::now());
+        let (msg, fds) = recv(&hs.sock, wait, "the frontend's keys")?;
+        hs.finish(msg, fds)
+    }
+
+    /// Starts the handshake without waiting: advertises the features (`InitWait`) and returns
+    /// the exchange, for an event loop to [`step`](Handshake::step) when its socket is
+    /// readable. A silent frontend then delays no one.
+    ///
+    /// # Errors
+    /// The frontend is gone, or [`XenbusError::Io`].
+    pub fn start(self) -> Result<Handshake, XenbusError> {
         let Incoming {
             sock,
             peer,
             features,
-            timeout: t,
+            timeout,
         } = self;
         send(
             &sock,
@@ -171,7 +222,66 @@ impl Incoming {
             },
             &[],
         )?;
-        let (msg, fds) = recv(&sock, t, "the frontend's keys")?;
+        Ok(Handshake {
+            sock,
+            peer,
+            features,
+            timeout,
+            deadline: Instant::now() + timeout,
+        })
+    }
+}
+
+/// A handshake in progress ([`Incoming::start`]): waiting for the frontend's keys. Readable
+/// (as [`AsFd`]) when they may have come.
+#[derive(Debug)]
+pub struct Handshake {
+    sock: OwnedFd,
+    /// Who connected.
+    pub peer: Peer,
+    features: BackendFeatures,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+/// Where a [`Handshake`] is after a [`step`](Handshake::step).
+#[derive(Debug)]
+pub enum Step {
+    /// The frontend's keys have not come yet: step again when the socket is readable.
+    Waiting(Handshake),
+    /// They came and were valid: the connection, not answered yet (attach, then
+    /// [`BackendControl::connected`](crate::BackendControl::connected) or
+    /// [`refuse`](crate::BackendControl::refuse)).
+    Keys(BackendConnection),
+}
+
+impl Handshake {
+    /// Takes the frontend's keys if they came, without waiting.
+    ///
+    /// # Errors
+    /// A peer fault (including [`XenbusError::Timeout`] once the deadline passed with nothing
+    /// received) or [`XenbusError::Io`]: the handshake is over.
+    pub fn step(self) -> Result<Step, XenbusError> {
+        match recv(&self.sock, Duration::ZERO, "the frontend's keys") {
+            Ok((msg, fds)) => self.finish(msg, fds).map(Step::Keys),
+            Err(XenbusError::Timeout(what)) => {
+                if Instant::now() >= self.deadline {
+                    Err(XenbusError::Timeout(what))
+                } else {
+                    Ok(Step::Waiting(self))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When the frontend's keys are due: drop the handshake after this.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Validates the frontend's message; refuses it (telling it why) if it does not do.
+    fn finish(self, msg: Message, fds: Vec<OwnedFd>) -> Result<BackendConnection, XenbusError> {
         let keys = match msg {
             Message::Frontend {
                 state: State::Connected | State::Initialised,
@@ -184,7 +294,8 @@ impl Incoming {
                 });
             }
         };
-        let checked = FrontendChoice::from_keys(&keys, &features)
+        let features = &self.features;
+        let checked = FrontendChoice::from_keys(&keys, features)
             .map_err(XenbusError::from)
             .and_then(|choice| {
                 let queues = usize::try_from(choice.queues).unwrap_or(usize::MAX);
@@ -201,30 +312,29 @@ impl Incoming {
         let (choice, resources) = match checked {
             Ok(c) => c,
             Err(e) => {
-                let _ = send(&sock, &Message::Refused(e.to_string()), &[]);
+                let _ = send(&self.sock, &Message::Refused(e.to_string()), &[]);
                 return Err(e);
             }
         };
-        send(
-            &sock,
-            &Message::Backend {
-                state: State::Connected,
-                keys: Keys::new(),
-            },
-            &[],
-        )?;
         Ok(BackendConnection {
             end: End {
-                sock,
-                timeout: t,
+                sock: self.sock,
+                timeout: self.timeout,
                 closing: false,
                 closed: false,
             },
-            peer,
+            answered: false,
+            peer: self.peer,
             choice,
             resources,
             fds: fds.into_iter().map(Some).collect(),
         })
+    }
+}
+
+impl AsFd for Handshake {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
@@ -397,6 +507,8 @@ impl End {
 #[derive(Debug)]
 pub struct BackendConnection {
     end: End,
+    /// `Connected` (or `Refused`) was sent.
+    answered: bool,
     /// Who connected.
     pub peer: Peer,
     /// What it chose.
@@ -562,6 +674,31 @@ impl FrontendConnection {
 impl crate::BackendControl for BackendConnection {
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.end.sock.as_fd())
+    }
+
+    fn connected(&mut self) -> Result<(), XenbusError> {
+        if std::mem::replace(&mut self.answered, true) {
+            return Ok(());
+        }
+        send(
+            &self.end.sock,
+            &Message::Backend {
+                state: State::Connected,
+                keys: Keys::new(),
+            },
+            &[],
+        )
+    }
+
+    fn refuse(self, reason: &str) -> Result<(), XenbusError> {
+        if self.answered {
+            // Connected already: a refusal now is a close.
+            return self.end.close(true);
+        }
+        match send(&self.end.sock, &Message::Refused(reason.to_owned()), &[]) {
+            Ok(()) | Err(XenbusError::PeerClosed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn frontend_closing(&mut self) -> bool {

@@ -71,8 +71,8 @@ mod socket;
 
 pub use control::{BackendControl, FrontendControl};
 pub use endpoint::{
-    BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Incoming, Listener,
-    Peer, connect,
+    BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,
+    Listener, Peer, Step, connect,
 };
 pub use error::XenbusError;
 pub use message::{

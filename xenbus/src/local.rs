@@ -68,6 +68,16 @@ impl BackendControl for LocalBackend {
         None
     }
 
+    fn connected(&mut self) -> Result<(), XenbusError> {
+        // Both ends start Connected: the in-memory handshake has nothing more to say.
+        Ok(())
+    }
+
+    fn refuse(self, _reason: &str) -> Result<(), XenbusError> {
+        states(&self.shared).back = State::Closed;
+        Ok(())
+    }
+
     fn frontend_closing(&mut self) -> bool {
         alone(&self.shared) || matches!(states(&self.shared).front, State::Closing | State::Closed)
     }

@@ -13,7 +13,7 @@ use pvnet::back::{
     ClosedVif, Echo, Netback, NetbackConfig, RateLimit, Sink, Switch, TxMode, Uplink,
 };
 use pvnet::bus::{BackendConfig, Listener};
-use pvnet::front::{Netfront, SendError};
+use pvnet::front::{FrontendHost, Netfront, SendError};
 use pvnet::netif::{Gso, GsoKind, Offload};
 
 pub type Res<T> = Result<T, Box<dyn Error>>;
@@ -222,7 +222,11 @@ impl Pattern {
     }
 
     /// Queues frame `seq` (header and body as two slices: scatter-gather, one copy).
-    pub fn send(&self, b: &mut pvnet::front::TxBatch<'_>, seq: u32) -> Result<(), SendError> {
+    pub fn send<H: FrontendHost>(
+        &self,
+        b: &mut pvnet::front::TxBatch<'_, H>,
+        seq: u32,
+    ) -> Result<(), SendError> {
         let h = self.header(seq);
         b.send_sg(&[&h, &self.template[18..]], self.offload())
     }
@@ -246,7 +250,11 @@ fn window(size: usize, gso: bool) -> u64 {
 
 /// Streams `frames` frames of `pattern` through an echoing backend, checking each one that
 /// comes back (in order, every byte). Frames not back after 5 s of silence are lost.
-pub fn stream(nic: &mut Netfront, pattern: &Pattern, frames: u64) -> Res<StreamResult> {
+pub fn stream<H: FrontendHost>(
+    nic: &mut Netfront<H>,
+    pattern: &Pattern,
+    frames: u64,
+) -> Res<StreamResult> {
     let w = window(pattern.len(), pattern.gso.is_some());
     let (mut sent, mut received, mut corrupt) = (0u64, 0u64, 0u64);
     let mut idle = 0;

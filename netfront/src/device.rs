@@ -216,7 +216,13 @@ impl<H: FrontendHost> PendingNetfront<H> {
             table,
             pool,
             remap,
+            frame_base,
         } = mem;
+        let frame_base = frame_base.0;
+        let frames_needed = u32::try_from(layout.frames_bytes / FRAME_SIZE).unwrap_or(u32::MAX);
+        if frame_base.checked_add(frames_needed).is_none() {
+            return Err(NetfrontError::Config("frame numbers past 2^32".into()));
+        }
         if frames.len() < layout.frames_bytes || table.len() < layout.table_bytes {
             return Err(NetfrontError::Config(
                 "frame memory or grant table too small".into(),
@@ -252,21 +258,23 @@ impl<H: FrontendHost> PendingNetfront<H> {
         for (q, events) in ports.into_iter().enumerate() {
             let base = u32::try_from(q).unwrap_or(u32::MAX) * per_queue;
             let page = |f: u32| frames.subregion(f as usize * FRAME_SIZE, FRAME_SIZE);
-            let tx_ref = table.grant_access(backend, FrameNumber(base), false)?;
-            let rx_ref = table.grant_access(backend, FrameNumber(base + 1), false)?;
+            let tx_ref = table.grant_access(backend, FrameNumber(frame_base + base), false)?;
+            let rx_ref = table.grant_access(backend, FrameNumber(frame_base + base + 1), false)?;
             let tx_ring = FrontRing::<TxRequest, TxResponse>::init(page(base).map_err(region)?)
                 .map_err(|e| NetfrontError::Config(e.to_string()))?;
             let rx_ring = FrontRing::<RxRequest, RxResponse>::init(page(base + 1).map_err(region)?)
                 .map_err(|e| NetfrontError::Config(e.to_string()))?;
             let tx_first = base + 2;
             let tx_grefs = (0..RING_SLOTS)
-                .map(|i| table.grant_access(backend, FrameNumber(tx_first + i), true))
+                .map(|i| table.grant_access(backend, FrameNumber(frame_base + tx_first + i), true))
                 .collect::<Result<Vec<_>, _>>()?;
             let bufs = match flip.as_mut() {
                 None => {
                     let first = base + 2 + RING_SLOTS;
                     let grefs = (0..RING_SLOTS)
-                        .map(|i| table.grant_access(backend, FrameNumber(first + i), false))
+                        .map(|i| {
+                            table.grant_access(backend, FrameNumber(frame_base + first + i), false)
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     RxBuffers::Copy {
                         frames: frames.clone(),

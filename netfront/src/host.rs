@@ -4,7 +4,7 @@
 //! grants them itself; the host hands the grants over.
 
 use event_channel::{EventChannel, EventFdPort};
-use grant_table::GrantRef;
+use grant_table::{FrameNumber, GrantRef};
 use shared_mem::SharedRegion;
 use xenbus::{FrontendConnection, FrontendControl};
 
@@ -66,6 +66,7 @@ pub struct FrontMemory {
     pub(crate) table: SharedRegion,
     pub(crate) pool: Option<SharedRegion>,
     pub(crate) remap: Option<crate::device::Remap>,
+    pub(crate) frame_base: FrameNumber,
 }
 
 impl FrontMemory {
@@ -76,7 +77,18 @@ impl FrontMemory {
             table,
             pool,
             remap: None,
+            frame_base: FrameNumber(0),
         }
+    }
+
+    /// The frame number the backend knows the first frame of `frames` by (the grants name
+    /// `base + n` for frame n of it). 0 by default, as on the process host, where the
+    /// backend maps the same memfd; in a VMM's guest, the guest-physical address of `frames`
+    /// divided by 4096.
+    #[must_use]
+    pub fn with_frame_base(mut self, base: FrameNumber) -> Self {
+        self.frame_base = base;
+        self
     }
 }
 

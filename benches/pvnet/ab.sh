@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A/B of two builds of the pvnet bench harness: their own child roles, run directly, in
+# interleaved rounds (old then new within every round), copy mode, tx and rx at 64 and
+# 65535 bytes. Each run is a backend process on CPU 0 and a frontend process on CPU 1 with a
+# 50 us spin on both sides, as `cargo bench --bench pvnet` does. Prints CSV:
+# round,version,mode,size,fps. Build each side with `cargo bench --bench pvnet --no-run`
+# (in a worktree of the other commit with its own CARGO_TARGET_DIR) and pass the two
+# `target/release/deps/pvnet-*` binaries.
+#
+#   benches/pvnet/ab.sh OLD_BIN NEW_BIN [ROUNDS] > ab.csv
+set -euo pipefail
+OLD=$1
+NEW=$2
+ROUNDS=${3:-30}
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+run() { # binary mode size frames
+    local bin=$1 mode=$2 size=$3 frames=$4 sock=$dir/s.sock uplink role
+    rm -f "$sock"
+    if [ "$mode" = tx ]; then uplink=sink; role=front-tx; else uplink=source; role=front-rx; fi
+    "$bin" --role backend --cpu 0 --socket "$sock" --size "$size" --spin-us 50 \
+        --uplink "$uplink" --tx-mode copy > "$dir/b.out" &
+    local backend=$!
+    "$bin" --role "$role" --cpu 1 --socket "$sock" --size "$size" --spin-us 50 \
+        --frames "$frames" --rx-mode copy > "$dir/f.out"
+    wait "$backend"
+    awk '/^RESULT /{printf "%.0f\n", $2/$3}' "$dir/f.out"
+}
+echo "round,version,mode,size,fps"
+for r in $(seq "$ROUNDS"); do
+    for cfg in "tx 64 2000000" "rx 64 2000000" "tx 65535 40000" "rx 65535 40000"; do
+        set -- $cfg
+        for v in old new; do
+            bin=$OLD
+            [ "$v" = new ] && bin=$NEW
+            echo "$r,$v,$1,$2,$(run "$bin" "$1" "$2" "$3")"
+        done
+    done
+done

@@ -1,0 +1,223 @@
+//! Laying a frontend out in the memory its host gives, granting it, and connecting it.
+
+use event_channel::QueuePorts;
+use grant_table::host::{FramePool, PoolSide};
+use grant_table::{ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantTable, RESERVED_REFS};
+use io_ring::FrontRing;
+use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
+use xenbus::{FrontendChoice, RxMode};
+
+use super::{Flip, Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
+use crate::error::NetfrontError;
+use crate::flip::FlipPool;
+use crate::host::{FrontMemory, FrontendHost, Layout, RingRefs};
+use crate::rxq::{RxBuffers, RxQueue, RxScratch};
+use crate::stats::Stats;
+use crate::txq::{TxLimits, TxQueue};
+
+/// Frames of our memory per queue: two ring pages, the tx buffers, and (copy mode) the rx
+/// buffers.
+fn frames_per_queue(copy: bool) -> u32 {
+    2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 }
+}
+
+fn queue_count(cfg: &NetfrontConfig) -> Result<usize, NetfrontError> {
+    match usize::try_from(cfg.choice.queues) {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => Err(NetfrontError::Config("between 1 and 64 queues".into())),
+    }
+}
+
+impl<H: FrontendHost> PendingNetfront<H> {
+    /// The memory a frontend of this configuration needs.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Config`] for an impossible queue count.
+    pub fn layout(cfg: &NetfrontConfig) -> Result<Layout, NetfrontError> {
+        let nq = queue_count(cfg)?;
+        let copy = cfg.choice.rx_mode == RxMode::Copy;
+        // Grants: the ring pages and one per buffer of each ring (access grants for copy
+        // buffers, accept-transfer grants in flip mode).
+        let entries = RESERVED_REFS as usize + nq * (2 + 2 * RING_SLOTS as usize);
+        Ok(Layout {
+            frames_bytes: nq * frames_per_queue(copy) as usize * FRAME_SIZE,
+            table_bytes: entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE,
+            pool_bytes: if copy {
+                0
+            } else {
+                2 * nq * RING_SLOTS as usize * FRAME_SIZE
+            },
+        })
+    }
+
+    /// Lays out rings and buffers in `mem` (at least the [`layout`](Self::layout)'s sizes),
+    /// initialises the rings and grants every page to the backend once for the connection:
+    /// rings read-write, transmit buffers read-only, receive buffers writable (or, in flip
+    /// mode, accept-transfer offers of the lower half of the pool). `ports` are this side's
+    /// ends of each queue's event channel(s), one [`QueuePorts`] per queue, split as the
+    /// choice says.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Config`] if the memory is too small or the ports do not match the
+    /// choice; [`NetfrontError::Memory`] if granting fails.
+    pub fn new(
+        cfg: NetfrontConfig,
+        mem: FrontMemory,
+        ports: Vec<QueuePorts<H::Port>>,
+    ) -> Result<Self, NetfrontError> {
+        let layout = Self::layout(&cfg)?;
+        let choice = cfg.choice.clone();
+        let nq = queue_count(&cfg)?;
+        let copy = choice.rx_mode == RxMode::Copy;
+        let FrontMemory {
+            frames,
+            table,
+            pool,
+            remap,
+            frame_base,
+        } = mem;
+        let frame_base = frame_base.0;
+        let frames_needed = u32::try_from(layout.frames_bytes / FRAME_SIZE).unwrap_or(u32::MAX);
+        if frame_base.checked_add(frames_needed).is_none() {
+            return Err(NetfrontError::Config("frame numbers past 2^32".into()));
+        }
+        if frames.len() < layout.frames_bytes || table.len() < layout.table_bytes {
+            return Err(NetfrontError::Config(
+                "frame memory or grant table too small".into(),
+            ));
+        }
+        if ports.len() != nq
+            || ports
+                .iter()
+                .any(|p| p.split() != choice.split_event_channels)
+        {
+            return Err(NetfrontError::Config(
+                "one set of event channels per queue, split as chosen".into(),
+            ));
+        }
+        let backend = cfg.backend_domid;
+        let per_queue = frames_per_queue(copy);
+        let mut table = GrantTable::new(table)?;
+        let mut flip = match (copy, pool) {
+            (true, _) => None,
+            (false, Some(pool)) if pool.len() >= layout.pool_bytes => Some(Flip {
+                pool: FlipPool::new(FramePool::split(pool, PoolSide::Frontend), backend),
+                remap,
+            }),
+            (false, _) => return Err(NetfrontError::Config("flip mode needs a flip pool".into())),
+        };
+        let mut queues = Vec::with_capacity(nq);
+        let mut rings = Vec::with_capacity(nq);
+        let mut offers = flip
+            .as_ref()
+            .map(|f| f.pool.owned_frames())
+            .unwrap_or_default()
+            .into_iter();
+        for (q, events) in ports.into_iter().enumerate() {
+            let base = u32::try_from(q).unwrap_or(u32::MAX) * per_queue;
+            let page = |f: u32| frames.subregion(f as usize * FRAME_SIZE, FRAME_SIZE);
+            let tx_ref = table.grant_access(backend, FrameNumber(frame_base + base), false)?;
+            let rx_ref = table.grant_access(backend, FrameNumber(frame_base + base + 1), false)?;
+            let tx_ring = FrontRing::<TxRequest, TxResponse>::init(page(base).map_err(region)?)
+                .map_err(|e| NetfrontError::Config(e.to_string()))?;
+            let rx_ring = FrontRing::<RxRequest, RxResponse>::init(page(base + 1).map_err(region)?)
+                .map_err(|e| NetfrontError::Config(e.to_string()))?;
+            let tx_first = base + 2;
+            let tx_grefs = (0..RING_SLOTS)
+                .map(|i| table.grant_access(backend, FrameNumber(frame_base + tx_first + i), true))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bufs = match flip.as_mut() {
+                None => {
+                    let first = base + 2 + RING_SLOTS;
+                    let grefs = (0..RING_SLOTS)
+                        .map(|i| {
+                            table.grant_access(backend, FrameNumber(frame_base + first + i), false)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    RxBuffers::Copy {
+                        frames: frames.clone(),
+                        first_frame: first,
+                        grefs,
+                    }
+                }
+                Some(f) => {
+                    let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
+                    for _ in 0..RING_SLOTS {
+                        let frame = offers
+                            .next()
+                            .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
+                        grefs.push(f.pool.offer(frame, &mut table)?);
+                    }
+                    RxBuffers::Flip {
+                        grefs,
+                        held: vec![None; RING_SLOTS as usize],
+                        window_base: q * RING_SLOTS as usize,
+                    }
+                }
+            };
+            rings.push(RingRefs {
+                tx: tx_ref,
+                rx: rx_ref,
+            });
+            queues.push(Queue {
+                tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
+                rx: RxQueue::new(rx_ring, bufs),
+                events,
+                ring_grants: [tx_ref, rx_ref],
+            });
+        }
+        let max_len = if choice.sg {
+            (choice.mtu as usize + 14).min(65535)
+        } else {
+            1514
+        };
+        let dev = Netfront {
+            conn: None,
+            table,
+            flip,
+            queues,
+            limits: TxLimits {
+                max_len,
+                max_len_gso: if choice.sg { 65535 } else { max_len },
+                gso_tcpv4: choice.gso_tcpv4,
+                gso_tcpv6: choice.gso_tcpv6,
+            },
+            choice,
+            spin: cfg.spin,
+            timeout: cfg.timeout,
+            broken: None,
+            backend_closing: false,
+            close_requested: false,
+            finished: false,
+            stats: Stats::default(),
+            scratch: RxScratch::default(),
+        };
+        Ok(Self { dev, rings })
+    }
+
+    /// The grants of each queue's ring pages, to hand to the backend.
+    pub fn rings(&self) -> &[RingRefs] {
+        &self.rings
+    }
+
+    /// What this frontend will negotiate.
+    pub fn choice(&self) -> &FrontendChoice {
+        &self.dev.choice
+    }
+
+    /// The backend attached (the control plane said `Connected`): posts every receive buffer
+    /// and returns the device.
+    ///
+    /// # Errors
+    /// A local failure to notify the backend.
+    pub fn connect(self, control: H::Control) -> Result<Netfront<H>, NetfrontError> {
+        let mut dev = self.dev;
+        dev.conn = Some(control);
+        dev.refill()?;
+        Ok(dev)
+    }
+}
+
+fn region(e: shared_mem::RegionError) -> NetfrontError {
+    NetfrontError::Config(e.to_string())
+}

@@ -1,0 +1,226 @@
+//! The device: its state and counters. Building it is `layout.rs`, sending and receiving
+//! `data.rs`, waiting `wait.rs`, closing `close.rs` (child modules: the fields stay private
+//! to this module).
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use event_channel::QueuePorts;
+use grant_table::host::RemapWindow;
+use grant_table::{DomId, FRAME_SIZE, GrantRef, GrantTable};
+use io_ring::{ring_size, slot_bytes};
+use netif::Offload;
+use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
+
+use xenbus::FrontendChoice;
+
+use crate::error::{BackendFault, NetfrontError, SendError};
+use crate::flip::FlipPool;
+use crate::host::{FrontendHost, ProcessHost, RingRefs};
+use crate::rxq::{RxQueue, RxScratch};
+use crate::stats::Stats;
+use crate::txq::{TxLimits, TxQueue};
+
+mod close;
+mod data;
+mod layout;
+mod wait;
+
+/// Buffers per ring: the slots of the smaller of a queue's two rings, each one page (256 for
+/// the netif rings), from io-ring's own rule, so the buffer pools cannot disagree with the
+/// rings.
+const RING_SLOTS: u32 = {
+    let tx = ring_size(FRAME_SIZE, slot_bytes::<TxRequest, TxResponse>());
+    let rx = ring_size(FRAME_SIZE, slot_bytes::<RxRequest, RxResponse>());
+    match (tx, rx) {
+        (Some(t), Some(r)) if t <= r => t,
+        (Some(_), Some(r)) => r,
+        _ => panic!("a netif ring fits in one page"),
+    }
+};
+
+/// The longest [`Netfront::wait`] sleeps at a time while its channels have no descriptor (an
+/// in-process host): it looks again this often.
+const BLIND_SLEEP: Duration = Duration::from_millis(1);
+
+/// How to connect.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NetfrontConfig {
+    /// What to negotiate: MAC, MTU, receive mode, queues, scatter-gather, offloads, split
+    /// event channels. Checked against what the backend offers.
+    pub choice: FrontendChoice,
+    /// Flip mode on the process host: map each received frame into a fixed receive slot
+    /// (`mmap`), what a flip costs on real hardware, instead of reading it where it is in the
+    /// pool.
+    pub flip_remap: bool,
+    /// How long [`Netfront::wait`] polls the rings before sleeping (0: sleep at once).
+    pub spin: Duration,
+    /// Control-plane timeout (connect, close).
+    pub timeout: Duration,
+    /// The backend's domain, which every grant names (0 on the process host; a VMM's
+    /// backend domain under Xen-on-KVM emulation).
+    pub backend_domid: DomId,
+}
+
+impl Default for NetfrontConfig {
+    fn default() -> Self {
+        Self {
+            choice: FrontendChoice::default(),
+            flip_remap: false,
+            spin: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+            backend_domid: grant_table::host::BACKEND_DOMID,
+        }
+    }
+}
+
+/// What closing released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Grants revoked (rings, buffers, transfer offers).
+    pub revoked: usize,
+}
+
+#[derive(Debug)]
+struct Queue<P> {
+    tx: TxQueue,
+    rx: RxQueue,
+    events: QueuePorts<P>,
+    ring_grants: [GrantRef; 2],
+}
+
+/// The process host's remapping of flipped frames: a window of fixed slots and the pool's
+/// descriptor to map from.
+#[derive(Debug)]
+pub(crate) struct Remap {
+    pub(crate) window: RemapWindow,
+    pub(crate) fd: OwnedFd,
+}
+
+/// A flip mode pool and what reads it.
+#[derive(Debug)]
+struct Flip {
+    pool: FlipPool,
+    remap: Option<Remap>,
+}
+
+/// A paravirtual NIC: the guest side of one connection to a netback. Single owner
+/// (`&mut self`); frames within a queue are never reordered, and a flow always uses one queue.
+///
+/// Generic over its host ([`FrontendHost`]): [`Netfront::connect`] builds one on the process
+/// host; [`PendingNetfront`] builds one over memory, event channels and a control channel any
+/// host provides.
+///
+/// Close it with [`close`](Self::close), which reports whether every grant came back (or, on
+/// one thread with the backend, with [`start_close`](Self::start_close) and
+/// [`finish_close`](Self::finish_close)). Dropping it closes too, best effort: it tells the
+/// backend and waits for its answer (up to the control-plane timeout) before the memory goes.
+#[derive(Debug)]
+pub struct Netfront<H: FrontendHost = ProcessHost> {
+    conn: Option<H::Control>,
+    table: GrantTable,
+    flip: Option<Flip>,
+    queues: Vec<Queue<H::Port>>,
+    limits: TxLimits,
+    choice: FrontendChoice,
+    spin: Duration,
+    timeout: Duration,
+    broken: Option<BackendFault>,
+    /// The backend asked to close (answer `Closed`, do not ask again).
+    backend_closing: bool,
+    /// We asked the backend to close ([`Netfront::start_close`]).
+    close_requested: bool,
+    /// Closed: every grant revoked (or reported in use); nothing more to do, even on drop.
+    finished: bool,
+    stats: Stats,
+    scratch: RxScratch,
+}
+
+/// A frontend laid out and granted in the memory its host gave, not yet connected: the host
+/// hands [`rings`](Self::rings) (and its memory and the backend's ends of the event channels)
+/// to the backend, then [`connect`](Self::connect)s it with the control channel.
+#[derive(Debug)]
+pub struct PendingNetfront<H: FrontendHost = ProcessHost> {
+    dev: Netfront<H>,
+    rings: Vec<RingRefs>,
+}
+
+/// Frames queued by [`Netfront::batch`], published together when it returns.
+#[derive(Debug)]
+pub struct TxBatch<'a, H: FrontendHost = ProcessHost> {
+    dev: &'a mut Netfront<H>,
+}
+
+impl<H: FrontendHost> TxBatch<'_, H> {
+    /// Queues one frame.
+    ///
+    /// # Errors
+    /// As [`Netfront::send`].
+    pub fn send(&mut self, frame: &[u8], offload: Offload) -> Result<(), SendError> {
+        self.dev.queue_frame(&[frame], offload)
+    }
+
+    /// Queues one frame made of several slices.
+    ///
+    /// # Errors
+    /// As [`Netfront::send`].
+    pub fn send_sg(&mut self, parts: &[&[u8]], offload: Offload) -> Result<(), SendError> {
+        self.dev.queue_frame(parts, offload)
+    }
+}
+
+impl<H: FrontendHost> Netfront<H> {
+    /// What was negotiated.
+    pub fn choice(&self) -> &FrontendChoice {
+        &self.choice
+    }
+
+    /// Queue pairs.
+    pub fn queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Transmit buffers the backend has not answered yet (0: everything sent was consumed).
+    /// Answers are collected by [`poll`](Self::poll) and [`wait`](Self::wait)'s callers.
+    pub fn tx_in_flight(&self) -> usize {
+        self.queues.iter().map(|q| q.tx.in_flight()).sum()
+    }
+
+    /// Why the device is broken, if it is.
+    pub fn broken(&self) -> Option<BackendFault> {
+        self.broken
+    }
+
+    /// The queue a frame's flow uses.
+    pub fn queue_for(&self, frame_start: &[u8]) -> usize {
+        if self.queues.len() == 1 {
+            0
+        } else {
+            netif::flow_hash(frame_start) as usize % self.queues.len()
+        }
+    }
+
+    fn check(&self) -> Result<(), NetfrontError> {
+        match self.broken {
+            Some(f) => Err(NetfrontError::Broken(f)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a backend fault (the device is broken from now on) and passes errors through.
+    fn note<T>(&mut self, r: Result<T, NetfrontError>) -> Result<T, NetfrontError> {
+        if let Err(NetfrontError::Broken(f)) = &r
+            && self.broken.is_none()
+        {
+            self.broken = Some(*f);
+        }
+        r
+    }
+}

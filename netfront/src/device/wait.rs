@@ -1,0 +1,162 @@
+//! Waiting for work: late EOI, an optional spin, arming the rings, one sleep over the
+//! event channels and the control channel.
+
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use event_channel::{SpinBudget, SpinStep, wait_any};
+use xenbus::FrontendControl;
+
+use super::{BLIND_SLEEP, Netfront};
+use crate::error::{BackendFault, NetfrontError};
+use crate::host::FrontendHost;
+use crate::txq::ring_error;
+
+impl<H: FrontendHost> Netfront<H> {
+    /// A cheap look for work while spinning: received frames always, transmit completions
+    /// only when `tx_too` (their header line is the one the backend writes while it works:
+    /// reading it on every look would pull it away from the backend for nothing).
+    fn has_work(&mut self, tx_too: bool) -> Result<bool, NetfrontError> {
+        for q in &mut self.queues {
+            if q.rx.has_work()?
+                || (tx_too && q.tx.ring.unconsumed_responses().map_err(ring_error)? > 0)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn final_check(&mut self) -> Result<bool, NetfrontError> {
+        let mut work = false;
+        for q in &mut self.queues {
+            work |= q.rx.ring.final_check_responses().map_err(ring_error)?;
+            work |= q.rx.has_work()?;
+            work |= q.tx.ring.final_check_responses().map_err(ring_error)?;
+        }
+        Ok(work)
+    }
+
+    /// Waits until a frame arrives or transmit buffers come back, or `timeout` passes: spins
+    /// for the configured time looking at the rings, then arms them and sleeps on the event
+    /// channels and the control socket. Returns `true` when there is work (call
+    /// [`receive`](Self::receive) and [`poll`](Self::poll)), `false` only when the timeout
+    /// passed without any: a stale event does not end the wait.
+    ///
+    /// # Errors
+    /// [`NetfrontError::Broken`] (with [`BackendFault::Closed`] if the backend closed);
+    /// local failures.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+        self.check()?;
+        let r = self.wait_inner(timeout);
+        self.note(r)
+    }
+
+    fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        self.end_of_interrupt()?;
+        if !self.spin.is_zero() {
+            let mut spin = SpinBudget::new(self.spin, deadline);
+            loop {
+                if self.has_work(spin.clock_step())? {
+                    return Ok(true);
+                }
+                match spin.step() {
+                    SpinStep::Spin => {}
+                    // The control socket needs a system call: looked at about once a
+                    // millisecond, so a long spin still notices a closing backend.
+                    SpinStep::LookAround => {
+                        if self.control_ready()? {
+                            break;
+                        }
+                    }
+                    SpinStep::Done => break,
+                }
+            }
+        }
+        loop {
+            if self.final_check()? {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            self.sleep(left)?;
+            // An event may be stale (sent for work we already did while awake): clear it and
+            // look again; only the deadline ends the wait without work.
+            self.end_of_interrupt()?;
+        }
+    }
+
+    /// Whether the control channel has news (the backend changed state or went away): a
+    /// zero-time poll of its descriptor, or a look at a channel without one.
+    fn control_ready(&mut self) -> Result<bool, NetfrontError> {
+        let Some(c) = &mut self.conn else {
+            return Ok(false);
+        };
+        match c.readiness_fd() {
+            Some(fd) => {
+                let mut ready = [false];
+                Ok(wait_any(&[fd], Some(Duration::ZERO), &mut ready)? > 0)
+            }
+            None => Ok(c.backend_closing()),
+        }
+    }
+
+    /// Clears the events that woke the last sleep, now that the rings were looked at (late
+    /// EOI: a notification sent while we worked is absorbed here, and the final check that
+    /// follows sees its work).
+    fn end_of_interrupt(&mut self) -> Result<(), NetfrontError> {
+        for q in &mut self.queues {
+            q.events.end_of_interrupt()?;
+        }
+        Ok(())
+    }
+
+    /// Sleeps on the event channels and the control channel; marks the channels that fired.
+    /// Channels without descriptors (an in-process host) cut the sleep to 1 ms, and a control
+    /// channel without one is looked at after it.
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
+        let blind = self.queues.iter().any(|q| !q.events.has_fds())
+            || self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.readiness_fd().is_none());
+        let timeout = if blind {
+            Some(timeout.map_or(BLIND_SLEEP, |t| t.min(BLIND_SLEEP)))
+        } else {
+            timeout
+        };
+        let (control_fired, ready) = {
+            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
+            let control = self.conn.as_ref().and_then(FrontendControl::readiness_fd);
+            if let Some(fd) = control {
+                fds.push(fd);
+            }
+            for q in &self.queues {
+                q.events.fds(&mut fds);
+            }
+            let mut ready = vec![false; fds.len()];
+            wait_any(&fds, timeout, &mut ready)?;
+            let mut it = ready.into_iter();
+            let fired = control.is_some() && it.next() == Some(true);
+            (fired, it.collect::<Vec<_>>())
+        };
+        if let Some(c) = self.conn.as_mut()
+            && (control_fired || c.readiness_fd().is_none())
+            && c.backend_closing()
+        {
+            self.backend_closing = true;
+            return Err(BackendFault::Closed.into());
+        }
+        let mut it = ready.into_iter();
+        for q in &mut self.queues {
+            if q.events.has_fds() {
+                q.events.mark_ready(&mut it);
+            }
+        }
+        Ok(())
+    }
+}

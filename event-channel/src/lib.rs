@@ -16,7 +16,8 @@
 //!   NAPI-style, so a busy peer costs no system call.
 //! - For loops that serve many rings (netback, multi-queue netfront): [`wait_any`] sleeps on
 //!   many descriptors at once, [`QueuePorts`] keeps a queue's channel(s) with late-EOI
-//!   bookkeeping, and [`SpinBudget`] paces the spin before the sleep.
+//!   bookkeeping, and [`wait_for_work`] is the whole wait (late EOI, a spin paced by the
+//!   clock, arming, sleeping, again on a stale event) over a [`Sleeper`]'s hooks.
 //!
 //! ```
 //! use std::time::Duration;
@@ -42,6 +43,7 @@ mod eventfd;
 mod local;
 mod poll;
 mod queue;
+mod sleep;
 mod spin;
 mod waiter;
 
@@ -51,7 +53,7 @@ pub use eventfd::EventFdPort;
 pub use local::LocalPort;
 pub use poll::wait_any;
 pub use queue::QueuePorts;
-pub use spin::{SpinBudget, SpinStep};
+pub use sleep::{Sleeper, wait_for_work};
 pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// What a spinning loop does next (see [`SpinBudget::step`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpinStep {
+pub(crate) enum SpinStep {
     /// Look at the rings again.
     Spin,
     /// Look at what needs a system call too (control sockets, a waker): about once a
@@ -18,7 +18,7 @@ pub enum SpinStep {
 /// the clock only every 32 steps (a clock read costs as much as a look at a ring) and asks
 /// for a look around once a millisecond.
 #[derive(Clone, Copy, Debug)]
-pub struct SpinBudget {
+pub(crate) struct SpinBudget {
     end: Instant,
     look: Instant,
     steps: u32,
@@ -29,7 +29,7 @@ const LOOK_AROUND: Duration = Duration::from_millis(1);
 
 impl SpinBudget {
     /// A spin of `spin` from now, cut short by `deadline`.
-    pub fn new(spin: Duration, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(spin: Duration, deadline: Option<Instant>) -> Self {
         let now = Instant::now();
         let end = now + spin;
         Self {
@@ -40,7 +40,7 @@ impl SpinBudget {
     }
 
     /// The next step, after a look at the rings found nothing.
-    pub fn step(&mut self) -> SpinStep {
+    pub(crate) fn step(&mut self) -> SpinStep {
         self.steps = self.steps.wrapping_add(1);
         if !self.steps.is_multiple_of(32) {
             std::hint::spin_loop();
@@ -59,7 +59,7 @@ impl SpinBudget {
     }
 
     /// Whether this step read the clock (every 32nd): a time for looks that cost more.
-    pub fn clock_step(&self) -> bool {
+    pub(crate) fn clock_step(&self) -> bool {
         self.steps % 32 == 31
     }
 }

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventFdPort, QueuePorts, SpinBudget, SpinStep, wait_any};
+use event_channel::{EventChannel, EventFdPort, QueuePorts, Sleeper, wait_any, wait_for_work};
 use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
 
 use crate::credit::RateLimit;
@@ -159,6 +159,8 @@ pub struct Netback<U, H: BackendHost = ProcessHost> {
     /// file is shared with the frontend: closing ours would not take it out of an epoll set,
     /// and a frontend writing it would wake the loop with no way left to deregister it.
     retired: Vec<QueuePorts<H::Port>>,
+    /// The clock as the spin of [`Netback::wait`] last read it (credit checks while spinning).
+    spin_now: Instant,
 }
 
 impl<U: Uplink> Netback<U, ProcessHost> {
@@ -173,8 +175,9 @@ impl<U: Uplink> Netback<U, ProcessHost> {
     }
 
     /// Attaches a frontend process whose keys and descriptors the control plane took
-    /// ([`xenbus::Incoming::receive_keys`], a [`xenbus::Handshake`] or [`spawn_acceptor`]
-    /// (crate::spawn_acceptor)): maps its memory and rings, takes its event channels, and
+    /// ([`xenbus::Incoming::receive_keys`], a [`xenbus::Handshake`] or
+    /// [`spawn_acceptor`](crate::spawn_acceptor)): maps its memory and rings, takes its event
+    /// channels, and
     /// answers `Connected`.
     ///
     /// # Errors
@@ -221,6 +224,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             closed: Vec::new(),
             fds_changed: true,
             retired: Vec::new(),
+            spin_now: Instant::now(),
         })
     }
 
@@ -540,60 +544,11 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// Local failures.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<(), NetbackError> {
         let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
         // This loop registers nothing anywhere: released vifs' channels can go.
         self.retired.clear();
-        self.end_of_interrupt()?;
-        if !self.cfg.spin.is_zero() {
-            let mut spin = SpinBudget::new(self.cfg.spin, deadline);
-            let mut now = start;
-            loop {
-                if self.has_work(now) {
-                    return Ok(());
-                }
-                match spin.step() {
-                    SpinStep::Spin => {}
-                    // The rings are read without system calls; control sockets and the waker
-                    // need one, so they are looked at about once a millisecond (as is the
-                    // clock that credit refills follow).
-                    SpinStep::LookAround => {
-                        now = Instant::now();
-                        if self.control_ready()? {
-                            break;
-                        }
-                    }
-                    SpinStep::Done => break,
-                }
-            }
-        }
-        loop {
-            let now = Instant::now();
-            if self.release_closing() {
-                return Ok(());
-            }
-            if self.final_check(now) {
-                return Ok(());
-            }
-            // Sleep no longer than the caller allows, nor past the first credit refill.
-            let until = match (deadline, self.next_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let mut left = until.map(|d| d.saturating_duration_since(now));
-            if left == Some(Duration::ZERO) {
-                return Ok(());
-            }
-            if self.blind() {
-                left = Some(left.map_or(BLIND_SLEEP, |l| l.min(BLIND_SLEEP)));
-            }
-            let ready = self.sleep(left)?;
-            if self.after_sleep(&ready)? {
-                return Ok(());
-            }
-            // Only ring events (or a blind sleep's end): they may be stale (sent for work done
-            // while we were awake). Clear them and look again.
-            self.end_of_interrupt()?;
-        }
+        self.spin_now = start;
+        let spin = self.cfg.spin;
+        wait_for_work(&mut Waiting(self), spin, timeout.map(|t| start + t)).map(drop)
     }
 
     /// The descriptors an event loop of your own should watch (readable), each with the
@@ -838,6 +793,52 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         }
         self.release_vif(id, true);
         self.closed.pop().ok_or(NetbackError::NoSuchVif)
+    }
+}
+
+/// The backend as [`wait_for_work`] sees it (a wrapper, so the hooks stay out of the public
+/// API).
+struct Waiting<'a, U, H: BackendHost>(&'a mut Netback<U, H>);
+
+impl<U: Uplink, H: BackendHost> Sleeper for Waiting<'_, U, H> {
+    type Error = NetbackError;
+
+    fn end_of_interrupt(&mut self) -> Result<(), NetbackError> {
+        self.0.end_of_interrupt()
+    }
+
+    fn look(&mut self, _clock_step: bool) -> Result<bool, NetbackError> {
+        let now = self.0.spin_now;
+        Ok(self.0.has_work(now))
+    }
+
+    // The rings are read without system calls; control channels and the waker need one, so
+    // they are looked at about once a millisecond (as is the clock that credit refills
+    // follow).
+    fn look_around(&mut self) -> Result<bool, NetbackError> {
+        self.0.spin_now = Instant::now();
+        self.0.control_ready()
+    }
+
+    fn final_check(&mut self) -> Result<bool, NetbackError> {
+        if self.0.release_closing() {
+            return Ok(true);
+        }
+        Ok(self.0.final_check(Instant::now()))
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.0.next_deadline()
+    }
+
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool, NetbackError> {
+        let timeout = if self.0.blind() {
+            Some(timeout.map_or(BLIND_SLEEP, |t| t.min(BLIND_SLEEP)))
+        } else {
+            timeout
+        };
+        let ready = self.0.sleep(timeout)?;
+        self.0.after_sleep(&ready)
     }
 }
 

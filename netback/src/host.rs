@@ -63,8 +63,8 @@ pub struct QueueParts<P> {
     pub events: QueuePorts<P>,
 }
 
-/// Everything a connected frontend handed over, from which [`Netback::attach_parts`]
-/// (crate::Netback::attach_parts) attaches a vif. The control plane checked `choice` against
+/// Everything a connected frontend handed over, from which
+/// [`Netback::attach_parts`](crate::Netback::attach_parts) attaches a vif. The control plane checked `choice` against
 /// the backend's offer before building this.
 #[derive(Debug)]
 pub struct VifParts<H: BackendHost> {

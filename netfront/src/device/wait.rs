@@ -4,7 +4,7 @@
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use event_channel::{SpinBudget, SpinStep, wait_any};
+use event_channel::{Sleeper, wait_any, wait_for_work};
 use xenbus::FrontendControl;
 
 use super::{BLIND_SLEEP, Netfront};
@@ -53,41 +53,9 @@ impl<H: FrontendHost> Netfront<H> {
     }
 
     fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
-        let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
-        self.end_of_interrupt()?;
-        if !self.spin.is_zero() {
-            let mut spin = SpinBudget::new(self.spin, deadline);
-            loop {
-                if self.has_work(spin.clock_step())? {
-                    return Ok(true);
-                }
-                match spin.step() {
-                    SpinStep::Spin => {}
-                    // The control socket needs a system call: looked at about once a
-                    // millisecond, so a long spin still notices a closing backend.
-                    SpinStep::LookAround => {
-                        if self.control_ready()? {
-                            break;
-                        }
-                    }
-                    SpinStep::Done => break,
-                }
-            }
-        }
-        loop {
-            if self.final_check()? {
-                return Ok(true);
-            }
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Ok(false);
-            }
-            self.sleep(left)?;
-            // An event may be stale (sent for work we already did while awake): clear it and
-            // look again; only the deadline ends the wait without work.
-            self.end_of_interrupt()?;
-        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let spin = self.spin;
+        wait_for_work(&mut Waiting(self), spin, deadline)
     }
 
     /// Whether the control channel has news (the backend changed state or went away): a
@@ -158,5 +126,36 @@ impl<H: FrontendHost> Netfront<H> {
             }
         }
         Ok(())
+    }
+}
+
+/// The device as [`wait_for_work`] sees it (a wrapper, so the hooks stay out of the public
+/// API).
+struct Waiting<'a, H: FrontendHost>(&'a mut Netfront<H>);
+
+impl<H: FrontendHost> Sleeper for Waiting<'_, H> {
+    type Error = NetfrontError;
+
+    fn end_of_interrupt(&mut self) -> Result<(), NetfrontError> {
+        self.0.end_of_interrupt()
+    }
+
+    fn look(&mut self, clock_step: bool) -> Result<bool, NetfrontError> {
+        self.0.has_work(clock_step)
+    }
+
+    // The control channel needs a system call: looked at about once a millisecond, so a
+    // long spin still notices a closing backend.
+    fn look_around(&mut self) -> Result<bool, NetfrontError> {
+        self.0.control_ready()
+    }
+
+    fn final_check(&mut self) -> Result<bool, NetfrontError> {
+        self.0.final_check()
+    }
+
+    // A closing backend is an error (`BackendFault::Closed`), not a wakeup.
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+        self.0.sleep(timeout).map(|()| false)
     }
 }

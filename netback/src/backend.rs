@@ -13,12 +13,9 @@ use crate::host::{BackendHost, ProcessHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
 use crate::rx::RxScratch;
 use crate::stats::VifStats;
-use crate::tx::{PollFailure, TxMode, TxScratch};
+use crate::tx::{TxMode, TxScratch};
 use crate::uplink::{Outbox, Uplink, VifId};
 use crate::vif::Vif;
-
-/// How long a vif waits before retrying when backend memory ran out.
-const OUT_OF_MEMORY_RETRY: Duration = Duration::from_millis(1);
 
 /// The longest [`Netback::wait`] sleeps while some vif's event channel or control channel has
 /// no descriptor to sleep on (an in-process host): it looks again this often.
@@ -146,7 +143,6 @@ pub struct Netback<U, H: BackendHost = ProcessHost> {
     next_id: u32,
     tx_scratch: TxScratch,
     rx_scratch: RxScratch,
-    accepted: Vec<PacketId>,
     deliveries: Vec<(VifId, PacketId)>,
     active: Vec<VifId>,
     wake: EventFdPort,
@@ -216,7 +212,6 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             next_id: 1,
             tx_scratch: TxScratch::default(),
             rx_scratch: RxScratch::default(),
-            accepted: Vec::new(),
             deliveries: Vec::new(),
             active: Vec::new(),
             wake,
@@ -259,12 +254,12 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// [`NetbackError::RingGrant`] / [`NetbackError::BadFrontend`] if its rings do not work:
     /// the vif is not attached and the frontend is refused with the reason.
     pub fn attach_parts(&mut self, parts: VifParts<H>) -> Result<VifId, NetbackError> {
-        let (local, ours) = (parts.grants.local(), self.mem.region());
+        let (local, ours) = (parts.local_memory(), self.mem.region());
         if local.as_ptr() != ours.as_ptr() || local.len() != ours.len() {
             let e = NetbackError::Config(
                 "the grants' local memory is not this backend's packet memory",
             );
-            let _ = parts.control.refuse(&e.to_string());
+            let _ = parts.refuse(&e.to_string());
             return Err(e);
         }
         let id = VifId(self.next_id);
@@ -277,12 +272,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             }
         };
         // Only now, with everything checked and mapped, is the frontend told it is attached.
-        // One that went away meanwhile is released by the next poll.
-        if let Some(c) = vif.control.as_mut()
-            && c.connected().is_err()
-        {
-            vif.control_ready = true;
-        }
+        vif.answer_connected();
         self.vifs.push(vif);
         self.fds_changed = true;
         Ok(id)
@@ -293,11 +283,11 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.vifs
             .iter()
             .map(|v| VifInfo {
-                id: v.id,
-                peer: v.peer,
-                choice: v.choice.clone(),
-                stats: v.stats,
-                fault: v.fault,
+                id: v.id(),
+                peer: v.peer(),
+                choice: v.choice().clone(),
+                stats: v.stats(),
+                fault: v.fault(),
             })
             .collect()
     }
@@ -305,8 +295,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// Frames waiting for `vif`'s receive buffers (over its queues), or `None` if there is no
     /// such vif: what an embedder that injects frames watches for back-pressure.
     pub fn rx_backlog(&self, vif: VifId) -> Option<usize> {
-        let v = self.vifs.iter().find(|v| v.id == vif)?;
-        Some(v.queues.iter().map(|q| q.backlog.len()).sum())
+        let v = self.vifs.iter().find(|v| v.id() == vif)?;
+        Some(v.backlog_len())
     }
 
     /// The vifs that went away since the last call.
@@ -326,54 +316,40 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         let mut work = 0;
         self.active.clear();
         self.active
-            .extend(self.vifs.iter().filter(|v| v.active()).map(|v| v.id));
+            .extend(self.vifs.iter().filter(|v| v.active()).map(Vif::id));
         let now = Instant::now();
         for vi in 0..self.vifs.len() {
             let vif = &mut self.vifs[vi];
-            if !vif.active() || vif.tx_blocked_until.is_some_and(|t| t > now) {
+            if !vif.active() || !vif.tx_open(now) {
                 continue;
             }
-            vif.tx_blocked_until = None;
-            for q in 0..vif.queues.len() {
-                let r = vif.tx_poll(
+            vif.unblock_tx();
+            let from = vif.id();
+            for q in 0..vif.queue_count() {
+                let r = vif.poll_tx(
                     q,
                     self.cfg.tx_mode,
                     &mut self.mem,
                     &mut self.tx_scratch,
                     self.cfg.budget,
-                    &mut self.accepted,
+                    now,
                 );
-                let from = vif.id;
                 match r {
-                    Ok(r) => {
-                        work += r.packets;
-                        if let Some(t) = r.throttled {
-                            vif.tx_blocked_until = Some(t);
-                        } else if r.out_of_memory {
-                            vif.tx_blocked_until = Some(now + OUT_OF_MEMORY_RETRY);
-                        }
-                    }
-                    Err(PollFailure::Fault(f)) => {
-                        vif.disable(f, &mut self.mem);
-                        self.fds_changed = true;
-                    }
-                    Err(PollFailure::Local(e)) => {
-                        for p in self.accepted.drain(..) {
+                    Ok(r) => work += r.packets,
+                    Err(e) => {
+                        for p in self.tx_scratch.take_accepted() {
                             self.mem.release(p);
                         }
                         return Err(e);
                     }
                 }
-                for p in self.accepted.drain(..) {
-                    let mut out = Outbox {
-                        mem: &mut self.mem,
-                        deliveries: &mut self.deliveries,
-                        vifs: &self.active,
-                    };
+                for p in self.tx_scratch.take_accepted() {
+                    let mut out = Outbox::new(&mut self.mem, &mut self.deliveries, &self.active);
                     self.uplink.transmit(from, p, &mut out);
                     self.mem.release(p);
                 }
                 if !vif.active() {
+                    self.fds_changed = true;
                     break;
                 }
             }
@@ -383,27 +359,14 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             if !vif.active() {
                 continue;
             }
-            for q in 0..vif.queues.len() {
-                match vif.rx_poll(q, &mut self.mem, &mut self.rx_scratch, self.cfg.budget) {
-                    Ok(n) => work += n,
-                    Err(PollFailure::Fault(f)) => {
-                        vif.disable(f, &mut self.mem);
-                        self.fds_changed = true;
-                        break;
-                    }
-                    Err(PollFailure::Local(e)) => return Err(e),
-                }
+            work += vif.poll_rx(&mut self.mem, &mut self.rx_scratch, self.cfg.budget)?;
+            if !vif.active() {
+                self.fds_changed = true;
             }
         }
         // Transmit answers last: the frames they carried are on their way already.
         for vif in &mut self.vifs {
-            if vif.active() {
-                vif.flush_tx_answers()?;
-            } else {
-                for q in &mut vif.queues {
-                    q.tx_answers.clear();
-                }
-            }
+            vif.flush_tx_answers()?;
         }
         Ok(work)
     }
@@ -413,8 +376,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// memory is short; the vif's `rx_dropped` counts the latter two).
     pub fn inject(&mut self, to: VifId, bytes: &[u8], meta: netif::Offload) -> bool {
         let Some(p) = self.mem.alloc_from(bytes, meta) else {
-            if let Some(v) = self.vifs.iter_mut().find(|v| v.id == to) {
-                v.stats.rx_dropped += 1;
+            if let Some(v) = self.vifs.iter_mut().find(|v| v.id() == to) {
+                v.count_rx_drop();
             }
             return false;
         };
@@ -450,49 +413,20 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     fn deliver_all(&mut self) {
         let cap_pages = self.cfg.rx_backlog_bytes / grant_table::FRAME_SIZE;
         for (to, p) in self.deliveries.drain(..) {
-            let Some(vif) = self.vifs.iter_mut().find(|v| v.id == to) else {
+            let queued = self
+                .vifs
+                .iter_mut()
+                .find(|v| v.id() == to)
+                .is_some_and(|v| v.enqueue(p, &self.mem, cap_pages));
+            if !queued {
                 self.mem.release(p);
-                continue;
-            };
-            let pages = self.mem.npages(p);
-            if !vif.active() || vif.backlog_pages + pages > cap_pages {
-                vif.stats.rx_dropped += 1;
-                self.mem.release(p);
-                continue;
             }
-            let q = if vif.queues.len() > 1 {
-                let mut hdr = [0u8; 64];
-                let n = self.mem.read(p, 0, &mut hdr);
-                netif::flow_hash(&hdr[..n]) as usize % vif.queues.len()
-            } else {
-                0
-            };
-            vif.backlog_pages += pages;
-            vif.queues[q].backlog.push_back(p);
         }
     }
 
     /// Whether any ring has work, looking without arming (the spin's check).
     fn has_work(&mut self, now: Instant) -> bool {
-        for vif in &mut self.vifs {
-            if !vif.active() {
-                continue;
-            }
-            let tx_open = vif.tx_blocked_until.is_none_or(|t| t <= now);
-            for q in &mut vif.queues {
-                if tx_open
-                    && (q.start < q.pending.len() || q.tx.unconsumed_requests().unwrap_or(1) > 0)
-                {
-                    return true;
-                }
-                if !q.backlog.is_empty()
-                    && q.rx.unconsumed_requests().unwrap_or(u32::MAX) >= q.rx_need.max(1)
-                {
-                    return true;
-                }
-            }
-        }
-        false
+        self.vifs.iter_mut().any(|v| v.has_work(now))
     }
 
     /// Arms every ring's event and re-checks (the final check before sleeping). A ring
@@ -500,29 +434,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     fn final_check(&mut self, now: Instant) -> bool {
         let mut work = false;
         for vif in &mut self.vifs {
-            if !vif.active() {
-                continue;
-            }
-            let tx_open = vif.tx_blocked_until.is_none_or(|t| t <= now);
-            let mut fault = None;
-            for q in &mut vif.queues {
-                if tx_open {
-                    match q.tx.final_check_requests() {
-                        Ok(w) => work |= w || q.start < q.pending.len(),
-                        Err(e) => fault = peer_fault(e),
-                    }
-                }
-                if !q.backlog.is_empty() {
-                    match q.rx.final_check_requests_for(q.rx_need.max(1)) {
-                        Ok(w) => work |= w,
-                        Err(e) => fault = peer_fault(e),
-                    }
-                }
-            }
-            if let Some(f) = fault {
-                vif.disable(f, &mut self.mem);
+            let was_active = vif.active();
+            work |= vif.final_check(now, &mut self.mem);
+            if was_active && !vif.active() {
                 self.fds_changed = true;
-                work = true;
             }
         }
         work
@@ -564,20 +479,20 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.retired.clear();
         let mut out = vec![(Token::Waker, self.wake.as_fd())];
         for vif in &self.vifs {
-            if let Some(fd) = vif.control.as_ref().and_then(BackendControl::readiness_fd) {
-                out.push((Token::Control(vif.id), fd));
+            if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
+                out.push((Token::Control(vif.id()), fd));
             }
             if !vif.active() {
                 continue;
             }
-            for (qi, q) in vif.queues.iter().enumerate() {
+            for (qi, q) in vif.events().enumerate() {
                 let mut fds = Vec::with_capacity(2);
-                if q.events.fds(&mut fds) {
+                if q.fds(&mut fds) {
                     let queue = u16::try_from(qi).unwrap_or(u16::MAX);
                     for (i, fd) in fds.into_iter().enumerate() {
                         out.push((
                             Token::Event {
-                                vif: vif.id,
+                                vif: vif.id(),
                                 queue,
                                 rx: i == 1,
                             },
@@ -606,18 +521,18 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         match token {
             Token::Waker => self.wake.consume_ready()?,
             Token::Control(id) => {
-                if let Some(v) = self.vifs.iter_mut().find(|v| v.id == id) {
-                    v.control_ready = true;
+                if let Some(v) = self.vifs.iter_mut().find(|v| v.id() == id) {
+                    v.mark_control_ready();
                 }
             }
             Token::Event { vif, queue, rx } => {
                 if let Some(q) = self
                     .vifs
                     .iter_mut()
-                    .find(|v| v.id == vif)
-                    .and_then(|v| v.queues.get_mut(usize::from(queue)))
+                    .find(|v| v.id() == vif)
+                    .and_then(|v| v.events_mut().nth(usize::from(queue)))
                 {
-                    q.events.mark_fired(rx);
+                    q.mark_fired(rx);
                 }
             }
         }
@@ -649,18 +564,13 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.vifs
             .iter()
             .filter(|v| v.active())
-            .filter_map(|v| v.tx_blocked_until)
+            .filter_map(Vif::tx_blocked_until)
             .min()
     }
 
     /// Whether some vif's channels cannot be slept on (no descriptor).
     fn blind(&self) -> bool {
-        self.vifs.iter().any(|v| {
-            v.control
-                .as_ref()
-                .is_some_and(|c| c.readiness_fd().is_none())
-                || (v.active() && v.queues.iter().any(|q| !q.events.has_fds()))
-        })
+        self.vifs.iter().any(Vif::blind)
     }
 
     /// Releases every vif whose frontend asked to close or went away (looked at where its
@@ -670,7 +580,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         let closing: Vec<VifId> = self
             .vifs
             .iter_mut()
-            .filter_map(|v| v.closing().then_some(v.id))
+            .filter_map(|v| v.closing().then_some(v.id()))
             .collect();
         let any = !closing.is_empty();
         for id in closing {
@@ -684,8 +594,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// work it announced).
     fn end_of_interrupt(&mut self) -> Result<(), NetbackError> {
         for vif in &mut self.vifs {
-            for q in &mut vif.queues {
-                q.events.end_of_interrupt()?;
+            for q in vif.events_mut() {
+                q.end_of_interrupt()?;
             }
         }
         Ok(())
@@ -697,7 +607,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         fds.extend(
             self.vifs
                 .iter()
-                .filter_map(|v| v.control.as_ref().and_then(BackendControl::readiness_fd)),
+                .filter_map(|v| v.control().and_then(BackendControl::readiness_fd)),
         );
         let mut ready = vec![false; fds.len()];
         Ok(wait_any(&fds, Some(Duration::ZERO), &mut ready)? > 0)
@@ -708,14 +618,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<Vec<bool>, NetbackError> {
         let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
         for vif in &self.vifs {
-            if let Some(fd) = vif.control.as_ref().and_then(BackendControl::readiness_fd) {
+            if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
                 fds.push(fd);
             }
-            if vif.active() {
-                for q in &vif.queues {
-                    q.events.fds(&mut fds);
-                }
-            }
+            vif.event_fds(&mut fds);
         }
         let mut ready = vec![false; fds.len()];
         wait_any(&fds, timeout, &mut ready)?;
@@ -731,18 +637,15 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             self.wake.consume_ready()?;
         }
         for vif in &mut self.vifs {
-            if vif
-                .control
-                .as_ref()
-                .is_some_and(|c| c.readiness_fd().is_some())
+            if vif.control().is_some_and(|c| c.readiness_fd().is_some())
                 && ready.next().unwrap_or(false)
             {
-                vif.control_ready = true;
+                vif.mark_control_ready();
             }
             if vif.active() {
-                for q in &mut vif.queues {
-                    if q.events.has_fds() {
-                        q.events.mark_ready(&mut ready);
+                for q in vif.events_mut() {
+                    if q.has_fds() {
+                        q.mark_ready(&mut ready);
                     }
                 }
             }
@@ -754,13 +657,13 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// Releases a vif: drops its backlog, unmaps its rings and memory, closes its event
     /// channels, then answers its close (`acknowledge`) or asks it to close.
     fn release_vif(&mut self, id: VifId, ask: bool) {
-        let Some(i) = self.vifs.iter().position(|v| v.id == id) else {
+        let Some(i) = self.vifs.iter().position(|v| v.id() == id) else {
             return;
         };
         let vif = self.vifs.remove(i);
         self.fds_changed = true;
         self.uplink.vif_removed(id);
-        let fault = vif.fault;
+        let fault = vif.fault();
         let crate::vif::Released {
             control,
             pinned,
@@ -788,7 +691,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// # Errors
     /// [`NetbackError::NoSuchVif`].
     pub fn detach(&mut self, id: VifId) -> Result<ClosedVif, NetbackError> {
-        if !self.vifs.iter().any(|v| v.id == id) {
+        if !self.vifs.iter().any(|v| v.id() == id) {
             return Err(NetbackError::NoSuchVif);
         }
         self.release_vif(id, true);
@@ -839,12 +742,5 @@ impl<U: Uplink, H: BackendHost> Sleeper for Waiting<'_, U, H> {
         };
         let ready = self.0.sleep(timeout)?;
         self.0.after_sleep(&ready)
-    }
-}
-
-fn peer_fault(e: io_ring::RingError) -> Option<VifFault> {
-    match e {
-        io_ring::RingError::Peer(p) => Some(VifFault::Ring(p)),
-        _ => None,
     }
 }

@@ -68,12 +68,21 @@ pub struct QueueParts<P> {
 /// the backend's offer before building this.
 #[derive(Debug)]
 pub struct VifParts<H: BackendHost> {
-    pub(crate) choice: FrontendChoice,
-    pub(crate) grants: PeerGrants<H::Memory>,
-    pub(crate) queues: Vec<QueueParts<H::Port>>,
-    pub(crate) control: H::Control,
-    pub(crate) peer: Option<Peer>,
+    choice: FrontendChoice,
+    grants: PeerGrants<H::Memory>,
+    queues: Vec<QueueParts<H::Port>>,
+    control: H::Control,
+    peer: Option<Peer>,
 }
+
+/// The parts, taken apart, for attaching.
+pub(crate) type Taken<H> = (
+    FrontendChoice,
+    PeerGrants<<H as BackendHost>::Memory>,
+    Vec<QueueParts<<H as BackendHost>::Port>>,
+    <H as BackendHost>::Control,
+    Option<Peer>,
+);
 
 impl<H: BackendHost> VifParts<H> {
     /// A frontend's parts: what it negotiated, its grants (over its frame memory; with its
@@ -91,6 +100,27 @@ impl<H: BackendHost> VifParts<H> {
             control,
             peer: None,
         }
+    }
+
+    /// The grants' local memory (it must be the backend's packet memory).
+    pub(crate) fn local_memory(&self) -> &SharedRegion {
+        self.grants.local()
+    }
+
+    /// Refuses the frontend (its parts are dropped).
+    pub(crate) fn refuse(self, reason: &str) -> Result<(), xenbus::XenbusError> {
+        self.control.refuse(reason)
+    }
+
+    /// Takes the parts apart.
+    pub(crate) fn into_inner(self) -> Taken<H> {
+        (
+            self.choice,
+            self.grants,
+            self.queues,
+            self.control,
+            self.peer,
+        )
     }
 
     /// Records who the frontend is (a process's credentials), for [`VifInfo`](crate::VifInfo).

@@ -2,18 +2,22 @@
 //! grant copy or by page flip; responses in the slots of their requests, the GSO extra after
 //! the first data slot.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 
+use event_channel::{EventChannel, QueuePorts};
 use grant_table::{
-    CopyOp, CopyPtr, FRAME_SIZE, FrameNumber, GrantOps, GrantRef, GrantStatus, TransferOp,
+    CopyOp, CopyPtr, FRAME_SIZE, FrameMemory, FrameNumber, GrantOps, GrantRef, GrantStatus,
+    PeerGrants, TransferOp,
 };
+use io_ring::BackRing;
 use netif::wire::{RxRequest, RxResponse, rx_flags, status};
 use netif::{GsoKind, Offload};
-use xenbus::RxMode;
+use xenbus::{FrontendChoice, RxMode};
 
 use crate::memory::{PacketId, PacketMemory};
+use crate::stats::VifStats;
 use crate::tx::{PollFailure, ring_failure};
-use crate::vif::Vif;
 
 struct Answer {
     packet: PacketId,
@@ -41,7 +45,40 @@ impl core::fmt::Debug for RxScratch {
     }
 }
 
-impl<H: crate::host::BackendHost> Vif<H> {
+/// A guest's receive ring and the frames waiting for its buffers.
+#[derive(Debug)]
+pub(crate) struct RxQueue {
+    ring: BackRing<RxRequest, RxResponse>,
+    /// Frames waiting for receive buffers, oldest first.
+    backlog: VecDeque<PacketId>,
+    /// Rx requests the frame at the head of the backlog needs (0: not waiting).
+    need: u32,
+}
+
+/// What a receive poll uses of its vif: its grants (and flip pool), what it negotiated, its
+/// counters, and the pages its backlogs hold.
+pub(crate) struct RxVif<'a, M> {
+    grants: &'a PeerGrants<M>,
+    choice: &'a FrontendChoice,
+    stats: &'a mut VifStats,
+    backlog_pages: &'a mut usize,
+}
+
+impl<'a, M> RxVif<'a, M> {
+    pub(crate) fn new(
+        grants: &'a PeerGrants<M>,
+        choice: &'a FrontendChoice,
+        stats: &'a mut VifStats,
+        backlog_pages: &'a mut usize,
+    ) -> Self {
+        Self {
+            grants,
+            choice,
+            stats,
+            backlog_pages,
+        }
+    }
+
     /// The offload metadata this guest may receive: a GSO kind it did not negotiate is not
     /// sent (the bytes are delivered whole; segmenting in software is not done here).
     fn rx_meta(&self, meta: Offload) -> Offload {
@@ -51,53 +88,92 @@ impl<H: crate::host::BackendHost> Vif<H> {
         });
         Offload { gso, ..meta }
     }
+}
 
-    /// Fills up to `budget` frames of queue `q`'s backlog into posted buffers.
-    pub(crate) fn rx_poll(
+impl RxQueue {
+    pub(crate) fn new(ring: BackRing<RxRequest, RxResponse>) -> Self {
+        Self {
+            ring,
+            backlog: VecDeque::new(),
+            need: 0,
+        }
+    }
+
+    /// Frames waiting.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Queues a frame for this guest (the caller checked the vif's cap).
+    pub(crate) fn push(&mut self, packet: PacketId) {
+        self.backlog.push_back(packet);
+    }
+
+    /// Takes every waiting frame (to free them); nothing is waited for afterwards.
+    pub(crate) fn drain_backlog(&mut self) -> std::collections::vec_deque::Drain<'_, PacketId> {
+        self.need = 0;
+        self.backlog.drain(..)
+    }
+
+    /// Whether a waiting frame can be placed, looking without arming (a bad index counts as
+    /// work: the poll that follows reports it).
+    pub(crate) fn has_work(&mut self) -> bool {
+        !self.backlog.is_empty()
+            && self.ring.unconsumed_requests().unwrap_or(u32::MAX) >= self.need.max(1)
+    }
+
+    /// Arms the ring for exactly the requests the head frame needs and re-checks (only with
+    /// frames waiting: otherwise the guest's buffers are no news).
+    pub(crate) fn final_check(&mut self) -> Result<bool, io_ring::RingError> {
+        if self.backlog.is_empty() {
+            return Ok(false);
+        }
+        self.ring.final_check_requests_for(self.need.max(1))
+    }
+
+    /// Fills up to `budget` frames of the backlog into posted buffers.
+    pub(crate) fn poll<M: FrameMemory, P: EventChannel>(
         &mut self,
-        q: usize,
+        mut vif: RxVif<'_, M>,
+        events: &QueuePorts<P>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
         budget: usize,
     ) -> Result<usize, PollFailure> {
-        if self.queues[q].backlog.is_empty() {
+        if self.backlog.is_empty() {
             return Ok(0);
         }
         scratch.reqs.clear();
         scratch.copies.clear();
         scratch.transfers.clear();
         scratch.answers.clear();
-        let flip = self.choice.rx_mode == RxMode::Flip;
+        let flip = vif.choice.rx_mode == RxMode::Flip;
         if flip {
             scratch.pool_free.clear();
-            if let Some(pool) = self.grants.pool() {
+            if let Some(pool) = vif.grants.pool() {
                 scratch.pool_free.extend(pool.owned_frames());
             }
         }
-        let mut avail = self.queues[q]
-            .rx
-            .unconsumed_requests()
-            .map_err(ring_failure)?;
+        let mut avail = self.ring.unconsumed_requests().map_err(ring_failure)?;
         let mut done = 0;
         while done < budget {
-            let Some(&packet) = self.queues[q].backlog.front() else {
-                self.queues[q].rx_need = 0;
+            let Some(&packet) = self.backlog.front() else {
+                self.need = 0;
                 break;
             };
-            let meta = self.rx_meta(mem.meta(packet));
+            let meta = vif.rx_meta(mem.meta(packet));
             let data_slots = mem.npages(packet);
             let need =
                 u32::try_from(data_slots + usize::from(meta.gso.is_some())).unwrap_or(u32::MAX);
             if need > avail || (flip && scratch.pool_free.len() < data_slots) {
-                self.queues[q].rx_need = need;
+                self.need = need;
                 break;
             }
-            let queue = &mut self.queues[q];
-            queue.backlog.pop_front();
-            self.backlog_pages -= data_slots;
+            self.backlog.pop_front();
+            *vif.backlog_pages -= data_slots;
             avail -= need;
             let first = scratch.reqs.len();
-            take_requests(&mut queue.rx, need as usize, &mut scratch.reqs)?;
+            take_requests(&mut self.ring, need as usize, &mut scratch.reqs)?;
             let reqs = first..scratch.reqs.len();
             if reqs.len() != need as usize {
                 // The ring said `need` were there; a short read is a local inconsistency.
@@ -120,7 +196,7 @@ impl<H: crate::host::BackendHost> Vif<H> {
                 let page = mem.page(packet, k);
                 if flip {
                     let frame = scratch.pool_free.pop().expect("counted above");
-                    let pool = self.grants.pool().expect("flip mode has a pool");
+                    let pool = vif.grants.pool().expect("flip mode has a pool");
                     let at = frame.0 as usize * FRAME_SIZE;
                     // The flipped frame holds the packet's bytes and zeros, nothing older
                     // (XSA-403).
@@ -163,21 +239,22 @@ impl<H: crate::host::BackendHost> Vif<H> {
             // Large frames: move and answer in chunks, so the frontend starts on the first
             // frames while the rest are copied.
             if scratch.copies.len() + scratch.transfers.len() >= crate::tx::COPY_CHUNK {
-                self.move_and_respond(q, mem, scratch, flip)?;
+                self.move_and_respond(&mut vif, events, mem, scratch, flip)?;
             }
         }
         if scratch.answers.is_empty() {
             return Ok(done);
         }
-        self.move_and_respond(q, mem, scratch, flip)?;
+        self.move_and_respond(&mut vif, events, mem, scratch, flip)?;
         Ok(done)
     }
 
     /// Performs the batch's copies or transfers and writes its responses; the scratch is
     /// empty afterwards.
-    fn move_and_respond(
+    fn move_and_respond<M: FrameMemory, P: EventChannel>(
         &mut self,
-        q: usize,
+        vif: &mut RxVif<'_, M>,
+        events: &QueuePorts<P>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
         flip: bool,
@@ -189,32 +266,32 @@ impl<H: crate::host::BackendHost> Vif<H> {
                 .iter()
                 .all(|o| o.status != GrantStatus::BadPage)
             {
-                self.grants.transfer(&mut scratch.transfers);
+                vif.grants.transfer(&mut scratch.transfers);
             } else {
                 for op in &mut scratch.transfers {
                     if op.status != GrantStatus::BadPage {
-                        self.grants.transfer(core::slice::from_mut(op));
+                        vif.grants.transfer(core::slice::from_mut(op));
                     }
                 }
             }
         } else {
-            self.grants.copy(&mut scratch.copies);
+            vif.grants.copy(&mut scratch.copies);
         }
-        self.respond(q, mem, scratch, flip)?;
+        self.respond(vif.stats, events, mem, scratch, flip)?;
         scratch.reqs.clear();
         scratch.copies.clear();
         scratch.transfers.clear();
         Ok(())
     }
 
-    fn respond(
+    fn respond<P: EventChannel>(
         &mut self,
-        q: usize,
+        stats: &mut VifStats,
+        events: &QueuePorts<P>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
         flip: bool,
     ) -> Result<(), PollFailure> {
-        let queue = &mut self.queues[q];
         for a in scratch.answers.drain(..) {
             let ok = if flip {
                 scratch.transfers[a.ops.clone()]
@@ -252,26 +329,28 @@ impl<H: crate::host::BackendHost> Vif<H> {
                         status::ERROR
                     },
                 };
-                queue.rx.push_response(&rsp).map_err(ring_failure)?;
+                self.ring.push_response(&rsp).map_err(ring_failure)?;
                 slot += 1;
                 if k == 0
                     && let Some(e) = extra
                 {
                     let rsp = e.to_rx_slot();
-                    queue.rx.push_response(&rsp).map_err(ring_failure)?;
+                    self.ring.push_response(&rsp).map_err(ring_failure)?;
                     slot += 1;
                 }
             }
             if ok {
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += len as u64;
+                stats.rx_packets += 1;
+                stats.rx_bytes += len as u64;
             } else {
-                self.stats.rx_errors += 1;
+                stats.rx_errors += 1;
             }
             mem.release(a.packet);
         }
-        if queue.rx.publish_responses() {
-            queue.notify_rx().map_err(PollFailure::Local)?;
+        if self.ring.publish_responses() {
+            events
+                .notify_rx()
+                .map_err(|e| PollFailure::Local(e.into()))?;
         }
         Ok(())
     }

@@ -5,15 +5,19 @@
 use std::ops::Range;
 use std::time::Instant;
 
+use event_channel::{EventChannel, QueuePorts};
 use grant_table::{
-    Access, CopyOp, CopyPtr, FRAME_SIZE, GrantMapping, GrantOps, GrantRef, GrantStatus,
+    Access, CopyOp, CopyPtr, FRAME_SIZE, FrameMemory, GrantMapping, GrantOps, GrantRef,
+    GrantStatus, PeerGrants,
 };
-use netif::wire::status;
+use io_ring::BackRing;
+use netif::wire::{TxRequest, TxResponse, status};
 use netif::{Offload, Severity, TxPacket, parse_tx_into, tx_responses};
 
+use crate::credit::Credit;
 use crate::error::{NetbackError, VifFault};
 use crate::memory::{PacketId, PacketMemory};
-use crate::vif::Vif;
+use crate::stats::VifStats;
 
 /// Grant copies (pages) after which a poll copies and answers what it has so far: pipelines
 /// large frames with the frontend (16 copies make one 64 KiB frame).
@@ -55,6 +59,48 @@ pub(crate) struct TxScratch {
     /// The packet being parsed (built in place, not moved).
     packet: TxPacket,
     answers: Vec<Answer>,
+    /// Packets the last poll accepted, in order, for the uplink.
+    accepted: Vec<PacketId>,
+}
+
+impl TxScratch {
+    /// The packets the last poll accepted, in order (each holds one reference).
+    pub(crate) fn take_accepted(&mut self) -> std::vec::Drain<'_, PacketId> {
+        self.accepted.drain(..)
+    }
+}
+
+/// A guest's transmit ring and what netback holds of it: requests copied out and not yet
+/// answered, and the answers a poll decided and has not written yet.
+#[derive(Debug)]
+pub(crate) struct TxQueue {
+    ring: BackRing<TxRequest, TxResponse>,
+    /// Requests copied out of the ring and not answered yet (`pending[start..]`).
+    pending: Vec<TxRequest>,
+    start: usize,
+    /// Answers decided by this poll, written at its end.
+    answers: Vec<TxAnswer>,
+}
+
+/// What a transmit poll uses of its vif: its grants, transmit credit and counters.
+pub(crate) struct TxVif<'a, M> {
+    grants: &'a PeerGrants<M>,
+    credit: &'a mut Credit,
+    stats: &'a mut VifStats,
+}
+
+impl<'a, M> TxVif<'a, M> {
+    pub(crate) fn new(
+        grants: &'a PeerGrants<M>,
+        credit: &'a mut Credit,
+        stats: &'a mut VifStats,
+    ) -> Self {
+        Self {
+            grants,
+            credit,
+            stats,
+        }
+    }
 }
 
 impl core::fmt::Debug for TxScratch {
@@ -90,60 +136,87 @@ fn dest_pieces(pos: usize, len: usize) -> impl Iterator<Item = (usize, usize, us
     })
 }
 
-impl<H: crate::host::BackendHost> Vif<H> {
+impl TxQueue {
+    pub(crate) fn new(ring: BackRing<TxRequest, TxResponse>) -> Self {
+        Self {
+            ring,
+            pending: Vec::new(),
+            start: 0,
+            answers: Vec::new(),
+        }
+    }
+
+    /// Whether requests wait, looking without arming (a bad index counts as work: the poll
+    /// that follows reports it).
+    pub(crate) fn has_work(&mut self) -> bool {
+        self.start < self.pending.len() || self.ring.unconsumed_requests().unwrap_or(1) > 0
+    }
+
+    /// Arms the ring's event and re-checks (the final check before sleeping).
+    pub(crate) fn final_check(&mut self) -> Result<bool, io_ring::RingError> {
+        Ok(self.ring.final_check_requests()? || self.start < self.pending.len())
+    }
+
+    /// Forgets decided answers (the vif was disabled: nothing more is written to it).
+    pub(crate) fn discard_answers(&mut self) {
+        self.answers.clear();
+    }
+
     /// Copies out what the ring holds, appending to `pending` (whose indices the poll's
     /// answers refer to: nothing is removed during a poll).
-    fn refill_pending(&mut self, q: usize) -> Result<(), PollFailure> {
-        let queue = &mut self.queues[q];
-        let reqs = queue.tx.requests().map_err(ring_failure)?;
-        queue.pending.extend(reqs);
+    fn refill_pending(&mut self) -> Result<(), PollFailure> {
+        let reqs = self.ring.requests().map_err(ring_failure)?;
+        self.pending.extend(reqs);
         Ok(())
     }
 
-    /// Handles up to `budget` of the guest's packets on queue `q`; accepted ones are
-    /// appended to `accepted` in order, for the uplink.
-    pub(crate) fn tx_poll(
+    /// Handles up to `budget` of the guest's packets; accepted ones are left in the
+    /// scratch's accepted list in order, for the uplink.
+    pub(crate) fn poll<M: FrameMemory, P: EventChannel>(
         &mut self,
-        q: usize,
+        vif: TxVif<'_, M>,
+        events: &QueuePorts<P>,
         mode: TxMode,
         mem: &mut PacketMemory,
         scratch: &mut TxScratch,
         budget: usize,
-        accepted: &mut Vec<PacketId>,
     ) -> Result<TxPoll, PollFailure> {
+        let TxVif {
+            grants,
+            credit,
+            stats,
+        } = vif;
         scratch.ops.clear();
         scratch.answers.clear();
         // Requests answered by earlier polls go; at most a ring's worth ever stays. (Answers
         // index `pending`: they are flushed at the end of every poll, before this runs again.)
-        let queue = &mut self.queues[q];
         debug_assert!(
-            queue.tx_answers.is_empty(),
+            self.answers.is_empty(),
             "answers flushed before the next poll"
         );
-        if queue.tx_answers.is_empty() {
-            queue.pending.drain(..queue.start);
-            queue.start = 0;
+        if self.answers.is_empty() {
+            self.pending.drain(..self.start);
+            self.start = 0;
         }
         let mut result = TxPoll::default();
         let mut refilled = false;
         let mut chunk_pages = 0;
-        let now = self.credit.limited().then(Instant::now);
+        let now = credit.limited().then(Instant::now);
         let outcome = loop {
             if result.packets >= budget {
                 break Ok(());
             }
-            let queue = &self.queues[q];
-            if queue.start >= queue.pending.len() {
+            if self.start >= self.pending.len() {
                 if refilled {
                     break Ok(());
                 }
                 refilled = true;
-                if let Err(f) = self.refill_pending(q) {
+                if let Err(f) = self.refill_pending() {
                     break Err(f);
                 }
                 continue;
             }
-            let parsed = parse_tx_into(&queue.pending[queue.start..], &mut scratch.packet);
+            let parsed = parse_tx_into(&self.pending[self.start..], &mut scratch.packet);
             match parsed {
                 Err(e) if e.severity == Severity::Fatal => {
                     // A packet cut short at the end of what we copied: the frontend may have
@@ -151,7 +224,7 @@ impl<H: crate::host::BackendHost> Vif<H> {
                     // frontend by what it published, as this does after the refill).
                     if !refilled {
                         refilled = true;
-                        if let Err(f) = self.refill_pending(q) {
+                        if let Err(f) = self.refill_pending() {
                             break Err(f);
                         }
                         continue;
@@ -159,30 +232,29 @@ impl<H: crate::host::BackendHost> Vif<H> {
                     break Err(PollFailure::Fault(VifFault::Tx(e.kind)));
                 }
                 Err(e) => {
-                    let queue = &mut self.queues[q];
                     let st = if e.severity == Severity::Drop {
-                        self.stats.tx_dropped += 1;
+                        stats.tx_dropped += 1;
                         status::DROPPED
                     } else {
-                        self.stats.tx_errors += 1;
+                        stats.tx_errors += 1;
                         status::ERROR
                     };
                     scratch.answers.push(Answer {
-                        start: queue.start,
+                        start: self.start,
                         slots: e.slots,
                         extra_slots: e.extra_slots,
                         outcome: Outcome::Status(st),
                     });
-                    queue.start += e.slots;
+                    self.start += e.slots;
                     result.packets += 1;
                 }
                 Ok(()) => {
                     let pkt = &scratch.packet;
                     if let Some(now) = now
-                        && !self.credit.take(u64::from(pkt.len), now)
+                        && !credit.take(u64::from(pkt.len), now)
                     {
-                        self.stats.tx_throttled += 1;
-                        result.throttled = self.credit.refill_at();
+                        stats.tx_throttled += 1;
+                        result.throttled = credit.refill_at();
                         break Ok(());
                     }
                     let Some(packet) = mem.alloc(u32::from(pkt.len), Offload::from_tx(pkt)) else {
@@ -195,11 +267,10 @@ impl<H: crate::host::BackendHost> Vif<H> {
                             push_copies(pkt, packet, mem, &mut scratch.ops);
                             true
                         }
-                        TxMode::Map => self.read_mapped(pkt, packet, mem),
+                        TxMode::Map => read_mapped(grants, pkt, packet, mem),
                     };
-                    let queue = &mut self.queues[q];
                     scratch.answers.push(Answer {
-                        start: queue.start,
+                        start: self.start,
                         slots: pkt.slots,
                         extra_slots: pkt.extra_slots,
                         outcome: Outcome::Packet {
@@ -208,7 +279,7 @@ impl<H: crate::host::BackendHost> Vif<H> {
                             mapped_ok,
                         },
                     });
-                    queue.start += pkt.slots;
+                    self.start += pkt.slots;
                     result.packets += 1;
                     // Large frames: copy and answer in chunks, so the frontend gets buffers
                     // back (and refills) while the rest of the batch is copied. (Map mode
@@ -216,11 +287,9 @@ impl<H: crate::host::BackendHost> Vif<H> {
                     chunk_pages += PacketMemory::pages_for(u32::from(pkt.len));
                     if chunk_pages >= COPY_CHUNK {
                         chunk_pages = 0;
-                        self.grants.copy(&mut scratch.ops);
-                        if let Err(e) = self
-                            .answer(q, mem, scratch, accepted)
-                            .and_then(|()| self.flush_tx_answers_of(q))
-                        {
+                        grants.copy(&mut scratch.ops);
+                        self.answer(stats, mem, scratch);
+                        if let Err(e) = self.flush(events) {
                             break Err(PollFailure::Local(e));
                         }
                         scratch.ops.clear();
@@ -239,47 +308,13 @@ impl<H: crate::host::BackendHost> Vif<H> {
         if scratch.ops.is_empty() && scratch.answers.is_empty() {
             return Ok(result);
         }
-        self.grants.copy(&mut scratch.ops);
-        self.answer(q, mem, scratch, accepted)
-            .map_err(PollFailure::Local)?;
+        grants.copy(&mut scratch.ops);
+        self.answer(stats, mem, scratch);
         Ok(result)
     }
 
-    /// Map mode: reads each fragment through a read-only mapping held only for the copy.
-    fn read_mapped(&self, pkt: &TxPacket, packet: PacketId, mem: &PacketMemory) -> bool {
-        let mut pos = 0;
-        for frag in pkt.fragments() {
-            let len = usize::from(frag.len);
-            if len > 0 {
-                let Ok(mapping) = self.grants.map(GrantRef(frag.gref), Access::ReadOnly) else {
-                    return false;
-                };
-                let src = mapping.region();
-                debug_assert!(!mapping.writable());
-                for (page, within, n, from) in dest_pieces(pos, len) {
-                    let dst = mem.page(packet, page).0 as usize * FRAME_SIZE + within;
-                    if src
-                        .copy_to(usize::from(frag.offset) + from, mem.region(), dst, n)
-                        .is_err()
-                    {
-                        return false;
-                    }
-                }
-            }
-            pos += len;
-        }
-        true
-    }
-
-    /// Pushes every answer of the poll in request order and publishes them.
-    fn answer(
-        &mut self,
-        q: usize,
-        mem: &mut PacketMemory,
-        scratch: &mut TxScratch,
-        accepted: &mut Vec<PacketId>,
-    ) -> Result<(), NetbackError> {
-        let queue = &mut self.queues[q];
+    /// Decides every answer of the poll in request order (written by [`flush`](Self::flush)).
+    fn answer(&mut self, stats: &mut VifStats, mem: &mut PacketMemory, scratch: &mut TxScratch) {
         for a in scratch.answers.drain(..) {
             let st = match a.outcome {
                 Outcome::Status(st) => st,
@@ -293,51 +328,83 @@ impl<H: crate::host::BackendHost> Vif<H> {
                             .iter()
                             .all(|op| op.status == GrantStatus::Okay);
                     if ok {
-                        self.stats.tx_packets += 1;
-                        self.stats.tx_bytes += u64::from(mem.len(packet));
-                        accepted.push(packet);
+                        stats.tx_packets += 1;
+                        stats.tx_bytes += u64::from(mem.len(packet));
+                        scratch.accepted.push(packet);
                         status::OKAY
                     } else {
-                        self.stats.tx_errors += 1;
+                        stats.tx_errors += 1;
                         mem.release(packet);
                         status::ERROR
                     }
                 }
             };
-            queue.tx_answers.push(TxAnswer {
+            self.answers.push(TxAnswer {
                 start: a.start,
                 slots: a.slots,
                 extra_slots: a.extra_slots,
                 status: st,
             });
         }
-        Ok(())
     }
 
     /// Writes the answers the polls since the last flush decided, in request order, and
     /// publishes them. Runs after the poll delivered its frames: writing a response takes its
     /// slot's cache line back from the frontend, which need not delay a frame on its way.
-    pub(crate) fn flush_tx_answers_of(&mut self, q: usize) -> Result<(), NetbackError> {
-        let queue = &mut self.queues[q];
-        if queue.tx_answers.is_empty() {
+    pub(crate) fn flush<P: EventChannel>(
+        &mut self,
+        events: &QueuePorts<P>,
+    ) -> Result<(), NetbackError> {
+        if self.answers.is_empty() {
             return Ok(());
         }
-        for a in queue.tx_answers.drain(..) {
-            let reqs = &queue.pending[a.start..];
+        for a in self.answers.drain(..) {
+            let reqs = &self.pending[a.start..];
             for rsp in tx_responses(reqs, a.slots, a.extra_slots, a.status) {
-                queue.tx.push_response(&rsp).map_err(NetbackError::Ring)?;
+                self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
             }
         }
-        if queue.tx.publish_responses() {
-            queue.notify_tx()?;
+        if self.ring.publish_responses() {
+            events.notify_tx()?;
         }
         Ok(())
     }
 }
 
+/// Map mode: reads each fragment through a read-only mapping held only for the copy.
+fn read_mapped<M: FrameMemory>(
+    grants: &PeerGrants<M>,
+    pkt: &TxPacket,
+    packet: PacketId,
+    mem: &PacketMemory,
+) -> bool {
+    let mut pos = 0;
+    for frag in pkt.fragments() {
+        let len = usize::from(frag.len);
+        if len > 0 {
+            let Ok(mapping) = grants.map(GrantRef(frag.gref), Access::ReadOnly) else {
+                return false;
+            };
+            let src = mapping.region();
+            debug_assert!(!mapping.writable());
+            for (page, within, n, from) in dest_pieces(pos, len) {
+                let dst = mem.page(packet, page).0 as usize * FRAME_SIZE + within;
+                if src
+                    .copy_to(usize::from(frag.offset) + from, mem.region(), dst, n)
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
+        pos += len;
+    }
+    true
+}
+
 /// The answer to one packet's requests, decided and not yet written.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct TxAnswer {
+struct TxAnswer {
     start: usize,
     slots: usize,
     extra_slots: usize,

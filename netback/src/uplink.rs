@@ -39,9 +39,24 @@ impl<U: Uplink + ?Sized> Uplink for Box<U> {
 /// What an uplink can do with a frame: deliver it to vifs, read it, or make new frames.
 #[derive(Debug)]
 pub struct Outbox<'a> {
-    pub(crate) mem: &'a mut PacketMemory,
-    pub(crate) deliveries: &'a mut Vec<(VifId, PacketId)>,
-    pub(crate) vifs: &'a [VifId],
+    mem: &'a mut PacketMemory,
+    deliveries: &'a mut Vec<(VifId, PacketId)>,
+    vifs: &'a [VifId],
+}
+
+impl<'a> Outbox<'a> {
+    /// The backend's memory, where deliveries are queued, and the active vifs.
+    pub(crate) fn new(
+        mem: &'a mut PacketMemory,
+        deliveries: &'a mut Vec<(VifId, PacketId)>,
+        vifs: &'a [VifId],
+    ) -> Self {
+        Self {
+            mem,
+            deliveries,
+            vifs,
+        }
+    }
 }
 
 impl Outbox<'_> {

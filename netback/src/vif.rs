@@ -1,50 +1,37 @@
-//! One attached frontend (a vif): its mapped memory and rings, event channels, receive
-//! backlog, credit and counters; attaching from a handshake and releasing everything.
+//! One attached frontend (a vif): its grants and held ring mappings, its queues (each a
+//! transmit and a receive ring with their event channels), credit, counters and fault;
+//! attaching from the parts a host handed over and releasing everything. The backend only
+//! iterates vifs and calls what is here; the rings' own state is `tx.rs`'s and `rx.rs`'s.
 
-use std::collections::VecDeque;
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
 
 use event_channel::QueuePorts;
 use grant_table::{Access, HeldMapping, PeerGrants};
 use io_ring::BackRing;
-use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::{BackendControl, FrontendChoice, Peer};
 
 use crate::credit::{Credit, RateLimit};
 use crate::error::{NetbackError, VifFault};
 use crate::host::{BackendHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
+use crate::rx::{RxQueue, RxScratch, RxVif};
 use crate::stats::VifStats;
+use crate::tx::{PollFailure, TxMode, TxPoll, TxQueue, TxScratch, TxVif};
 use crate::uplink::VifId;
+
+/// How long a vif waits before retrying when backend memory ran out.
+const OUT_OF_MEMORY_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One queue pair of a vif.
 #[derive(Debug)]
-pub(crate) struct VifQueue<P> {
-    pub(crate) tx: BackRing<TxRequest, TxResponse>,
-    pub(crate) rx: BackRing<RxRequest, RxResponse>,
+struct VifQueue<P> {
+    tx: TxQueue,
+    rx: RxQueue,
+    /// The two ring pages, mapped for the connection.
     rings: Vec<HeldMapping>,
     /// The queue's event channel(s).
-    pub(crate) events: QueuePorts<P>,
-    /// Tx requests copied out of the ring and not answered yet (`pending[start..]`).
-    pub(crate) pending: Vec<TxRequest>,
-    pub(crate) start: usize,
-    /// Answers decided by this poll, written at its end.
-    pub(crate) tx_answers: Vec<crate::tx::TxAnswer>,
-    /// Frames waiting for receive buffers, oldest first.
-    pub(crate) backlog: VecDeque<PacketId>,
-    /// Rx requests the frame at the head of the backlog needs (0: not waiting).
-    pub(crate) rx_need: u32,
-}
-
-impl<P: event_channel::EventChannel> VifQueue<P> {
-    /// Notifies the frontend about the tx ring.
-    pub(crate) fn notify_tx(&self) -> Result<(), NetbackError> {
-        Ok(self.events.notify_tx()?)
-    }
-
-    /// Notifies the frontend about the rx ring (its own channel, if split).
-    pub(crate) fn notify_rx(&self) -> Result<(), NetbackError> {
-        Ok(self.events.notify_rx()?)
-    }
+    events: QueuePorts<P>,
 }
 
 /// What releasing a vif leaves: its control channel (to answer the close), the grants
@@ -60,21 +47,21 @@ pub(crate) struct Released<H: BackendHost> {
 /// An attached frontend.
 #[derive(Debug)]
 pub(crate) struct Vif<H: BackendHost> {
-    pub(crate) id: VifId,
-    pub(crate) control: Option<H::Control>,
+    id: VifId,
+    control: Option<H::Control>,
     /// The control channel's descriptor was reported readable: look at it in the next poll.
-    pub(crate) control_ready: bool,
-    pub(crate) peer: Option<Peer>,
-    pub(crate) grants: PeerGrants<H::Memory>,
-    pub(crate) choice: FrontendChoice,
-    pub(crate) queues: Vec<VifQueue<H::Port>>,
-    pub(crate) stats: VifStats,
-    pub(crate) credit: Credit,
-    pub(crate) fault: Option<VifFault>,
+    control_ready: bool,
+    peer: Option<Peer>,
+    grants: PeerGrants<H::Memory>,
+    choice: FrontendChoice,
+    queues: Vec<VifQueue<H::Port>>,
+    stats: VifStats,
+    credit: Credit,
+    fault: Option<VifFault>,
     /// Pages of backend memory the backlogs of this vif hold.
-    pub(crate) backlog_pages: usize,
+    backlog_pages: usize,
     /// No transmit work before this instant (credit exhausted, memory short).
-    pub(crate) tx_blocked_until: Option<std::time::Instant>,
+    tx_blocked_until: Option<Instant>,
 }
 
 impl<H: BackendHost> Vif<H> {
@@ -86,13 +73,7 @@ impl<H: BackendHost> Vif<H> {
         parts: VifParts<H>,
         rate: Option<RateLimit>,
     ) -> Result<Self, (NetbackError, H::Control)> {
-        let VifParts {
-            choice,
-            grants,
-            queues: handed,
-            control,
-            peer,
-        } = parts;
+        let (choice, grants, handed, control, peer) = parts.into_inner();
         let mut vif = Self {
             id,
             control: None,
@@ -138,19 +119,64 @@ impl<H: BackendHost> Vif<H> {
                 }
             };
             vif.queues.push(VifQueue {
-                tx,
-                rx,
+                tx: TxQueue::new(tx),
+                rx: RxQueue::new(rx),
                 rings,
                 events: q.events,
-                pending: Vec::new(),
-                start: 0,
-                tx_answers: Vec::new(),
-                backlog: VecDeque::new(),
-                rx_need: 0,
             });
         }
         vif.control = Some(control);
         Ok(vif)
+    }
+
+    pub(crate) fn id(&self) -> VifId {
+        self.id
+    }
+
+    pub(crate) fn peer(&self) -> Option<Peer> {
+        self.peer
+    }
+
+    pub(crate) fn choice(&self) -> &FrontendChoice {
+        &self.choice
+    }
+
+    pub(crate) fn stats(&self) -> VifStats {
+        self.stats
+    }
+
+    pub(crate) fn fault(&self) -> Option<VifFault> {
+        self.fault
+    }
+
+    /// Counts a frame for this guest that could not be queued (memory short).
+    pub(crate) fn count_rx_drop(&mut self) {
+        self.stats.rx_dropped += 1;
+    }
+
+    /// Whether the vif still carries traffic.
+    pub(crate) fn active(&self) -> bool {
+        self.fault.is_none()
+    }
+
+    /// The control channel, once attached.
+    pub(crate) fn control(&self) -> Option<&H::Control> {
+        self.control.as_ref()
+    }
+
+    /// The control channel's descriptor was reported readable.
+    pub(crate) fn mark_control_ready(&mut self) {
+        self.control_ready = true;
+    }
+
+    /// Tells the frontend it is attached; one that went away meanwhile is looked at (and
+    /// released) by the next poll.
+    pub(crate) fn answer_connected(&mut self) {
+        if let Some(c) = self.control.as_mut()
+            && c.connected().is_err()
+        {
+            self.control_ready = true;
+        }
     }
 
     /// Whether the frontend asked to close or went away: looked at when its descriptor was
@@ -163,9 +189,185 @@ impl<H: BackendHost> Vif<H> {
         look && c.frontend_closing()
     }
 
-    /// Whether the vif still carries traffic.
-    pub(crate) fn active(&self) -> bool {
-        self.fault.is_none()
+    /// Whether some channel has no descriptor to sleep on (the vif is "blind").
+    pub(crate) fn blind(&self) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| c.readiness_fd().is_none())
+            || (self.active() && self.queues.iter().any(|q| !q.events.has_fds()))
+    }
+
+    /// The event channels of its queues, in order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = &QueuePorts<H::Port>> {
+        self.queues.iter().map(|q| &q.events)
+    }
+
+    /// The event channels of its queues, in order, mutably.
+    pub(crate) fn events_mut(&mut self) -> impl Iterator<Item = &mut QueuePorts<H::Port>> {
+        self.queues.iter_mut().map(|q| &mut q.events)
+    }
+
+    /// Appends the descriptors of an active vif's event channels to `fds`.
+    pub(crate) fn event_fds<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) {
+        if self.active() {
+            for q in &self.queues {
+                q.events.fds(fds);
+            }
+        }
+    }
+
+    /// Whether transmit may go on at `now` (not throttled, not waiting for memory).
+    pub(crate) fn tx_open(&self, now: Instant) -> bool {
+        self.tx_blocked_until.is_none_or(|t| t <= now)
+    }
+
+    /// Lets transmit go on (its blocking time passed); the polls that follow may block it
+    /// again.
+    pub(crate) fn unblock_tx(&mut self) {
+        self.tx_blocked_until = None;
+    }
+
+    /// When transmit may go on again, if it is blocked.
+    pub(crate) fn tx_blocked_until(&self) -> Option<Instant> {
+        self.tx_blocked_until
+    }
+
+    /// Queues.
+    pub(crate) fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Handles up to `budget` of the guest's packets on queue `q` (accepted ones are left in
+    /// the scratch for the uplink). Throttling and memory shortage block transmit until
+    /// their time; a fault disables the vif.
+    pub(crate) fn poll_tx(
+        &mut self,
+        q: usize,
+        mode: TxMode,
+        mem: &mut PacketMemory,
+        scratch: &mut TxScratch,
+        budget: usize,
+        now: Instant,
+    ) -> Result<TxPoll, NetbackError> {
+        let Some(queue) = self.queues.get_mut(q) else {
+            return Ok(TxPoll::default());
+        };
+        let vif = TxVif::new(&self.grants, &mut self.credit, &mut self.stats);
+        match queue
+            .tx
+            .poll(vif, &queue.events, mode, mem, scratch, budget)
+        {
+            Ok(r) => {
+                if let Some(t) = r.throttled {
+                    self.tx_blocked_until = Some(t);
+                } else if r.out_of_memory {
+                    self.tx_blocked_until = Some(now + OUT_OF_MEMORY_RETRY);
+                }
+                Ok(r)
+            }
+            Err(PollFailure::Fault(f)) => {
+                self.disable(f, mem);
+                Ok(TxPoll::default())
+            }
+            Err(PollFailure::Local(e)) => Err(e),
+        }
+    }
+
+    /// Fills up to `budget` frames of each queue's backlog into posted buffers. A fault
+    /// disables the vif.
+    pub(crate) fn poll_rx(
+        &mut self,
+        mem: &mut PacketMemory,
+        scratch: &mut RxScratch,
+        budget: usize,
+    ) -> Result<usize, NetbackError> {
+        let mut work = 0;
+        for q in &mut self.queues {
+            let vif = RxVif::new(
+                &self.grants,
+                &self.choice,
+                &mut self.stats,
+                &mut self.backlog_pages,
+            );
+            match q.rx.poll(vif, &q.events, mem, scratch, budget) {
+                Ok(n) => work += n,
+                Err(PollFailure::Fault(f)) => {
+                    self.disable(f, mem);
+                    break;
+                }
+                Err(PollFailure::Local(e)) => return Err(e),
+            }
+        }
+        Ok(work)
+    }
+
+    /// Queues a frame for this guest, on the queue of its flow; `false` (counted as dropped)
+    /// if the vif is disabled or its backlog would pass `cap_pages`.
+    pub(crate) fn enqueue(
+        &mut self,
+        packet: PacketId,
+        mem: &PacketMemory,
+        cap_pages: usize,
+    ) -> bool {
+        let pages = mem.npages(packet);
+        if !self.active() || self.backlog_pages + pages > cap_pages {
+            self.stats.rx_dropped += 1;
+            return false;
+        }
+        let q = if self.queues.len() > 1 {
+            let mut hdr = [0u8; 64];
+            let n = mem.read(packet, 0, &mut hdr);
+            netif::flow_hash(&hdr[..n]) as usize % self.queues.len()
+        } else {
+            0
+        };
+        self.backlog_pages += pages;
+        self.queues[q].rx.push(packet);
+        true
+    }
+
+    /// Frames waiting for receive buffers, over its queues.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.queues.iter().map(|q| q.rx.backlog_len()).sum()
+    }
+
+    /// Whether any ring has work, looking without arming (the spin's check).
+    pub(crate) fn has_work(&mut self, now: Instant) -> bool {
+        if !self.active() {
+            return false;
+        }
+        let tx_open = self.tx_open(now);
+        self.queues
+            .iter_mut()
+            .any(|q| (tx_open && q.tx.has_work()) || q.rx.has_work())
+    }
+
+    /// Arms every ring's event and re-checks (the final check before sleeping); a ring error
+    /// disables the vif (and counts as work: the caller should look).
+    pub(crate) fn final_check(&mut self, now: Instant, mem: &mut PacketMemory) -> bool {
+        if !self.active() {
+            return false;
+        }
+        let tx_open = self.tx_open(now);
+        let mut work = false;
+        let mut fault = None;
+        for q in &mut self.queues {
+            if tx_open {
+                match q.tx.final_check() {
+                    Ok(w) => work |= w,
+                    Err(e) => fault = peer_fault(e),
+                }
+            }
+            match q.rx.final_check() {
+                Ok(w) => work |= w,
+                Err(e) => fault = peer_fault(e),
+            }
+        }
+        if let Some(f) = fault {
+            self.disable(f, mem);
+            return true;
+        }
+        work
     }
 
     /// Disables the vif for `fault`: it carries nothing more; its rings stay mapped until the
@@ -177,22 +379,26 @@ impl<H: BackendHost> Vif<H> {
         self.drop_backlog(mem);
     }
 
-    /// Writes the decided transmit answers of every queue.
+    /// Writes the decided transmit answers of every queue (a disabled vif's are forgotten).
     pub(crate) fn flush_tx_answers(&mut self) -> Result<(), NetbackError> {
-        for q in 0..self.queues.len() {
-            self.flush_tx_answers_of(q)?;
+        let active = self.active();
+        for q in &mut self.queues {
+            if active {
+                q.tx.flush(&q.events)?;
+            } else {
+                q.tx.discard_answers();
+            }
         }
         Ok(())
     }
 
     /// Frees every frame waiting for this vif (counted as dropped).
-    pub(crate) fn drop_backlog(&mut self, mem: &mut PacketMemory) {
+    fn drop_backlog(&mut self, mem: &mut PacketMemory) {
         for q in &mut self.queues {
-            for p in q.backlog.drain(..) {
+            for p in q.rx.drain_backlog() {
                 mem.release(p);
                 self.stats.rx_dropped += 1;
             }
-            q.rx_need = 0;
         }
         self.backlog_pages = 0;
     }
@@ -217,5 +423,12 @@ impl<H: BackendHost> Vif<H> {
             stats: self.stats,
             events: self.queues.into_iter().map(|q| q.events).collect(),
         }
+    }
+}
+
+fn peer_fault(e: io_ring::RingError) -> Option<VifFault> {
+    match e {
+        io_ring::RingError::Peer(p) => Some(VifFault::Ring(p)),
+        _ => None,
     }
 }

@@ -262,6 +262,11 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             let _ = parts.refuse(&e.to_string());
             return Err(e);
         }
+        if parts.flip_without_pool() {
+            let e = NetbackError::BadFrontend("flip mode without a flip pool".into());
+            let _ = parts.refuse(&e.to_string());
+            return Err(e);
+        }
         let id = VifId(self.next_id);
         self.next_id += 1;
         let mut vif = match Vif::attach(id, parts, self.cfg.rate_limit) {

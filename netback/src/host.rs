@@ -107,6 +107,11 @@ impl<H: BackendHost> VifParts<H> {
         self.grants.local()
     }
 
+    /// Whether flip mode was chosen but no flip pool given (nothing could ever be received).
+    pub(crate) fn flip_without_pool(&self) -> bool {
+        self.choice.rx_mode == xenbus::RxMode::Flip && self.grants.pool().is_none()
+    }
+
     /// Refuses the frontend (its parts are dropped).
     pub(crate) fn refuse(self, reason: &str) -> Result<(), xenbus::XenbusError> {
         self.control.refuse(reason)

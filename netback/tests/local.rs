@@ -263,3 +263,69 @@ proptest! {
         close(&mut backend, nic);
     }
 }
+
+/// Parts a host built wrongly are refused with a reason, not attached to stall or fault:
+/// flip mode without a flip pool, and grants over memory other than the backend's.
+#[test]
+fn misbuilt_parts_are_refused() {
+    use event_channel::{LocalPort, QueuePorts};
+    use grant_table::PeerGrants;
+    use netfront::{FrontMemory, PendingNetfront};
+    use pvnet_netback::testing::LocalFrontendHost;
+    use pvnet_netback::{QueueParts, VifParts};
+    use shared_mem::SharedRegion;
+
+    for wrong_memory in [false, true] {
+        let mut backend = backend(TxMode::Copy, 64);
+        let cfg = frontend(RxMode::Flip, 1, false);
+        let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg).unwrap();
+        let frames = SharedRegion::new_zeroed(layout.frames_bytes);
+        let table = SharedRegion::new_zeroed(layout.table_bytes);
+        let pool = SharedRegion::new_zeroed(layout.pool_bytes);
+        let (front_port, back_port) = LocalPort::pair();
+        let pending = PendingNetfront::<LocalFrontendHost>::new(
+            cfg,
+            FrontMemory::new(frames.clone(), table.clone(), Some(pool.clone())),
+            vec![QueuePorts::new(front_port, None)],
+        )
+        .unwrap();
+        let (back_ctl, _front_ctl, choice) =
+            xenbus::local::connect(&all_features(), pending.choice()).unwrap();
+        let local = if wrong_memory {
+            SharedRegion::new_zeroed(16 * 4096)
+        } else {
+            backend.memory().region().clone()
+        };
+        let mut grants = PeerGrants::new(
+            netfront::NetfrontConfig::default().backend_domid,
+            table,
+            frames,
+            local,
+        );
+        if wrong_memory {
+            grants = grants.with_flip_pool(grant_table::host::FramePool::split(
+                pool,
+                grant_table::host::PoolSide::Backend,
+            ));
+        }
+        let rings = pending.rings()[0];
+        let queues = vec![QueueParts {
+            tx_ring: rings.tx,
+            rx_ring: rings.rx,
+            events: QueuePorts::new(back_port, None),
+        }];
+        let err = backend
+            .attach_parts(VifParts::new(choice, grants, queues, back_ctl))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(if wrong_memory {
+                "packet memory"
+            } else {
+                "flip pool"
+            }),
+            "{text}"
+        );
+        assert!(backend.vifs().is_empty());
+    }
+}

@@ -8,6 +8,7 @@
 # `target/release/deps/pvnet-*` binaries.
 #
 #   benches/pvnet/ab.sh OLD_BIN NEW_BIN [ROUNDS] > ab.csv
+#   CONFIGS="rx:64:2000000" benches/pvnet/ab.sh OLD_BIN NEW_BIN 100   # one configuration
 set -euo pipefail
 OLD=$1
 NEW=$2
@@ -21,15 +22,23 @@ run() { # binary mode size frames
     "$bin" --role backend --cpu 0 --socket "$sock" --size "$size" --spin-us 50 \
         --uplink "$uplink" --tx-mode copy > "$dir/b.out" &
     local backend=$!
-    "$bin" --role "$role" --cpu 1 --socket "$sock" --size "$size" --spin-us 50 \
-        --frames "$frames" --rx-mode copy > "$dir/f.out"
+    if ! "$bin" --role "$role" --cpu 1 --socket "$sock" --size "$size" --spin-us 50 \
+        --frames "$frames" --rx-mode copy > "$dir/f.out" 2> "$dir/f.err"; then
+        # A frontend that failed (an older build's connect could race the backend's listen)
+        # leaves a backend waiting: stop it, and report no number for this run.
+        kill "$backend" 2> /dev/null || true
+        wait "$backend" 2> /dev/null || true
+        echo ""
+        return
+    fi
     wait "$backend"
     awk '/^RESULT /{printf "%.0f\n", $2/$3}' "$dir/f.out"
 }
 echo "round,version,mode,size,fps"
 for r in $(seq "$ROUNDS"); do
-    for cfg in "tx 64 2000000" "rx 64 2000000" "tx 65535 40000" "rx 65535 40000"; do
-        set -- $cfg
+    for cfg in ${CONFIGS:-tx:64:2000000 rx:64:2000000 tx:65535:40000 rx:65535:40000}; do
+        IFS=: read -r mode size frames <<< "$cfg"
+        set -- "$mode" "$size" "$frames"
         for v in old new; do
             bin=$OLD
             [ "$v" = new ] && bin=$NEW

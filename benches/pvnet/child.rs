@@ -137,7 +137,28 @@ fn connect(args: &[String], rx_mode: RxMode, remap: bool) -> Netfront {
         assert!(Instant::now() < deadline, "no backend");
         std::thread::sleep(Duration::from_millis(2));
     }
-    Netfront::connect(&socket, {
+    // The socket file exists from the backend's bind, a moment before its listen: a connect
+    // in between is refused. Try again until the deadline.
+    loop {
+        match try_connect(&socket, args, rx_mode, remap) {
+            Err(pvnet::front::NetfrontError::Xenbus(pvnet::bus::XenbusError::Io(e)))
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            r => return r.expect("connect"),
+        }
+    }
+}
+
+fn try_connect(
+    socket: &std::path::Path,
+    args: &[String],
+    rx_mode: RxMode,
+    remap: bool,
+) -> Result<Netfront, pvnet::front::NetfrontError> {
+    Netfront::connect(socket, {
         let mut c = NetfrontConfig::default();
         c.choice = {
             let mut c = FrontendChoice::default();
@@ -151,7 +172,6 @@ fn connect(args: &[String], rx_mode: RxMode, remap: bool) -> Netfront {
         c.spin = Duration::from_micros(req(args, "--spin-us"));
         c
     })
-    .expect("connect")
 }
 
 fn rx_mode(args: &[String]) -> (RxMode, bool) {

@@ -29,6 +29,7 @@ const LOOK_AROUND: Duration = Duration::from_millis(1);
 
 impl SpinBudget {
     /// A spin of `spin` from now, cut short by `deadline`.
+    #[inline]
     pub(crate) fn new(spin: Duration, deadline: Option<Instant>) -> Self {
         let now = Instant::now();
         let end = now + spin;
@@ -40,6 +41,7 @@ impl SpinBudget {
     }
 
     /// The next step, after a look at the rings found nothing.
+    #[inline]
     pub(crate) fn step(&mut self) -> SpinStep {
         self.steps = self.steps.wrapping_add(1);
         if !self.steps.is_multiple_of(32) {
@@ -59,6 +61,7 @@ impl SpinBudget {
     }
 
     /// Whether this step read the clock (every 32nd): a time for looks that cost more.
+    #[inline]
     pub(crate) fn clock_step(&self) -> bool {
         self.steps % 32 == 31
     }

@@ -65,6 +65,7 @@ pub(crate) struct RxVif<'a, M> {
 }
 
 impl<'a, M> RxVif<'a, M> {
+    #[inline]
     pub(crate) fn new(
         grants: &'a PeerGrants<M>,
         choice: &'a FrontendChoice,
@@ -100,11 +101,13 @@ impl RxQueue {
     }
 
     /// Frames waiting.
+    #[inline]
     pub(crate) fn backlog_len(&self) -> usize {
         self.backlog.len()
     }
 
     /// Queues a frame for this guest (the caller checked the vif's cap).
+    #[inline]
     pub(crate) fn push(&mut self, packet: PacketId) {
         self.backlog.push_back(packet);
     }
@@ -117,6 +120,7 @@ impl RxQueue {
 
     /// Whether a waiting frame can be placed, looking without arming (a bad index counts as
     /// work: the poll that follows reports it).
+    #[inline]
     pub(crate) fn has_work(&mut self) -> bool {
         !self.backlog.is_empty()
             && self.ring.unconsumed_requests().unwrap_or(u32::MAX) >= self.need.max(1)
@@ -124,6 +128,7 @@ impl RxQueue {
 
     /// Arms the ring for exactly the requests the head frame needs and re-checks (only with
     /// frames waiting: otherwise the guest's buffers are no news).
+    #[inline]
     pub(crate) fn final_check(&mut self) -> Result<bool, io_ring::RingError> {
         if self.backlog.is_empty() {
             return Ok(false);

@@ -65,6 +65,7 @@ pub(crate) struct TxScratch {
 
 impl TxScratch {
     /// The packets the last poll accepted, in order (each holds one reference).
+    #[inline]
     pub(crate) fn take_accepted(&mut self) -> std::vec::Drain<'_, PacketId> {
         self.accepted.drain(..)
     }
@@ -148,16 +149,19 @@ impl TxQueue {
 
     /// Whether requests wait, looking without arming (a bad index counts as work: the poll
     /// that follows reports it).
+    #[inline]
     pub(crate) fn has_work(&mut self) -> bool {
         self.start < self.pending.len() || self.ring.unconsumed_requests().unwrap_or(1) > 0
     }
 
     /// Arms the ring's event and re-checks (the final check before sleeping).
+    #[inline]
     pub(crate) fn final_check(&mut self) -> Result<bool, io_ring::RingError> {
         Ok(self.ring.final_check_requests()? || self.start < self.pending.len())
     }
 
     /// Forgets decided answers (the vif was disabled: nothing more is written to it).
+    #[inline]
     pub(crate) fn discard_answers(&mut self) {
         self.answers.clear();
     }

@@ -129,10 +129,12 @@ impl<H: BackendHost> Vif<H> {
         Ok(vif)
     }
 
+    #[inline]
     pub(crate) fn id(&self) -> VifId {
         self.id
     }
 
+    #[inline]
     pub(crate) fn peer(&self) -> Option<Peer> {
         self.peer
     }
@@ -141,30 +143,36 @@ impl<H: BackendHost> Vif<H> {
         &self.choice
     }
 
+    #[inline]
     pub(crate) fn stats(&self) -> VifStats {
         self.stats
     }
 
+    #[inline]
     pub(crate) fn fault(&self) -> Option<VifFault> {
         self.fault
     }
 
     /// Counts a frame for this guest that could not be queued (memory short).
+    #[inline]
     pub(crate) fn count_rx_drop(&mut self) {
         self.stats.rx_dropped += 1;
     }
 
     /// Whether the vif still carries traffic.
+    #[inline]
     pub(crate) fn active(&self) -> bool {
         self.fault.is_none()
     }
 
     /// The control channel, once attached.
+    #[inline]
     pub(crate) fn control(&self) -> Option<&H::Control> {
         self.control.as_ref()
     }
 
     /// The control channel's descriptor was reported readable.
+    #[inline]
     pub(crate) fn mark_control_ready(&mut self) {
         self.control_ready = true;
     }
@@ -181,6 +189,7 @@ impl<H: BackendHost> Vif<H> {
 
     /// Whether the frontend asked to close or went away: looked at when its descriptor was
     /// reported readable, or on every call for a channel without one (no system call then).
+    #[inline]
     pub(crate) fn closing(&mut self) -> bool {
         let Some(c) = self.control.as_mut() else {
             return false;
@@ -190,6 +199,7 @@ impl<H: BackendHost> Vif<H> {
     }
 
     /// Whether some channel has no descriptor to sleep on (the vif is "blind").
+    #[inline]
     pub(crate) fn blind(&self) -> bool {
         self.control
             .as_ref()
@@ -198,11 +208,13 @@ impl<H: BackendHost> Vif<H> {
     }
 
     /// The event channels of its queues, in order.
+    #[inline]
     pub(crate) fn events(&self) -> impl Iterator<Item = &QueuePorts<H::Port>> {
         self.queues.iter().map(|q| &q.events)
     }
 
     /// The event channels of its queues, in order, mutably.
+    #[inline]
     pub(crate) fn events_mut(&mut self) -> impl Iterator<Item = &mut QueuePorts<H::Port>> {
         self.queues.iter_mut().map(|q| &mut q.events)
     }
@@ -217,22 +229,26 @@ impl<H: BackendHost> Vif<H> {
     }
 
     /// Whether transmit may go on at `now` (not throttled, not waiting for memory).
+    #[inline]
     pub(crate) fn tx_open(&self, now: Instant) -> bool {
         self.tx_blocked_until.is_none_or(|t| t <= now)
     }
 
     /// Lets transmit go on (its blocking time passed); the polls that follow may block it
     /// again.
+    #[inline]
     pub(crate) fn unblock_tx(&mut self) {
         self.tx_blocked_until = None;
     }
 
     /// When transmit may go on again, if it is blocked.
+    #[inline]
     pub(crate) fn tx_blocked_until(&self) -> Option<Instant> {
         self.tx_blocked_until
     }
 
     /// Queues.
+    #[inline]
     pub(crate) fn queue_count(&self) -> usize {
         self.queues.len()
     }
@@ -303,6 +319,7 @@ impl<H: BackendHost> Vif<H> {
 
     /// Queues a frame for this guest, on the queue of its flow; `false` (counted as dropped)
     /// if the vif is disabled or its backlog would pass `cap_pages`.
+    #[inline]
     pub(crate) fn enqueue(
         &mut self,
         packet: PacketId,
@@ -327,11 +344,13 @@ impl<H: BackendHost> Vif<H> {
     }
 
     /// Frames waiting for receive buffers, over its queues.
+    #[inline]
     pub(crate) fn backlog_len(&self) -> usize {
         self.queues.iter().map(|q| q.rx.backlog_len()).sum()
     }
 
     /// Whether any ring has work, looking without arming (the spin's check).
+    #[inline]
     pub(crate) fn has_work(&mut self, now: Instant) -> bool {
         if !self.active() {
             return false;
@@ -344,6 +363,7 @@ impl<H: BackendHost> Vif<H> {
 
     /// Arms every ring's event and re-checks (the final check before sleeping); a ring error
     /// disables the vif (and counts as work: the caller should look).
+    #[inline]
     pub(crate) fn final_check(&mut self, now: Instant, mem: &mut PacketMemory) -> bool {
         if !self.active() {
             return false;

@@ -42,6 +42,24 @@ fn dirty_pages(mem: &GuestMemoryMmap<AtomicBitmap>) -> Vec<u64> {
     pages
 }
 
+/// Copies `len` bytes of our frame 0 into the start of granted frame `g`.
+fn copy_in(
+    peer: &PeerGrants<GuestFrames<AtomicBitmap>>,
+    g: pvnet_grant_table::GrantRef,
+    len: u16,
+) -> GrantStatus {
+    let mut ops = [CopyOp::new(
+        CopyPtr::Local {
+            frame: FrameNumber(0),
+            offset: 0,
+        },
+        CopyPtr::Grant { gref: g, offset: 0 },
+        len,
+    )];
+    peer.copy(&mut ops);
+    ops[0].status
+}
+
 #[test]
 fn guest_ram_with_a_hole_is_frame_memory_and_writes_are_logged() {
     let mem = guest();
@@ -61,16 +79,7 @@ fn guest_ram_with_a_hole_is_frame_memory_and_writes_are_logged() {
     let before = dirty_pages(&mem);
     for &f in &targets {
         let g = table.grant_access(BACKEND, FrameNumber(f), false).unwrap();
-        let mut ops = [CopyOp::new(
-            CopyPtr::Local {
-                frame: FrameNumber(0),
-                offset: 0,
-            },
-            CopyPtr::Grant { gref: g, offset: 0 },
-            4096,
-        )];
-        peer.copy(&mut ops);
-        assert_eq!(ops[0].status, GrantStatus::Okay, "frame {f}");
+        assert_eq!(copy_in(&peer, g, 4096), GrantStatus::Okay, "frame {f}");
         // The bytes are at the guest-physical address the frame names.
         let mut got = [0u8; 16];
         mem.read_slice(
@@ -106,16 +115,7 @@ fn guest_ram_with_a_hole_is_frame_memory_and_writes_are_logged() {
     // The hole and past the end of RAM: BadPage, never a fault.
     for f in [256, 1000, high0 - 1, high0 + 256, u32::MAX] {
         let g = table.grant_access(BACKEND, FrameNumber(f), false).unwrap();
-        let mut ops = [CopyOp::new(
-            CopyPtr::Local {
-                frame: FrameNumber(0),
-                offset: 0,
-            },
-            CopyPtr::Grant { gref: g, offset: 0 },
-            8,
-        )];
-        peer.copy(&mut ops);
-        assert_eq!(ops[0].status, GrantStatus::BadPage, "frame {f}");
+        assert_eq!(copy_in(&peer, g, 8), GrantStatus::BadPage, "frame {f}");
         assert!(
             peer.map_held(g, pvnet_grant_table::Access::ReadOnly)
                 .is_err()

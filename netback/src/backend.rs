@@ -311,7 +311,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
 
     /// One round over every vif: up to the budget of transmitted frames per queue into the
     /// uplink, then up to the budget of waiting frames per queue into receive buffers.
-    /// Returns the frames handled (0: nothing to do).
+    /// Returns the frames handled (0: nothing to do). First, vifs whose frontend closed are
+    /// released (see [`take_closed`](Self::take_closed)): those whose control channel was
+    /// reported readable (by [`wait`](Self::wait) or [`ready`](Self::ready)), and always
+    /// those whose channel has no descriptor.
     ///
     /// # Errors
     /// Local failures only; a misbehaving frontend disables its own vif (see

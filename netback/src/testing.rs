@@ -11,7 +11,7 @@
 //! use netfront::NetfrontConfig;
 //! use xenbus::BackendFeatures;
 //!
-//! let mut backend = local_backend(NetbackConfig::default(), Echo);
+//! let mut backend = local_backend(NetbackConfig::default(), Echo)?;
 //! let (_vif, mut nic) = connect(&mut backend, &BackendFeatures::default(), NetfrontConfig::default())?;
 //! let frame = [0x5au8; 1514];
 //! nic.send(&frame, netif::Offload::default())?;
@@ -51,10 +51,16 @@ pub type LocalFrontendHost = netfront::Host<LocalPort, LocalFrontend>;
 pub type LocalNetfront = Netfront<LocalFrontendHost>;
 
 /// A netback of the in-process host, its packet memory on the heap.
-pub fn local_backend<U: Uplink>(cfg: NetbackConfig, uplink: U) -> Netback<U, LocalBackendHost> {
+///
+/// # Errors
+/// [`NetbackError::Event`] if its waker (an eventfd) cannot be created.
+pub fn local_backend<U: Uplink>(
+    cfg: NetbackConfig,
+    uplink: U,
+) -> Result<Netback<U, LocalBackendHost>, NetbackError> {
     let pages = cfg.memory_pages as usize;
     let mem = PacketMemory::over(SharedRegion::new_zeroed(pages * FRAME_SIZE));
-    Netback::with_memory(cfg, uplink, mem).expect("an eventfd for the waker")
+    Netback::with_memory(cfg, uplink, mem)
 }
 
 /// Why an in-process connection failed.

@@ -43,7 +43,7 @@ fn backend(tx_mode: TxMode, budget: usize) -> Netback<Echo, LocalBackendHost> {
     let mut cfg = NetbackConfig::default();
     cfg.tx_mode = tx_mode;
     cfg.budget = budget;
-    local_backend(cfg, Echo)
+    local_backend(cfg, Echo).unwrap()
 }
 
 /// Streams `frames` with at most `window` in flight through an echo backend, stepping both

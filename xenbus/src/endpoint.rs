@@ -366,6 +366,14 @@ impl Drop for Listener {
     }
 }
 
+/// The state a peer's state message announces (either side's).
+fn state_of(m: &Message) -> Option<State> {
+    match m {
+        Message::Backend { state, .. } | Message::Frontend { state, .. } => Some(*state),
+        Message::Refused(_) => None,
+    }
+}
+
 /// One end of an established channel: the close protocol.
 #[derive(Debug)]
 struct End {
@@ -397,17 +405,7 @@ impl End {
             return Ok(true);
         }
         match recv(&self.sock, wait, "a state change") {
-            Ok((
-                Message::Backend {
-                    state: State::Closing,
-                    ..
-                }
-                | Message::Frontend {
-                    state: State::Closing,
-                    ..
-                },
-                _,
-            )) => {
+            Ok((m, _)) if state_of(&m) == Some(State::Closing) => {
                 self.closing = true;
                 Ok(true)
             }
@@ -452,32 +450,12 @@ impl End {
             return Ok(true);
         }
         let closed = match recv(&self.sock, wait, "the peer's Closed") {
-            Ok((
-                Message::Backend {
-                    state: State::Closed,
-                    ..
-                }
-                | Message::Frontend {
-                    state: State::Closed,
-                    ..
-                },
-                _,
-            ))
-            | Err(XenbusError::PeerClosed) => true,
+            Ok((m, _)) if state_of(&m) == Some(State::Closed) => true,
+            Err(XenbusError::PeerClosed) => true,
             // Both sides asked at once. A backend asks only after releasing everything, and
             // a backend that receives this has released too (it released before asking):
             // either way the close is done. Answer the peer's Closing so it stops waiting.
-            Ok((
-                Message::Backend {
-                    state: State::Closing,
-                    ..
-                }
-                | Message::Frontend {
-                    state: State::Closing,
-                    ..
-                },
-                _,
-            )) => {
+            Ok((m, _)) if state_of(&m) == Some(State::Closing) => {
                 let _ = send(&self.sock, &self.msg(State::Closed, backend), &[]);
                 true
             }

@@ -28,13 +28,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use event_channel::{LocalPort, QueuePorts};
+use event_channel::{EventChannel, LocalPort, QueuePorts};
 use grant_table::host::{FramePool, PoolSide};
-use grant_table::{FRAME_SIZE, PeerGrants};
+use grant_table::{FRAME_SIZE, FrameNumber, GrantRef, GrantTable, PeerGrants};
+use io_ring::FrontRing;
 use netfront::{FrontMemory, Netfront, NetfrontConfig, PendingNetfront};
+use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use shared_mem::SharedRegion;
 use xenbus::local::{LocalBackend, LocalFrontend};
-use xenbus::{BackendFeatures, RxMode};
+use xenbus::{BackendFeatures, FrontendControl, RxMode};
 
 use crate::host::{Host, QueueParts, VifParts};
 use crate::memory::PacketMemory;
@@ -138,4 +140,166 @@ pub fn connect<U: Uplink>(
         .collect();
     let vif = backend.attach_parts(VifParts::new(choice, grants, queues, back_ctl))?;
     Ok((vif, pending.connect(front_ctl)?))
+}
+
+/// A hand-made frontend on the in-process host, for hostile tests: its rings, grant table
+/// and frames are plain memory the test may write anything into, at any time (ring slots and
+/// indices, grant entries, buffer bytes), with none of netfront's checks in the way. One
+/// queue, `buffers` buffer frames granted writable after the two ring frames.
+#[derive(Debug)]
+pub struct RawFrontend {
+    tx: FrontRing<TxRequest, TxResponse>,
+    rx: FrontRing<RxRequest, RxResponse>,
+    frames: SharedRegion,
+    table: GrantTable,
+    buffers: Vec<GrantRef>,
+    port: LocalPort,
+    control: Option<LocalFrontend>,
+}
+
+/// Attaches a [`RawFrontend`] with `buffers` buffer frames to `backend`, which offers
+/// `offered` (the default choice: copy, one queue, no split channels).
+///
+/// # Errors
+/// [`ConnectError`].
+pub fn raw_frontend<U: Uplink>(
+    backend: &mut Netback<U, LocalBackendHost>,
+    offered: &BackendFeatures,
+    buffers: u32,
+) -> Result<(VifId, RawFrontend), ConnectError> {
+    let frames = SharedRegion::new_zeroed((2 + buffers as usize) * FRAME_SIZE);
+    let table_mem = SharedRegion::new_zeroed(FRAME_SIZE);
+    let mut table = GrantTable::new(table_mem.clone()).map_err(netfront::NetfrontError::from)?;
+    let backend_domid = NetfrontConfig::default().backend_domid;
+    let mut grant = |f: u32| {
+        table
+            .grant_access(backend_domid, FrameNumber(f), false)
+            .map_err(netfront::NetfrontError::from)
+    };
+    let (tx_ref, rx_ref) = (grant(0)?, grant(1)?);
+    let buffers = (2..2 + buffers)
+        .map(&mut grant)
+        .collect::<Result<Vec<_>, _>>()?;
+    let page = |f: usize| {
+        frames
+            .subregion(f * FRAME_SIZE, FRAME_SIZE)
+            .expect("the ring frames are inside the frames")
+    };
+    let ring = |e: io_ring::SetupError| netfront::NetfrontError::Config(e.to_string());
+    let tx = FrontRing::init(page(0)).map_err(ring)?;
+    let rx = FrontRing::init(page(1)).map_err(ring)?;
+    let (port, theirs) = LocalPort::pair();
+    let (back_ctl, front_ctl, choice) =
+        xenbus::local::connect(offered, &xenbus::FrontendChoice::default())?;
+    let grants = PeerGrants::new(
+        backend_domid,
+        table_mem,
+        frames.clone(),
+        backend.memory().region().clone(),
+    );
+    let queues = vec![QueueParts {
+        tx_ring: tx_ref,
+        rx_ring: rx_ref,
+        events: QueuePorts::new(theirs, None),
+    }];
+    let vif = backend.attach_parts(VifParts::new(choice, grants, queues, back_ctl))?;
+    Ok((
+        vif,
+        RawFrontend {
+            tx,
+            rx,
+            frames,
+            table,
+            buffers,
+            port,
+            control: Some(front_ctl),
+        },
+    ))
+}
+
+impl RawFrontend {
+    /// The transmit ring, to push requests (anything) and read responses.
+    pub fn tx(&mut self) -> &mut FrontRing<TxRequest, TxResponse> {
+        &mut self.tx
+    }
+
+    /// The receive ring.
+    pub fn rx(&mut self) -> &mut FrontRing<RxRequest, RxResponse> {
+        &mut self.rx
+    }
+
+    /// All its frames as raw shared memory: frame 0 the transmit ring's page (header at byte
+    /// 0), frame 1 the receive ring's, then the buffers.
+    pub fn frames(&self) -> &SharedRegion {
+        &self.frames
+    }
+
+    /// Its grant table (the owner's side), to grant, revoke, or look at entries.
+    pub fn table(&mut self) -> &mut GrantTable {
+        &mut self.table
+    }
+
+    /// The grant of buffer `i`.
+    ///
+    /// # Panics
+    /// If there is no buffer `i` (a test's mistake).
+    pub fn buffer(&self, i: usize) -> GrantRef {
+        self.buffers[i]
+    }
+
+    /// Writes `bytes` at the start of buffer `i`.
+    ///
+    /// # Panics
+    /// If they do not fit in the buffer frames (a test's mistake).
+    pub fn fill(&self, i: usize, bytes: &[u8]) {
+        self.frames
+            .copy_in((2 + i) * FRAME_SIZE, bytes)
+            .expect("inside the buffer frames");
+    }
+
+    /// Notifies the backend (any number of times: an event storm is a loop of these).
+    pub fn notify(&self) {
+        // A backend that released the vif dropped its end: nothing to tell then.
+        let _ = self.port.notify();
+    }
+
+    /// Pushes `reqs` onto the transmit ring, publishes and notifies.
+    ///
+    /// # Panics
+    /// If they do not fit in the ring (a test's mistake).
+    pub fn send(&mut self, reqs: &[TxRequest]) {
+        for r in reqs {
+            self.tx.push_request(r).expect("room in the ring");
+        }
+        let _ = self.tx.publish_requests();
+        self.notify();
+    }
+
+    /// Every transmit response published so far.
+    ///
+    /// # Panics
+    /// If the backend's ring indices are impossible (netback never writes such).
+    pub fn tx_responses(&mut self) -> Vec<TxResponse> {
+        self.tx.responses().expect("a sane backend").collect()
+    }
+
+    /// Every receive response published so far.
+    ///
+    /// # Panics
+    /// As [`tx_responses`](Self::tx_responses).
+    pub fn rx_responses(&mut self) -> Vec<RxResponse> {
+        self.rx.responses().expect("a sane backend").collect()
+    }
+
+    /// Asks the backend to close; its next poll releases the vif.
+    pub fn close(&mut self) {
+        if let Some(c) = self.control.as_mut() {
+            let _ = c.request_close();
+        }
+    }
+
+    /// Vanishes without a word, as a killed guest does.
+    pub fn vanish(mut self) {
+        self.control = None;
+    }
 }

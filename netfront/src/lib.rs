@@ -53,6 +53,8 @@ mod host;
 mod process;
 mod rxq;
 mod stats;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod txq;
 
 pub use device::{CloseReport, Netfront, NetfrontConfig, PendingNetfront, TxBatch};

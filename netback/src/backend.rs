@@ -485,7 +485,14 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     pub fn descriptors(&mut self) -> Vec<(Token, BorrowedFd<'_>)> {
         self.fds_changed = false;
         self.retired.clear();
+        self.listed()
+    }
+
+    /// Every descriptor a sleep watches, with its token, in one order (the one list behind
+    /// [`descriptors`](Self::descriptors), [`wait`](Self::wait)'s sleep and its look around).
+    fn listed(&self) -> Vec<(Token, BorrowedFd<'_>)> {
         let mut out = vec![(Token::Waker, self.wake.as_fd())];
+        let mut fds = Vec::with_capacity(2);
         for vif in &self.vifs {
             if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
                 out.push((Token::Control(vif.id()), fd));
@@ -494,10 +501,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                 continue;
             }
             for (qi, q) in vif.events().enumerate() {
-                let mut fds = Vec::with_capacity(2);
+                fds.clear();
                 if q.fds(&mut fds) {
                     let queue = u16::try_from(qi).unwrap_or(u16::MAX);
-                    for (i, fd) in fds.into_iter().enumerate() {
+                    for (i, fd) in fds.drain(..).enumerate() {
                         out.push((
                             Token::Event {
                                 vif: vif.id(),
@@ -611,52 +618,34 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
 
     /// Whether the waker or a control channel is readable, without waiting.
     fn control_ready(&self) -> Result<bool, NetbackError> {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
-        fds.extend(
-            self.vifs
-                .iter()
-                .filter_map(|v| v.control().and_then(BackendControl::readiness_fd)),
-        );
+        let fds: Vec<BorrowedFd<'_>> = self
+            .listed()
+            .into_iter()
+            .filter(|(t, _)| !matches!(t, Token::Event { .. }))
+            .map(|(_, fd)| fd)
+            .collect();
         let mut ready = vec![false; fds.len()];
         Ok(wait_any(&fds, Some(Duration::ZERO), &mut ready)? > 0)
     }
 
-    /// What a sleep watches, in order: the waker; per vif its control channel (if it has a
-    /// descriptor) and, if active, each queue's event channel(s) (if they have descriptors).
-    fn sleep(&mut self, timeout: Option<Duration>) -> Result<Vec<bool>, NetbackError> {
-        let mut fds: Vec<BorrowedFd<'_>> = vec![self.wake.as_fd()];
-        for vif in &self.vifs {
-            if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
-                fds.push(fd);
-            }
-            vif.event_fds(&mut fds);
-        }
-        let mut ready = vec![false; fds.len()];
-        wait_any(&fds, timeout, &mut ready)?;
-        Ok(ready)
-    }
-
-    /// Handles what woke a sleep; returns whether the caller should see it now (the waker
-    /// fired, or a vif closed and was released).
-    fn after_sleep(&mut self, ready: &[bool]) -> Result<bool, NetbackError> {
-        let mut ready = ready.iter().copied();
-        let woken = ready.next().unwrap_or(false);
-        if woken {
-            self.wake.consume_ready()?;
-        }
-        for vif in &mut self.vifs {
-            if vif.control().is_some_and(|c| c.readiness_fd().is_some())
-                && ready.next().unwrap_or(false)
-            {
-                vif.mark_control_ready();
-            }
-            if vif.active() {
-                for q in vif.events_mut() {
-                    if q.has_fds() {
-                        q.mark_ready(&mut ready);
-                    }
-                }
-            }
+    /// Sleeps on every listed descriptor and hands what fired to [`ready`](Self::ready);
+    /// returns whether the caller should see it now (the waker fired, or a vif closed and
+    /// was released).
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool, NetbackError> {
+        let fired: Vec<Token> = {
+            let listed = self.listed();
+            let fds: Vec<BorrowedFd<'_>> = listed.iter().map(|(_, fd)| *fd).collect();
+            let mut ready = vec![false; fds.len()];
+            wait_any(&fds, timeout, &mut ready)?;
+            listed
+                .iter()
+                .zip(ready)
+                .filter_map(|((t, _), r)| r.then_some(*t))
+                .collect()
+        };
+        let woken = fired.contains(&Token::Waker);
+        for t in fired {
+            self.ready(t)?;
         }
         let closed = self.release_closing();
         Ok(woken || closed)
@@ -748,7 +737,6 @@ impl<U: Uplink, H: BackendHost> Sleeper for Waiting<'_, U, H> {
         } else {
             timeout
         };
-        let ready = self.0.sleep(timeout)?;
-        self.0.after_sleep(&ready)
+        self.0.sleep(timeout)
     }
 }

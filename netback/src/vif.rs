@@ -3,7 +3,6 @@
 //! attaching from the parts a host handed over and releasing everything. The backend only
 //! iterates vifs and calls what is here; the rings' own state is `tx.rs`'s and `rx.rs`'s.
 
-use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use event_channel::QueuePorts;
@@ -217,15 +216,6 @@ impl<H: BackendHost> Vif<H> {
     #[inline]
     pub(crate) fn events_mut(&mut self) -> impl Iterator<Item = &mut QueuePorts<H::Port>> {
         self.queues.iter_mut().map(|q| &mut q.events)
-    }
-
-    /// Appends the descriptors of an active vif's event channels to `fds`.
-    pub(crate) fn event_fds<'a>(&'a self, fds: &mut Vec<BorrowedFd<'a>>) {
-        if self.active() {
-            for q in &self.queues {
-                q.events.fds(fds);
-            }
-        }
     }
 
     /// Whether transmit may go on at `now` (not throttled, not waiting for memory).

@@ -53,7 +53,7 @@ pub use eventfd::EventFdPort;
 pub use local::LocalPort;
 pub use poll::wait_any;
 pub use queue::QueuePorts;
-pub use sleep::{Sleeper, wait_for_work};
+pub use sleep::{BLIND_SLEEP, Sleeper, wait_for_work};
 pub use waiter::{Check, SpinThenWait};
 
 /// Why an event-channel operation failed.

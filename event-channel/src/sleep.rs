@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use crate::EventError;
 use crate::spin::{SpinBudget, SpinStep};
 
+/// How often a loop looks again while some channel of it has no descriptor to sleep on (an
+/// in-process port or control channel): the longest [`wait_for_work`] sleeps then.
+pub const BLIND_SLEEP: Duration = Duration::from_millis(1);
+
 /// What [`wait_for_work`] needs from a loop.
 pub trait Sleeper {
     /// The loop's error type.
@@ -47,6 +51,12 @@ pub trait Sleeper {
     /// The loop's own next deadline (a credit refill, a retry), if any: the sleep ends then.
     fn deadline(&self) -> Option<Instant> {
         None
+    }
+
+    /// Whether some channel has no descriptor a sleep could wake on (an in-process port or
+    /// control channel): the sleep is then cut to [`BLIND_SLEEP`] and looked again after.
+    fn blind(&self) -> bool {
+        false
     }
 
     /// Sleeps until an event channel or a control channel is readable, or `timeout` passes,
@@ -103,6 +113,11 @@ pub fn wait_for_work<S: Sleeper>(
             // The loop's own deadline is work (a refill is due); the caller's is not.
             return Ok(own.is_some_and(|o| o <= now));
         }
+        let left = if s.blind() {
+            Some(left.map_or(BLIND_SLEEP, |l| l.min(BLIND_SLEEP)))
+        } else {
+            left
+        };
         if s.sleep(left)? {
             return Ok(true);
         }
@@ -120,6 +135,8 @@ mod tests {
         work_after: u32,
         eois: u32,
         armed: u32,
+        blind: bool,
+        longest: Option<Duration>,
     }
 
     impl Sleeper for Fake {
@@ -138,8 +155,13 @@ mod tests {
             self.armed += 1;
             Ok(self.sleeps >= self.work_after)
         }
-        fn sleep(&mut self, _: Option<Duration>) -> Result<bool, EventError> {
+        fn blind(&self) -> bool {
+            self.blind
+        }
+        fn sleep(&mut self, t: Option<Duration>) -> Result<bool, EventError> {
             self.sleeps += 1;
+            // No timeout is the longest sleep of all.
+            self.longest = self.longest.max(Some(t.unwrap_or(Duration::MAX)));
             Ok(false)
         }
     }
@@ -151,6 +173,8 @@ mod tests {
             work_after: 3,
             eois: 0,
             armed: 0,
+            blind: false,
+            longest: None,
         };
         assert!(wait_for_work(&mut f, Duration::ZERO, None).unwrap());
         // Armed before every sleep and once more; an EOI at the start and after each sleep.
@@ -160,8 +184,27 @@ mod tests {
             work_after: u32::MAX,
             eois: 0,
             armed: 0,
+            blind: false,
+            longest: None,
         };
         let past = Instant::now();
         assert!(!wait_for_work(&mut idle, Duration::from_millis(1), Some(past)).unwrap());
+    }
+
+    #[test]
+    fn a_blind_loop_sleeps_no_longer_than_blind_sleep() {
+        for blind in [false, true] {
+            let mut f = Fake {
+                sleeps: 0,
+                work_after: 2,
+                eois: 0,
+                armed: 0,
+                blind,
+                longest: None,
+            };
+            assert!(wait_for_work(&mut f, Duration::ZERO, None).unwrap());
+            let want = if blind { BLIND_SLEEP } else { Duration::MAX };
+            assert_eq!(f.longest, Some(want), "blind {blind}");
+        }
     }
 }

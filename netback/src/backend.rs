@@ -17,10 +17,6 @@ use crate::tx::{TxMode, TxScratch};
 use crate::uplink::{Outbox, Uplink, VifId};
 use crate::vif::Vif;
 
-/// The longest [`Netback::wait`] sleeps while some vif's event channel or control channel has
-/// no descriptor to sleep on (an in-process host): it looks again this often.
-const BLIND_SLEEP: Duration = Duration::from_millis(1);
-
 /// What a descriptor from [`Netback::descriptors`] is, to hand back to
 /// [`Netback::ready`] when an external event loop finds it readable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -731,12 +727,11 @@ impl<U: Uplink, H: BackendHost> Sleeper for Waiting<'_, U, H> {
         self.0.next_deadline()
     }
 
+    fn blind(&self) -> bool {
+        self.0.blind()
+    }
+
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool, NetbackError> {
-        let timeout = if self.0.blind() {
-            Some(timeout.map_or(BLIND_SLEEP, |t| t.min(BLIND_SLEEP)))
-        } else {
-            timeout
-        };
         self.0.sleep(timeout)
     }
 }

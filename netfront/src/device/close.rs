@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use grant_table::GrantRef;
 use xenbus::FrontendControl;
 
-use super::{BLIND_SLEEP, CloseReport, Netfront};
+use event_channel::BLIND_SLEEP;
+
+use super::{CloseReport, Netfront};
 use crate::error::NetfrontError;
 use crate::host::FrontendHost;
 use crate::rxq::RxBuffers;

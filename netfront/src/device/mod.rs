@@ -39,10 +39,6 @@ const RING_SLOTS: u32 = {
     }
 };
 
-/// The longest [`Netfront::wait`] sleeps at a time while its channels have no descriptor (an
-/// in-process host): it looks again this often.
-const BLIND_SLEEP: Duration = Duration::from_millis(1);
-
 /// How to connect.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use event_channel::{Sleeper, wait_any, wait_for_work};
 use xenbus::FrontendControl;
 
-use super::{BLIND_SLEEP, Netfront};
+use super::Netfront;
 use crate::error::{BackendFault, NetfrontError};
 use crate::host::FrontendHost;
 use crate::txq::ring_error;
@@ -83,20 +83,18 @@ impl<H: FrontendHost> Netfront<H> {
         Ok(())
     }
 
-    /// Sleeps on the event channels and the control channel; marks the channels that fired.
-    /// Channels without descriptors (an in-process host) cut the sleep to 1 ms, and a control
-    /// channel without one is looked at after it.
-    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
-        let blind = self.queues.iter().any(|q| !q.events.has_fds())
+    /// Whether a channel has no descriptor to sleep on (an in-process host).
+    fn blind(&self) -> bool {
+        self.queues.iter().any(|q| !q.events.has_fds())
             || self
                 .conn
                 .as_ref()
-                .is_some_and(|c| c.readiness_fd().is_none());
-        let timeout = if blind {
-            Some(timeout.map_or(BLIND_SLEEP, |t| t.min(BLIND_SLEEP)))
-        } else {
-            timeout
-        };
+                .is_some_and(|c| c.readiness_fd().is_none())
+    }
+
+    /// Sleeps on the event channels and the control channel; marks the channels that fired.
+    /// A control channel without a descriptor is looked at after the sleep.
+    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
         let (control_fired, ready) = {
             let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
             let control = self.conn.as_ref().and_then(FrontendControl::readiness_fd);
@@ -152,6 +150,10 @@ impl<H: FrontendHost> Sleeper for Waiting<'_, H> {
 
     fn final_check(&mut self) -> Result<bool, NetfrontError> {
         self.0.final_check()
+    }
+
+    fn blind(&self) -> bool {
+        self.0.blind()
     }
 
     // A closing backend is an error (`BackendFault::Closed`), not a wakeup.

@@ -123,7 +123,7 @@ impl<M: FrameMemory> PeerGrants<M> {
         &self,
         gref: GrantRef,
         write: bool,
-    ) -> Result<(FrameNumber, bool), GrantStatus> {
+    ) -> Result<(Located<'_>, bool), GrantStatus> {
         let bit = if write { 2 } else { 1 };
         if self.persistent
             && let Some(cell) = self.pins.get(gref.0 as usize)
@@ -131,19 +131,22 @@ impl<M: FrameMemory> PeerGrants<M> {
             let p = cell.get();
             // A write claim also allows reading.
             if p.held & bit != 0 || (!write && p.held & 2 != 0) {
-                return Ok((FrameNumber(p.frame), false));
+                let frame = FrameNumber(p.frame);
+                // Located when claimed; a FrameMemory that changed its mind is refused.
+                let (region, at) = self.frames.locate(frame).ok_or(GrantStatus::BadPage)?;
+                return Ok((Located { frame, region, at }, false));
             }
         }
-        let frame = self.acquire(gref, write)?;
+        let claimed = self.acquire(gref, write)?;
         if !self.persistent {
-            return Ok((frame, true));
+            return Ok((claimed, true));
         }
         let cell = &self.pins[gref.0 as usize];
         let mut p = cell.get();
         p.held |= bit;
-        p.frame = frame.0;
+        p.frame = claimed.frame.0;
         cell.set(p);
-        Ok((frame, false))
+        Ok((claimed, false))
     }
 
     /// Adds the flip pool shared with this owner (our view of it), for [`GrantOps::transfer`].
@@ -174,8 +177,9 @@ impl<M: FrameMemory> PeerGrants<M> {
         self.pins.iter().filter(|p| p.get().read > 0).count()
     }
 
-    /// Claims a grant for reading (and writing): validates it and marks it in use.
-    fn acquire(&self, gref: GrantRef, write: bool) -> Result<FrameNumber, GrantStatus> {
+    /// Claims a grant for reading (and writing): validates it and marks it in use. Returns
+    /// its frame and where that frame is (located once, here).
+    fn acquire(&self, gref: GrantRef, write: bool) -> Result<Located<'_>, GrantStatus> {
         if gref.0 < RESERVED_REFS || gref.0 >= self.entries {
             return Err(GrantStatus::BadGntref);
         }
@@ -227,11 +231,12 @@ impl<M: FrameMemory> PeerGrants<M> {
             .table
             .load_u32(frame_offset(gref), Ordering::Relaxed)
             .unwrap_or(u32::MAX);
-        if self.frames.locate(FrameNumber(frame)).is_none() {
+        let frame = FrameNumber(frame);
+        let Some((region, at)) = self.frames.locate(frame) else {
             self.release(gref, write);
             return Err(GrantStatus::BadPage);
-        }
-        Ok(FrameNumber(frame))
+        };
+        Ok(Located { frame, region, at })
     }
 
     /// Drops one claim; clears the in-use bits when the last claim of their kind goes.
@@ -271,18 +276,11 @@ impl<M: FrameMemory> PeerGrants<M> {
         }
         match ptr {
             CopyPtr::Grant { gref, .. } => {
-                let (frame, release) = self.claim_for_copy(gref, write)?;
-                let Some((region, at)) = self.frames.locate(frame) else {
-                    // Checked when claimed; a FrameMemory that changed its mind is refused.
-                    if release {
-                        self.release(gref, write);
-                    }
-                    return Err(GrantStatus::BadPage);
-                };
+                let (c, release) = self.claim_for_copy(gref, write)?;
                 Ok((
-                    region,
-                    at + usize::from(offset),
-                    Some((gref, release, frame)),
+                    c.region,
+                    c.at + usize::from(offset),
+                    Some((gref, release, c.frame)),
                 ))
             }
             CopyPtr::Local { frame, .. } => {
@@ -385,6 +383,13 @@ impl<M: FrameMemory> PeerGrants<M> {
     }
 }
 
+/// A claimed frame and where it is: a region holding the whole frame and its offset there.
+struct Located<'a> {
+    frame: FrameNumber,
+    region: &'a SharedRegion,
+    at: usize,
+}
+
 /// The grant end of a resolved copy: the grant, whether its claim is released after the copy
 /// (not a persistent one), and its frame.
 type GrantClaim = (GrantRef, bool, FrameNumber);
@@ -427,18 +432,14 @@ impl<M: FrameMemory> PeerGrants<M> {
     /// The status that refused it.
     pub fn map_held(&self, gref: GrantRef, access: Access) -> Result<HeldMapping, GrantStatus> {
         let writable = access == Access::ReadWrite;
-        let frame = self.acquire(gref, writable)?;
-        let region = self
-            .frames
-            .locate(frame)
-            .and_then(|(r, at)| r.subregion(at, FRAME_SIZE).ok());
-        let Some(region) = region else {
+        let c = self.acquire(gref, writable)?;
+        let Ok(region) = c.region.subregion(c.at, FRAME_SIZE) else {
             self.release(gref, writable);
             return Err(GrantStatus::BadPage);
         };
         Ok(HeldMapping {
             gref,
-            frame,
+            frame: c.frame,
             writable,
             region,
         })
@@ -554,18 +555,14 @@ impl<M: FrameMemory> GrantOps for PeerGrants<M> {
 
     fn map(&self, gref: GrantRef, access: Access) -> Result<PeerMapping<'_, M>, GrantStatus> {
         let writable = access == Access::ReadWrite;
-        let frame = self.acquire(gref, writable)?;
-        let Some((memory, base)) = self.frames.locate(frame) else {
-            self.release(gref, writable);
-            return Err(GrantStatus::BadPage);
-        };
+        let c = self.acquire(gref, writable)?;
         Ok(PeerMapping {
             grants: self,
             gref,
-            frame,
+            frame: c.frame,
             writable,
-            memory,
-            base,
+            memory: c.region,
+            base: c.at,
         })
     }
 

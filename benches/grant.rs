@@ -13,12 +13,13 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pvnet::grant::host::{FramePool, PeerGrants, RemapWindow, create_memfd, map_shared};
 use pvnet::grant::{
     CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantOps, GrantStatus, GrantTable,
     TransferEnd, TransferOp,
 };
+use pvnet::grant::{FramePool, PeerGrants};
 use pvnet::mem::SharedRegion;
+use pvnet::process::{RemapWindow, create_memfd, map_shared};
 
 const SEGMENTS: usize = 64;
 const SIZES: [usize; 3] = [64, 1500, 4096];

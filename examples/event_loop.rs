@@ -23,8 +23,8 @@ use common::{Pattern, Res, stream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use pvnet::back::{Echo, Netback, NetbackConfig, Token as NbToken};
-use pvnet::bus::{BackendConfig, Handshake, Listener, Step};
 use pvnet::front::{Netfront, NetfrontConfig};
+use pvnet::process::{BackendConfig, Handshake, Listener, Step};
 
 #[derive(Parser, Debug)]
 #[command(about = "netback in a mio event loop serving netfront processes")]

@@ -123,9 +123,9 @@ fn run(args: &Args) -> Res<()> {
     )
     .with_persistent_copies();
     if let Some(pool) = pool {
-        grants = grants.with_flip_pool(pvnet::grant::host::FramePool::split(
+        grants = grants.with_flip_pool(pvnet::grant::FramePool::split(
             pool,
-            pvnet::grant::host::PoolSide::Backend,
+            pvnet::grant::PoolSide::Backend,
         ));
     }
     let rings = pending.rings()[0];

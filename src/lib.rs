@@ -8,10 +8,11 @@
 //! |---|---|---|
 //! | [`mem`] | `shared-mem` | memory shared with an untrusted peer: atomic words, bulk copies |
 //! | [`ring`] | `io-ring` | Xen's shared request/response ring, byte-compatible with `io/ring.h` |
-//! | [`grant`] | `grant-table` | grant tables: grant / revoke, copy / map / transfer, the memfd host |
+//! | [`grant`] | `grant-table` | grant tables: grant / revoke, copy / map / transfer, flip pools, any frame memory |
 //! | [`event`] | `event-channel` | event channels: notify / wait / mask, eventfd and in-process ports |
 //! | [`netif`] | `netif` | the netif wire ABI and validated tx / rx packet parsers |
-//! | [`bus`] | `xenbus` | the control plane: states, feature keys, fd passing, credentials |
+//! | [`bus`] | `xenbus` | the control plane: states, feature keys, resources, close protocol |
+//! | [`process`] | `process-host` | the Linux process host: memfds, eventfds, the control socket, the acceptor |
 //! | [`front`] | `netfront` | the guest side: send / receive frames, buffer pools, offloads |
 //! | [`back`] | `netback` | the driver side: serves many frontends into an uplink (switch, echo, ...) |
 //!
@@ -36,6 +37,7 @@ pub use io_ring as ring;
 pub use netback as back;
 pub use netfront as front;
 pub use netif;
+pub use process_host as process;
 pub use shared_mem as mem;
 pub use xenbus as bus;
 

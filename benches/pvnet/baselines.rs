@@ -174,8 +174,8 @@ fn eventfd_ping_pong(trips: u32) -> (u128, u128) {
 /// A spin ping-pong over one shared word between two processes.
 fn spin_ping_pong(trips: u32) -> (u128, u128) {
     use core::sync::atomic::Ordering;
-    let fd = pvnet::grant::host::create_memfd(c"spin-ping-pong", 4096).expect("memfd");
-    let page = pvnet::grant::host::map_shared(&fd, 4096).expect("map");
+    let fd = pvnet::process::create_memfd(c"spin-ping-pong", 4096).expect("memfd");
+    let page = pvnet::process::map_shared(&fd, 4096).expect("map");
     inheritable(&fd);
     let mut c = child(
         "spin-echo",

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pvnet::back::{Echo, Netback, NetbackConfig, Sink, TxMode, Uplink};
-use pvnet::bus::{BackendConfig, FrontendChoice, Listener, RxMode};
+use pvnet::bus::{FrontendChoice, RxMode};
 use pvnet::front::{Netfront, NetfrontConfig, SendError};
 use pvnet::netif::{Gso, GsoKind, Offload};
+use pvnet::process::{BackendConfig, Listener};
 
 use crate::arg_value;
 
@@ -350,7 +351,7 @@ fn spin_echo(args: &[String]) {
     use core::sync::atomic::Ordering;
     let trips: u32 = req(args, "--trips");
     let fd = inherited(args).into_iter().next().unwrap();
-    let page = pvnet::grant::host::map_shared(&fd, 4096).expect("map");
+    let page = pvnet::process::map_shared(&fd, 4096).expect("map");
     for i in 0..trips {
         let want = 2 * i + 1;
         while page.load_u32(0, Ordering::Acquire).unwrap() != want {

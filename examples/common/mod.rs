@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use pvnet::back::{
     ClosedVif, Echo, Netback, NetbackConfig, RateLimit, Sink, Switch, TxMode, Uplink,
 };
-use pvnet::bus::{BackendConfig, Listener};
 use pvnet::front::{FrontendHost, Netfront, SendError};
 use pvnet::netif::{Gso, GsoKind, Offload};
+use pvnet::process::{BackendConfig, Listener};
 
 pub type Res<T> = Result<T, Box<dyn Error>>;
 

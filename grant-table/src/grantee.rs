@@ -11,8 +11,8 @@ use crate::entry::{
     entry_offset, flag_bits, flags, frame_offset, pack, unpack,
 };
 use crate::frames::FrameMemory;
-use crate::host::FramePool;
 use crate::ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
+use crate::pool::FramePool;
 
 /// How many times an entry is re-read when the owner keeps changing it under us (Xen gives up
 /// after 4 too: "shared grant entry is unstable").

@@ -9,13 +9,14 @@
 //!   keep a grant in use while they live. Every entry is read once and validated (grantee,
 //!   type, permission, frame range, copy range) before a byte moves; a bad one is an error
 //!   status, never a panic or an access outside the granted frame.
-//! - The **process host** ([`host`]): frames and tables are memfds shared by fd and mapped
-//!   `MAP_SHARED`; [`host::PeerGrants`] implements [`GrantOps`]; [`host::FramePool`] keeps exact
-//!   ownership of flip frames and [`host::RemapWindow`] remaps them like a real flip.
+//! - **Any host's memory**: the grantee ([`PeerGrants`]) reaches the owner's frames through
+//!   [`FrameMemory`] (one region, several with holes ([`FrameRegions`]), a VMM's guest RAM
+//!   (the `guest` module, feature `vm-memory`), memfds shared between processes (the
+//!   `pvnet-process-host` crate)), so every host runs the one audited claim protocol.
+//!   [`FramePool`] keeps exact ownership of page-flip frames on both sides.
 //!
 //! ```
-//! use pvnet_grant_table::host::PeerGrants;
-//! use pvnet_grant_table::{Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantMapping, GrantOps, GrantStatus, GrantTable};
+//! use pvnet_grant_table::{PeerGrants, Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantMapping, GrantOps, GrantStatus, GrantTable};
 //! use shared_mem::SharedRegion;
 //!
 //! // The frontend's memory (4 frames) and grant table (1 page); the backend's own frame.
@@ -59,9 +60,9 @@ mod grantee;
 #[cfg(all(feature = "vm-memory", not(loom)))]
 #[allow(unsafe_code)]
 pub mod guest;
-pub mod host;
 mod ops;
 mod owner;
+mod pool;
 
 pub use entry::{
     DomId, ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantEntryV1, GrantRef, GrantStatus,
@@ -72,3 +73,4 @@ pub use frames::{FrameMemory, FrameRegions};
 pub use grantee::{HeldMapping, PeerGrants, PeerMapping};
 pub use ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 pub use owner::{GrantTable, TransferEnd, TransferState};
+pub use pool::{FramePool, PoolSide};

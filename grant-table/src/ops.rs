@@ -104,7 +104,7 @@ pub trait GrantMapping {
 /// domain, type, permission, frame or range is an error status for that operation, never a
 /// panic or an access outside the granted frame.
 ///
-/// Implemented by the process host ([`PeerGrants`](crate::host::PeerGrants)); real Xen
+/// Implemented over any host's frame memory by [`PeerGrants`](crate::PeerGrants); real Xen
 /// (`/dev/xen/gntdev`) or a VMM that owns guest memory would be others.
 pub trait GrantOps {
     /// The guard [`map`](Self::map) returns.

@@ -4,11 +4,11 @@
 //! frame accounting whatever order offers, transfers and cancels come in.
 
 use proptest::prelude::*;
-use pvnet_grant_table::host::{FramePool, PeerGrants};
 use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantMapping, GrantOps, GrantRef,
     GrantStatus, GrantTable, TransferEnd, TransferOp, TransferState,
 };
+use pvnet_grant_table::{FramePool, PeerGrants};
 use shared_mem::SharedRegion;
 
 const BACKEND: DomId = DomId(3);

@@ -8,7 +8,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::PeerGrants;
 use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FrameNumber, GrantError, GrantMapping, GrantOps, GrantStatus,
     GrantTable,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::PeerGrants;
 use pvnet_grant_table::{
     Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantError, GrantMapping, GrantOps,
     GrantRef, GrantStatus, GrantTable,

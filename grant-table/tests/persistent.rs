@@ -1,7 +1,7 @@
 //! Persistent claims (`PeerGrants::with_persistent_copies`): copies keep their grants claimed,
 //! the owner cannot revoke them meanwhile, and `release_persistent` lets them all go.
 
-use pvnet_grant_table::host::PeerGrants;
+use pvnet_grant_table::PeerGrants;
 use pvnet_grant_table::{
     CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantError, GrantOps, GrantStatus, GrantTable,
 };

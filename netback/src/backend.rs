@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use event_channel::{EventChannel, EventFdPort, QueuePorts, Sleeper, wait_any, wait_for_work};
-use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
+use xenbus::{BackendControl, FrontendChoice, Peer};
 
 use crate::credit::RateLimit;
 use crate::error::{NetbackError, VifFault};
-use crate::host::{BackendHost, ProcessHost, VifParts};
+use crate::host::{BackendHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
+use crate::process::ProcessHost;
 use crate::rx::RxScratch;
 use crate::stats::VifStats;
 use crate::tx::{TxMode, TxScratch};
@@ -153,39 +154,6 @@ pub struct Netback<U, H: BackendHost = ProcessHost> {
     retired: Vec<QueuePorts<H::Port>>,
     /// The clock as the spin of [`Netback::wait`] last read it (credit checks while spinning).
     spin_now: Instant,
-}
-
-impl<U: Uplink> Netback<U, ProcessHost> {
-    /// A backend with no vif yet, on the process host (packet memory in a memfd).
-    ///
-    /// # Errors
-    /// [`NetbackError::Memory`] or [`NetbackError::Event`] if its memory or waker cannot be
-    /// created.
-    pub fn new(cfg: NetbackConfig, uplink: U) -> Result<Self, NetbackError> {
-        let mem = PacketMemory::new(cfg.memory_pages)?;
-        Self::with_memory(cfg, uplink, mem)
-    }
-
-    /// Attaches a frontend process whose keys and descriptors the control plane took
-    /// ([`xenbus::Incoming::receive_keys`], a [`xenbus::Handshake`] or
-    /// [`spawn_acceptor`](crate::spawn_acceptor)): maps its memory and rings, takes its event
-    /// channels, and
-    /// answers `Connected`.
-    ///
-    /// # Errors
-    /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
-    /// not work: it is refused with the reason; local errors otherwise.
-    pub fn attach(&mut self, conn: BackendConnection) -> Result<VifId, NetbackError> {
-        let parts = match crate::process::parts(conn, self.mem.region().clone()) {
-            Ok(p) => p,
-            Err(failed) => {
-                let (e, conn) = *failed;
-                let _ = conn.refuse(&e.to_string());
-                return Err(e);
-            }
-        };
-        self.attach_parts(parts)
-    }
 }
 
 impl<U: Uplink, H: BackendHost> Netback<U, H> {

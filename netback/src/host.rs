@@ -4,10 +4,10 @@
 //! written once over them (QEMU's `xen_backend_ops` model: one backend, real Xen or KVM
 //! emulation behind it).
 
-use event_channel::{EventChannel, EventFdPort, QueuePorts};
+use event_channel::{EventChannel, QueuePorts};
 use grant_table::{FrameMemory, GrantRef, PeerGrants};
 use shared_mem::SharedRegion;
-use xenbus::{BackendConnection, BackendControl, FrontendChoice, Peer};
+use xenbus::{BackendControl, FrontendChoice, Peer};
 
 /// The types a host provides for each frontend.
 pub trait BackendHost {
@@ -17,17 +17,6 @@ pub trait BackendHost {
     type Port: EventChannel + core::fmt::Debug;
     /// The backend's end of the frontend's control channel.
     type Control: BackendControl + core::fmt::Debug;
-}
-
-/// The Linux process host (the default): a frontend's memory is a memfd mapped `MAP_SHARED`,
-/// its event channels eventfds, its control channel a Unix socket ([`xenbus`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessHost;
-
-impl BackendHost for ProcessHost {
-    type Memory = SharedRegion;
-    type Port = EventFdPort;
-    type Control = BackendConnection;
 }
 
 /// A host given by its three types, for embedders with their own (a VMM's guest memory with

@@ -1,7 +1,9 @@
 //! The driver side of Xen's paravirtual network path (netback), for any host that can share
 //! memory and signal: frontends (guests) connect over the control plane ([`xenbus`]), hand
 //! over their frames, grant table and event channels, and netback moves their frames between
-//! their rings and an [`Uplink`].
+//! their rings and an [`Uplink`]. The host is a type parameter ([`BackendHost`]): the Linux
+//! process host ([`ProcessHost`], the default, on [`process_host`]), a VMM's guest memory, or
+//! one process ([`Host`]; the in-process pair of `testing`, feature `test-utils`).
 //!
 //! - Guest transmit: each request is copied out of the ring once, parsed by
 //!   [`netif::parse_tx`] with Linux netback's judgement (drop / error / fatal), and the
@@ -22,7 +24,7 @@
 //! use std::time::Duration;
 //! use pvnet_netback::{Echo, Netback, NetbackConfig};
 //! use netfront::{Netfront, NetfrontConfig};
-//! use xenbus::{BackendConfig, Listener};
+//! use process_host::{BackendConfig, Listener};
 //!
 //! let path = std::env::temp_dir().join(format!("netback-doc-{}.sock", std::process::id()));
 //! // Every feature offered; only this process's uid may connect.
@@ -61,7 +63,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod acceptor;
 mod backend;
 mod credit;
 mod error;
@@ -76,12 +77,12 @@ mod tx;
 mod uplink;
 mod vif;
 
-pub use acceptor::spawn_acceptor;
 pub use backend::{ClosedVif, Netback, NetbackConfig, Sleep, Token, VifInfo, Waker};
 pub use credit::{MIN_BURST, RateLimit};
 pub use error::{NetbackError, VifFault};
-pub use host::{BackendHost, Host, ProcessHost, QueueParts, VifParts};
+pub use host::{BackendHost, Host, QueueParts, VifParts};
 pub use memory::{MAX_PACKET_PAGES, PacketId, PacketMemory};
+pub use process::{ProcessHost, spawn_acceptor};
 pub use stats::VifStats;
 pub use tx::TxMode;
 pub use uplink::{Callback, Echo, Outbox, Sink, Switch, Uplink, VifId};

@@ -5,12 +5,9 @@
 //! from one guest is copied out to another with no bounce buffer, and no guest ever sees a
 //! page of it: guests only get bytes copied (or flipped) into their own frames.
 
-use grant_table::host::{create_memfd, map_shared};
 use grant_table::{FRAME_SIZE, FrameNumber};
 use netif::Offload;
 use shared_mem::SharedRegion;
-
-use crate::error::NetbackError;
 
 /// Pages one packet may span (65535 bytes).
 pub const MAX_PACKET_PAGES: usize = 16;
@@ -40,17 +37,6 @@ pub struct PacketMemory {
 }
 
 impl PacketMemory {
-    /// `pages` pages of packet memory (a memfd, so untouched pages cost nothing).
-    ///
-    /// # Errors
-    /// [`NetbackError::Memory`] if the memory cannot be created.
-    pub fn new(pages: u32) -> Result<Self, NetbackError> {
-        let bytes = pages as usize * FRAME_SIZE;
-        let fd = create_memfd(c"netback-packets", bytes).map_err(NetbackError::Memory)?;
-        let region = map_shared(&fd, bytes).map_err(NetbackError::Memory)?;
-        Ok(Self::over(region))
-    }
-
     /// Packet memory over any region (heap memory, a VMM's own), one packet page per whole
     /// 4 KiB of it. No guest ever reaches it: bytes only go to and from guests by grant copy.
     pub fn over(region: SharedRegion) -> Self {

@@ -1,77 +1,124 @@
-//! The process host's glue: a frontend process's connection (descriptors received over the
-//! control socket) turned into the parts a vif attaches from.
+//! The process host's glue (the only file of netback that names `process_host`): the default
+//! [`ProcessHost`], packet memory in a memfd, attaching a frontend process from what it
+//! handed over the control socket, and the acceptor thread.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::sync::mpsc::Receiver;
 
 use event_channel::{EventFdPort, QueuePorts};
-use grant_table::host::{BACKEND_DOMID, FramePool, PoolSide, map_shared};
-use grant_table::{FRAME_SIZE, GrantRef, PeerGrants};
+use grant_table::{FRAME_SIZE, FramePool, GrantRef, PeerGrants, PoolSide};
+use process_host::{BACKEND_DOMID, BackendConnection, Listener, create_memfd, map_shared};
 use shared_mem::SharedRegion;
-use xenbus::{BackendConnection, EventFds, RxMode};
+use xenbus::{BackendControl, RxMode, XenbusError};
 
+use crate::backend::{Netback, Waker};
 use crate::error::NetbackError;
-use crate::host::{ProcessHost, QueueParts, VifParts};
+use crate::host::{BackendHost, QueueParts, VifParts};
+use crate::memory::PacketMemory;
+use crate::uplink::{Uplink, VifId};
 
-/// The largest memory a frontend may hand over in one descriptor (1 GiB): bounds what a
-/// hostile frontend can make us map.
-const MAX_MAPPED: usize = 1 << 30;
+/// The Linux process host (the default): a frontend's memory is a memfd mapped `MAP_SHARED`,
+/// its event channels eventfds, its control channel a Unix socket ([`process_host`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessHost;
 
-fn map_fd(fd: Option<OwnedFd>, what: &str) -> Result<SharedRegion, NetbackError> {
-    let fd = fd.ok_or_else(|| NetbackError::BadFrontend(format!("{what}: descriptor missing")))?;
-    let st = nix::sys::stat::fstat(fd.as_fd())
-        .map_err(|e| NetbackError::BadFrontend(format!("{what}: {e}")))?;
-    let len = usize::try_from(st.st_size).unwrap_or(0);
-    if len == 0 || !len.is_multiple_of(FRAME_SIZE) || len > MAX_MAPPED {
-        return Err(NetbackError::BadFrontend(format!(
-            "{what}: {len} bytes is not a whole number of pages up to 1 GiB"
-        )));
-    }
-    map_shared(&fd, len).map_err(|e| NetbackError::BadFrontend(format!("{what}: {e}")))
+impl BackendHost for ProcessHost {
+    type Memory = SharedRegion;
+    type Port = EventFdPort;
+    type Control = BackendConnection;
 }
 
-/// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
-/// event channels. `local` is the backend's packet memory. On failure the connection comes
-/// back, to refuse the frontend with the reason.
-pub(crate) fn parts(
-    mut conn: BackendConnection,
-    local: SharedRegion,
-) -> Result<VifParts<ProcessHost>, Box<(NetbackError, BackendConnection)>> {
-    match take_parts(&mut conn, local) {
-        Ok((grants, queues)) => {
-            let (choice, peer) = (conn.choice.clone(), conn.peer);
-            Ok(VifParts::new(choice, grants, queues, conn).with_peer(peer))
-        }
-        Err(e) => Err(Box::new((e, conn))),
+impl PacketMemory {
+    /// `pages` pages of packet memory in a memfd (untouched pages cost nothing).
+    ///
+    /// # Errors
+    /// [`NetbackError::Memory`] if the memory cannot be created.
+    pub fn new(pages: u32) -> Result<Self, NetbackError> {
+        let bytes = pages as usize * FRAME_SIZE;
+        let memory = |e| NetbackError::Memory(grant_table::GrantError::Io(e));
+        let fd = create_memfd(c"netback-packets", bytes).map_err(memory)?;
+        Ok(Self::over(map_shared(&fd, bytes).map_err(memory)?))
     }
+}
+
+impl<U: Uplink> Netback<U, ProcessHost> {
+    /// A backend with no vif yet, on the process host (packet memory in a memfd).
+    ///
+    /// # Errors
+    /// [`NetbackError::Memory`] or [`NetbackError::Event`] if its memory or waker cannot be
+    /// created.
+    pub fn new(cfg: crate::NetbackConfig, uplink: U) -> Result<Self, NetbackError> {
+        let mem = PacketMemory::new(cfg.memory_pages)?;
+        Self::with_memory(cfg, uplink, mem)
+    }
+
+    /// Attaches a frontend process whose keys and descriptors the control plane took
+    /// ([`process_host::Incoming::receive_keys`], a [`process_host::Handshake`] or
+    /// [`spawn_acceptor`]): maps its memory and rings, takes its event channels, and answers
+    /// `Connected`.
+    ///
+    /// # Errors
+    /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
+    /// not work: it is refused with the reason; local errors otherwise.
+    pub fn attach(&mut self, mut conn: BackendConnection) -> Result<VifId, NetbackError> {
+        match take_parts(&mut conn, self.memory().region().clone()) {
+            Ok((grants, queues)) => {
+                let (choice, peer) = (conn.choice.clone(), conn.peer);
+                self.attach_parts(VifParts::new(choice, grants, queues, conn).with_peer(peer))
+            }
+            Err(e) => {
+                let _ = conn.refuse(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Runs the accept-and-handshake loop of `listener` on a thread of its own
+/// ([`process_host::spawn_acceptor`]), waking the backend through `waker` after each result:
+/// a connection to [`attach`](Netback::attach), which answers it, or the error of a frontend
+/// that failed its handshake. An event loop can do without the thread: a non-blocking
+/// [`Listener`] and [`process_host::Handshake`]s (see `examples/event_loop.rs`).
+pub fn spawn_acceptor(
+    listener: Listener,
+    waker: Waker,
+) -> Receiver<Result<BackendConnection, XenbusError>> {
+    process_host::spawn_acceptor(listener, move || {
+        let _ = waker.wake();
+    })
 }
 
 type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<EventFdPort>>);
 
+/// The frontend's fault, as netback reports it.
+fn bad(e: XenbusError) -> NetbackError {
+    NetbackError::BadFrontend(e.to_string())
+}
+
+/// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
+/// event channels. `local` is the backend's packet memory.
 fn take_parts(conn: &mut BackendConnection, local: SharedRegion) -> Result<Taken, NetbackError> {
     let res = conn.resources.clone();
-    let frames = map_fd(conn.take_fd(res.frames), "frames")?;
-    let table = map_fd(conn.take_fd(res.grant_table), "grant table")?;
+    let frames = conn.map_memory(res.frames, "frames").map_err(bad)?;
+    let table = conn
+        .map_memory(res.grant_table, "grant table")
+        .map_err(bad)?;
     // Netfront grants its buffers once for the connection: copies keep their claims.
     let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
     if conn.choice.rx_mode == RxMode::Flip {
         let i = res
             .flip_pool
             .ok_or_else(|| NetbackError::BadFrontend("flip mode without a flip pool".into()))?;
-        let pool = map_fd(conn.take_fd(i), "flip pool")?;
+        let pool = conn.map_memory(i, "flip pool").map_err(bad)?;
         grants = grants.with_flip_pool(FramePool::split(pool, PoolSide::Backend));
     }
-    let mut take = |e: EventFds| -> Result<EventFdPort, NetbackError> {
-        let rx = conn.take_fd(e.backend_waits);
-        let tx = conn.take_fd(e.backend_notifies);
-        match (rx, tx) {
-            (Some(rx), Some(tx)) => Ok(EventFdPort::from_fds(rx, tx)?),
-            _ => Err(NetbackError::BadFrontend("event descriptor missing".into())),
-        }
-    };
     let mut queues = Vec::with_capacity(res.queues.len());
     for q in &res.queues {
-        let tx = take(q.tx_event)?;
-        let rx = q.rx_event.map(&mut take).transpose()?;
+        let tx = conn.take_event_channel(q.tx_event).map_err(bad)?;
+        let rx = q
+            .rx_event
+            .map(|e| conn.take_event_channel(e))
+            .transpose()
+            .map_err(bad)?;
         queues.push(QueueParts {
             tx_ring: GrantRef(q.tx_ring_ref),
             rx_ring: GrantRef(q.rx_ring_ref),

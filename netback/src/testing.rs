@@ -29,8 +29,8 @@
 //! ```
 
 use event_channel::{EventChannel, LocalPort, QueuePorts};
-use grant_table::host::{FramePool, PoolSide};
 use grant_table::{FRAME_SIZE, FrameNumber, GrantRef, GrantTable, PeerGrants};
+use grant_table::{FramePool, PoolSide};
 use io_ring::FrontRing;
 use netfront::{FrontMemory, Netfront, NetfrontConfig, PendingNetfront};
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};

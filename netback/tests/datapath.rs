@@ -206,8 +206,8 @@ fn backend_initiated_close() {
     let dir = std::env::temp_dir().join(format!("netback-detach-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
-    let listener = xenbus::Listener::bind(&path, {
-        let mut c = xenbus::BackendConfig::default();
+    let listener = process_host::Listener::bind(&path, {
+        let mut c = process_host::BackendConfig::default();
         c.timeout = T;
         c
     })

@@ -303,9 +303,9 @@ fn misbuilt_parts_are_refused() {
             local,
         );
         if wrong_memory {
-            grants = grants.with_flip_pool(grant_table::host::FramePool::split(
+            grants = grants.with_flip_pool(grant_table::FramePool::split(
                 pool,
-                grant_table::host::PoolSide::Backend,
+                grant_table::PoolSide::Backend,
             ));
         }
         let rings = pending.rings()[0];

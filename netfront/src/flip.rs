@@ -2,7 +2,7 @@
 //! only a frame the backend owns: never one we own, nor one on offer in a grant whose transfer
 //! has not completed.
 
-use grant_table::host::FramePool;
+use grant_table::FramePool;
 use grant_table::{DomId, FrameNumber, GrantError, GrantRef, GrantTable, TransferState};
 
 use crate::error::BackendFault;

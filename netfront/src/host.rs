@@ -3,10 +3,29 @@
 //! heap memory in one process). Netfront lays out its rings and buffers in that memory and
 //! grants them itself; the host hands the grants over.
 
-use event_channel::{EventChannel, EventFdPort};
+use event_channel::EventChannel;
 use grant_table::{FrameNumber, GrantRef};
 use shared_mem::SharedRegion;
-use xenbus::{FrontendConnection, FrontendControl};
+use xenbus::FrontendControl;
+
+/// How a frontend reads a frame a page flip gave it: through a window of fixed receive
+/// slots, one per receive buffer (the process host maps each frame into its slot, which
+/// costs what a flip costs on real hardware: a page-table update and a TLB flush). Without
+/// one, netfront reads the frame where it is in the flip pool.
+pub trait FlipWindow: core::fmt::Debug + Send {
+    /// Makes pool frame `frame` the page of slot `slot` and copies `buf.len()` bytes from
+    /// `offset` in it. Slots number `0 .. pool frames / 2`.
+    ///
+    /// # Errors
+    /// The slot does not exist or the frame cannot be placed there (a local failure).
+    fn read(
+        &self,
+        slot: usize,
+        frame: FrameNumber,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> std::io::Result<()>;
+}
 
 /// The types a host provides to a frontend.
 pub trait FrontendHost {
@@ -14,15 +33,6 @@ pub trait FrontendHost {
     type Port: EventChannel + core::fmt::Debug;
     /// The frontend's end of the control channel.
     type Control: FrontendControl + core::fmt::Debug;
-}
-
-/// The Linux process host (the default): eventfds and a Unix socket ([`xenbus`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ProcessHost;
-
-impl FrontendHost for ProcessHost {
-    type Port = EventFdPort;
-    type Control = FrontendConnection;
 }
 
 /// A host given by its two types (a VMM's; the in-process pair's
@@ -65,7 +75,7 @@ pub struct FrontMemory {
     pub(crate) frames: SharedRegion,
     pub(crate) table: SharedRegion,
     pub(crate) pool: Option<SharedRegion>,
-    pub(crate) remap: Option<crate::device::Remap>,
+    pub(crate) remap: Option<Box<dyn FlipWindow>>,
     pub(crate) frame_base: FrameNumber,
 }
 
@@ -79,6 +89,13 @@ impl FrontMemory {
             remap: None,
             frame_base: FrameNumber(0),
         }
+    }
+
+    /// Reads flipped frames through `window` (flip mode) instead of in the pool.
+    #[must_use]
+    pub fn with_flip_window(mut self, window: Box<dyn FlipWindow>) -> Self {
+        self.remap = Some(window);
+        self
     }
 
     /// The frame number the backend knows the first frame of `frames` by (the grants name

@@ -59,6 +59,7 @@ mod txq;
 
 pub use device::{CloseReport, Netfront, NetfrontConfig, PendingNetfront, TxBatch};
 pub use error::{BackendFault, NetfrontError, SendError};
-pub use host::{FrontMemory, FrontendHost, Host, Layout, ProcessHost, RingRefs};
+pub use host::{FlipWindow, FrontMemory, FrontendHost, Host, Layout, RingRefs};
+pub use process::ProcessHost;
 pub use rxq::RxFrame;
 pub use stats::Stats;

@@ -1,33 +1,57 @@
-//! The process host's glue: a frontend's memory in memfds, its event channels eventfds, its
-//! resources handed to a backend process over the control socket.
+//! The process host's glue (the only file of netfront that names `process_host`): the default
+//! [`ProcessHost`], and connecting to a backend process: the frontend's memory in memfds, its
+//! event channels eventfd pairs, all handed over the control socket.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use event_channel::{EventFdPort, QueuePorts};
-use grant_table::host::{RemapWindow, create_memfd, map_shared};
-use xenbus::{EventFds, QueueResources, Resources, RxMode};
+use grant_table::{FRAME_SIZE, FrameNumber};
+use process_host::{FrontendConnection, Offer, RemapWindow};
+use xenbus::{QueueResources, Resources, RxMode};
 
-use crate::device::{Netfront, NetfrontConfig, PendingNetfront, Remap};
+use crate::device::{Netfront, NetfrontConfig, PendingNetfront};
 use crate::error::NetfrontError;
-use crate::host::{FrontMemory, ProcessHost};
+use crate::host::{FlipWindow, FrontMemory, FrontendHost};
 
-/// A new event channel: our end, and the backend's two descriptors appended to `fds`.
-fn event_pair(fds: &mut Vec<OwnedFd>) -> Result<(EventFdPort, EventFds), NetfrontError> {
-    let (ours, theirs) = EventFdPort::pair()?;
-    let (waits, notifies) = theirs.clone_fds()?;
-    fds.push(waits);
-    fds.push(notifies);
-    Ok((
-        ours,
-        EventFds {
-            backend_waits: fds.len() - 2,
-            backend_notifies: fds.len() - 1,
-        },
-    ))
+/// The Linux process host (the default): eventfds and a Unix socket ([`process_host`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessHost;
+
+impl FrontendHost for ProcessHost {
+    type Port = EventFdPort;
+    type Control = FrontendConnection;
 }
 
-fn io(e: std::io::Error) -> NetfrontError {
+/// Flipped frames mapped into fixed slots from the pool's memfd.
+#[derive(Debug)]
+struct PoolWindow {
+    window: RemapWindow,
+    pool: OwnedFd,
+}
+
+impl FlipWindow for PoolWindow {
+    fn read(
+        &self,
+        slot: usize,
+        frame: FrameNumber,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> io::Result<()> {
+        self.window.remap(slot, &self.pool, frame)?;
+        let at = slot
+            .checked_mul(FRAME_SIZE)
+            .and_then(|s| s.checked_add(offset))
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        self.window
+            .region()
+            .copy_out(at, buf)
+            .map_err(io::Error::other)
+    }
+}
+
+fn io(e: io::Error) -> NetfrontError {
     NetfrontError::Memory(grant_table::GrantError::Io(e))
 }
 
@@ -42,35 +66,38 @@ impl Netfront<ProcessHost> {
     pub fn connect(path: &Path, cfg: NetfrontConfig) -> Result<Self, NetfrontError> {
         let layout = PendingNetfront::<ProcessHost>::layout(&cfg)?;
         let choice = cfg.choice.clone();
-        let pending = xenbus::connect(path, cfg.timeout)?;
-        let frames_fd = create_memfd(c"netfront-frames", layout.frames_bytes)?;
-        let frames = map_shared(&frames_fd, layout.frames_bytes)?;
-        let table_fd = create_memfd(c"netfront-grants", layout.table_bytes)?;
-        let table = map_shared(&table_fd, layout.table_bytes)?;
-        let mut fds: Vec<OwnedFd> = vec![frames_fd, table_fd];
-        let mem = if choice.rx_mode == RxMode::Copy {
-            FrontMemory::new(frames, table, None)
+        let pending = process_host::connect(path, cfg.timeout)?;
+        let mut offer = Offer::new();
+        let (frames, frames_fd) = offer
+            .memory(c"netfront-frames", layout.frames_bytes)
+            .map_err(io)?;
+        let (table, table_fd) = offer
+            .memory(c"netfront-grants", layout.table_bytes)
+            .map_err(io)?;
+        let (mem, flip_pool) = if choice.rx_mode == RxMode::Copy {
+            (FrontMemory::new(frames, table, None), None)
         } else {
-            let fd = create_memfd(c"netfront-flip-pool", layout.pool_bytes)?;
-            let pool = map_shared(&fd, layout.pool_bytes)?;
+            let (pool, i) = offer
+                .memory(c"netfront-flip-pool", layout.pool_bytes)
+                .map_err(io)?;
             let mut mem = FrontMemory::new(frames, table, Some(pool));
             if cfg.flip_remap {
-                let slots = layout.pool_bytes / grant_table::FRAME_SIZE / 2;
-                mem.remap = Some(Remap {
-                    window: RemapWindow::new(slots)?,
-                    fd: fd.try_clone().map_err(io)?,
-                });
+                let fd = offer
+                    .fd(i)
+                    .ok_or_else(|| io(io::ErrorKind::NotFound.into()))?;
+                mem = mem.with_flip_window(Box::new(PoolWindow {
+                    window: RemapWindow::new(layout.pool_bytes / FRAME_SIZE / 2).map_err(io)?,
+                    pool: fd.as_fd().try_clone_to_owned().map_err(io)?,
+                }));
             }
-            fds.push(fd);
-            mem
+            (mem, Some(i))
         };
-        let flip_pool = (choice.rx_mode == RxMode::Flip).then_some(2);
         let mut ports = Vec::new();
         let mut events = Vec::new();
         for _ in 0..choice.queues {
-            let (tx, tx_fds) = event_pair(&mut fds)?;
+            let (tx, tx_fds) = offer.event_channel()?;
             let rx = if choice.split_event_channels {
-                Some(event_pair(&mut fds)?)
+                Some(offer.event_channel()?)
             } else {
                 None
             };
@@ -79,8 +106,8 @@ impl Netfront<ProcessHost> {
         }
         let dev = PendingNetfront::<ProcessHost>::new(cfg, mem, ports)?;
         let res = Resources {
-            frames: 0,
-            grant_table: 1,
+            frames: frames_fd,
+            grant_table: table_fd,
             flip_pool,
             queues: dev
                 .rings()
@@ -94,11 +121,7 @@ impl Netfront<ProcessHost> {
                 })
                 .collect(),
         };
-        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        let conn = pending.finish(&choice, &res, &borrowed)?;
-        drop(borrowed);
-        // The backend has its duplicates; ours close here (the mappings stay).
-        drop(fds);
+        let conn = offer.send(pending, &choice, &res)?;
         dev.connect(conn)
     }
 }

@@ -2,9 +2,6 @@
 //! accept-transfer grants offering pool frames in flip mode), responses validated by the
 //! netif parser, frames assembled from their slots, and every slot's buffer posted again.
 
-use std::os::fd::BorrowedFd;
-
-use grant_table::host::RemapWindow;
 use grant_table::{
     FRAME_SIZE, FrameNumber, GrantError, GrantRef, GrantTable, TransferEnd, TransferState,
 };
@@ -15,6 +12,7 @@ use shared_mem::SharedRegion;
 
 use crate::error::{BackendFault, NetfrontError};
 use crate::flip::FlipPool;
+use crate::host::FlipWindow;
 use crate::stats::Stats;
 use crate::txq::ring_error;
 
@@ -64,8 +62,8 @@ pub(crate) enum RxBuffers {
 pub(crate) struct FlipCtx<'a> {
     pub(crate) table: &'a mut GrantTable,
     pub(crate) pool: Option<&'a mut FlipPool>,
-    /// The window received frames are mapped into, and the pool's descriptor.
-    pub(crate) remap: Option<(&'a RemapWindow, BorrowedFd<'a>)>,
+    /// The window received frames are read through, if the host gave one.
+    pub(crate) remap: Option<&'a dyn FlipWindow>,
 }
 
 /// A receive queue.
@@ -221,14 +219,9 @@ impl RxQueue {
                     };
                 };
                 match ctx.remap {
-                    Some((window, fd)) => {
-                        let slot = window_base + usize::from(id);
-                        window.remap(slot, &fd, frame)?;
-                        window
-                            .region()
-                            .copy_out(slot * FRAME_SIZE + offset, buf)
-                            .map_err(|_| NetfrontError::Config("remap window too small".into()))
-                    }
+                    Some(window) => window
+                        .read(window_base + usize::from(id), frame, offset, buf)
+                        .map_err(|e| NetfrontError::Memory(GrantError::Io(e))),
                     None => {
                         let pool = ctx
                             .pool

@@ -18,8 +18,8 @@
 //! ```
 
 use event_channel::{EventChannel, LocalPort, QueuePorts};
-use grant_table::host::{FramePool, PoolSide};
 use grant_table::{Access, FRAME_SIZE, HeldMapping, PeerGrants};
+use grant_table::{FramePool, PoolSide};
 use io_ring::BackRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use shared_mem::SharedRegion;

@@ -1,12 +1,24 @@
 //! The control plane as the drivers use it once connected: whether the peer is closing, and
-//! the close protocol. One implementation per host: the Unix-socket connections of this crate
-//! ([`BackendConnection`](crate::BackendConnection), [`FrontendConnection`](crate::FrontendConnection)),
-//! the in-memory pair of [`local`](crate::local) for one process, a VMM's XenStore emulation.
+//! the close protocol. One implementation per host: the in-memory pair of
+//! [`local`](crate::local) for one process, the Unix-socket connections of the
+//! `pvnet-process-host` crate, a VMM's XenStore emulation.
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use crate::XenbusError;
+
+/// Who a frontend is, as its transport vouches for it (between processes, the kernel's
+/// SO_PEERCRED; a VMM knows its guest's domain and can fill in what it tracks).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Process id.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
 
 /// The backend's end of one frontend's control channel.
 pub trait BackendControl {

@@ -1,79 +1,54 @@
-//! The control plane XenStore and XenBus provide for Xen's split drivers, for processes: a
-//! backend listens on a Unix socket, checks who connects, advertises its features; a frontend
-//! answers with its choices, its ring references and, attached to the same message, the
-//! descriptors of its frames, grant table and event channels; both end `Connected`. Closing is
-//! `Closing` answered by `Closed` once everything is released; a reconnect is a new
-//! connection with new rings, grants and ports.
+//! The control plane XenStore and XenBus provide for Xen's split drivers, independent of how
+//! its messages travel: device [`State`]s, the feature keys a backend offers
+//! ([`BackendFeatures`]) and a frontend chooses from ([`FrontendChoice`], checked against the
+//! offer on both sides), the resources a frontend hands over ([`Resources`]: ring grant refs,
+//! event channels, memory, by descriptor index), one strict [`Message`] codec for them, and
+//! the drivers' view of a connection once it is up ([`BackendControl`], [`FrontendControl`]:
+//! whether the peer is closing, and the close protocol: `Closing` answered by `Closed` once
+//! everything is released; a reconnect is a new connection with new rings, grants and ports).
 //!
-//! Everything from the peer is untrusted: a message that is malformed, oversized, out of order
-//! or late, a wrong descriptor count, or unacceptable keys gives a typed [`XenbusError`] for that
-//! connection, and the listener goes on serving others.
+//! Transports: [`local`] connects two drivers in one process (no socket, no descriptor); the
+//! `pvnet-process-host` crate carries the messages over a Unix socket between processes, with
+//! the descriptors attached and the peer's credentials checked; a VMM's XenStore emulation is a
+//! third. Everything from the peer is untrusted: a message that is malformed, oversized, out of
+//! order or late, or unacceptable keys give a typed [`XenbusError`] for that connection.
 //!
 //! ```
-//! use std::os::fd::AsFd;
+//! use pvnet_xenbus::{BackendControl, BackendFeatures, FrontendChoice, FrontendControl, RxMode, local};
 //! use std::time::Duration;
-//! use pvnet_xenbus::{BackendConfig, EventFds, FrontendChoice, Listener, QueueResources, Resources, RxMode, connect};
 //!
-//! let dir = std::env::temp_dir().join(format!("xenbus-doc-{}", std::process::id()));
-//! std::fs::create_dir_all(&dir)?;
-//! let path = dir.join("backend.sock");
-//! // Every feature offered; only this process's uid may connect; 5 s per handshake step.
-//! let config = BackendConfig::default();
-//! let listener = Listener::bind(&path, config)?;
-//! let backend = std::thread::spawn(move || -> Result<_, pvnet_xenbus::XenbusError> {
-//!     let mut conn = listener.accept()?.handshake()?;
-//!     let frames = conn.take_fd(conn.resources.frames);
-//!     assert!(conn.frontend_closing(Duration::from_secs(5))?);
-//!     drop(frames); // release everything of this frontend, then:
-//!     let choice = conn.choice.clone();
-//!     conn.acknowledge_closed()?;
-//!     Ok(choice)
-//! });
-//!
-//! // The frontend: frames, grant table and one event channel (two eventfds) by descriptor.
-//! let pending = connect(&path, Duration::from_secs(5))?;
-//! assert!(pending.offered.rx_flip);
-//! let files: Vec<std::fs::File> = (0..4).map(|_| std::fs::File::open("/dev/null")).collect::<Result<_, _>>()?;
-//! let fds: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
-//! let resources = Resources {
-//!     frames: 0,
-//!     grant_table: 1,
-//!     flip_pool: None,
-//!     queues: vec![QueueResources {
-//!         tx_ring_ref: 8,
-//!         rx_ring_ref: 9,
-//!         tx_event: EventFds { backend_waits: 2, backend_notifies: 3 },
-//!         rx_event: None,
-//!     }],
-//! };
+//! // The backend offers every feature; the frontend picks copy receive and jumbo frames.
+//! let offered = BackendFeatures::default();
 //! let mut choice = FrontendChoice::default();
 //! choice.rx_mode = RxMode::Copy;
 //! choice.mtu = 9000;
-//! let conn = pending.finish(&choice, &resources, &fds)?;
-//! conn.close()?; // returns once the backend has released everything
-//! assert_eq!(backend.join().unwrap()?.mtu, 9000);
-//! # std::fs::remove_dir_all(&dir)?;
+//! let (mut back, mut front, agreed) = local::connect(&offered, &choice)?;
+//! assert_eq!(agreed.mtu, 9000);
+//!
+//! // The frontend asks to close; the backend releases everything, then answers Closed.
+//! front.request_close()?;
+//! assert!(back.frontend_closing());
+//! back.acknowledge_closed()?;
+//! assert!(front.closed(Duration::ZERO)?);
+//!
+//! // The same checks as over a socket: a choice not offered is refused.
+//! let mut offered = BackendFeatures::default();
+//! offered.rx_flip = false;
+//! choice.rx_mode = RxMode::Flip;
+//! assert!(local::connect(&offered, &choice).is_err());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod control;
-mod endpoint;
 mod error;
 pub mod local;
 mod message;
 mod negotiate;
 mod resources;
-// The unsafe code of this crate (see DESIGN.md's unsafe inventory).
-#[allow(unsafe_code)]
-mod socket;
 
-pub use control::{BackendControl, FrontendControl};
-pub use endpoint::{
-    BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,
-    Listener, Peer, Step, connect,
-};
+pub use control::{BackendControl, FrontendControl, Peer};
 pub use error::XenbusError;
 pub use message::{
     DecodeError, Keys, MAX_KEY_LEN, MAX_KEYS, MAX_MESSAGE, MAX_VALUE_LEN, Message, State,
@@ -82,4 +57,3 @@ pub use negotiate::{
     BackendFeatures, FrontendChoice, MAX_MTU, MAX_MTU_WITHOUT_SG, MIN_MTU, NegotiationError, RxMode,
 };
 pub use resources::{EventFds, QueueResources, Resources};
-pub use socket::MAX_FDS;

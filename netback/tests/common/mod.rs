@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use process_host::{BackendConfig, Listener};
 use pvnet_netback::{ClosedVif, Netback, NetbackConfig, Uplink, VifInfo};
-use xenbus::{BackendConfig, BackendFeatures, Listener};
+use xenbus::BackendFeatures;
 
 pub const T: Duration = Duration::from_secs(10);
 

@@ -1,7 +1,5 @@
 //! Sending (whole, scatter-gather, batches), reclaiming and receiving.
 
-use std::os::fd::AsFd;
-
 use netif::Offload;
 
 use super::{Flip, Netfront, TxBatch};
@@ -183,10 +181,7 @@ impl<H: FrontendHost> Netfront<H> {
                 break;
             }
             let (pool, remap) = match self.flip.as_mut() {
-                Some(Flip { pool, remap }) => (
-                    Some(pool),
-                    remap.as_ref().map(|r| (&r.window, r.fd.as_fd())),
-                ),
+                Some(Flip { pool, remap }) => (Some(pool), remap.as_deref()),
                 None => (None, None),
             };
             let mut ctx = FlipCtx {

@@ -1,8 +1,8 @@
 //! Laying a frontend out in the memory its host gives, granting it, and connecting it.
 
 use event_channel::QueuePorts;
-use grant_table::host::{FramePool, PoolSide};
 use grant_table::{ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantTable, RESERVED_REFS};
+use grant_table::{FramePool, PoolSide};
 use io_ring::FrontRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::{FrontendChoice, RxMode};

@@ -2,11 +2,9 @@
 //! `data.rs`, waiting `wait.rs`, closing `close.rs` (child modules: the fields stay private
 //! to this module).
 
-use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use event_channel::QueuePorts;
-use grant_table::host::RemapWindow;
 use grant_table::{DomId, FRAME_SIZE, GrantRef, GrantTable};
 use io_ring::{ring_size, slot_bytes};
 use netif::Offload;
@@ -16,7 +14,8 @@ use xenbus::FrontendChoice;
 
 use crate::error::{BackendFault, NetfrontError, SendError};
 use crate::flip::FlipPool;
-use crate::host::{FrontendHost, ProcessHost, RingRefs};
+use crate::host::{FlipWindow, FrontendHost, RingRefs};
+use crate::process::ProcessHost;
 use crate::rxq::{RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue};
@@ -46,9 +45,10 @@ pub struct NetfrontConfig {
     /// What to negotiate: MAC, MTU, receive mode, queues, scatter-gather, offloads, split
     /// event channels. Checked against what the backend offers.
     pub choice: FrontendChoice,
-    /// Flip mode on the process host: map each received frame into a fixed receive slot
-    /// (`mmap`), what a flip costs on real hardware, instead of reading it where it is in the
-    /// pool.
+    /// Flip mode on the process host ([`Netfront::connect`]): map each received frame into a
+    /// fixed receive slot (`mmap`), what a flip costs on real hardware, instead of reading it
+    /// where it is in the pool. Other hosts give their own window
+    /// ([`FrontMemory::with_flip_window`](crate::FrontMemory::with_flip_window)).
     pub flip_remap: bool,
     /// How long [`Netfront::wait`] polls the rings before sleeping (0: sleep at once).
     pub spin: Duration,
@@ -66,7 +66,8 @@ impl Default for NetfrontConfig {
             flip_remap: false,
             spin: Duration::ZERO,
             timeout: Duration::from_secs(5),
-            backend_domid: grant_table::host::BACKEND_DOMID,
+            // Dom0's, as on the process host.
+            backend_domid: DomId(0),
         }
     }
 }
@@ -87,19 +88,11 @@ struct Queue<P> {
     ring_grants: [GrantRef; 2],
 }
 
-/// The process host's remapping of flipped frames: a window of fixed slots and the pool's
-/// descriptor to map from.
-#[derive(Debug)]
-pub(crate) struct Remap {
-    pub(crate) window: RemapWindow,
-    pub(crate) fd: OwnedFd,
-}
-
 /// A flip mode pool and what reads it.
 #[derive(Debug)]
 struct Flip {
     pool: FlipPool,
-    remap: Option<Remap>,
+    remap: Option<Box<dyn FlipWindow>>,
 }
 
 /// A paravirtual NIC: the guest side of one connection to a netback. Single owner

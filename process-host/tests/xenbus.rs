@@ -7,18 +7,17 @@
 //! backend releases everything before acknowledging, so the frontend can then revoke every
 //! grant.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::process::Command;
 use std::time::Duration;
 
 use event_channel::{EventChannel, EventFdPort};
-use grant_table::host::{FramePool, PeerGrants, create_memfd, map_shared};
-use grant_table::{Access, DomId, FRAME_SIZE, FrameNumber, GrantOps, GrantRef, GrantTable};
-use io_ring::{BackRing, FrontRing};
-use pvnet_xenbus::{
-    BackendConfig, EventFds, FrontendChoice, Listener, QueueResources, Resources, RxMode, connect,
+use grant_table::{
+    Access, DomId, FRAME_SIZE, FrameNumber, FramePool, GrantOps, GrantRef, GrantTable, PeerGrants,
 };
+use io_ring::{BackRing, FrontRing};
+use pvnet_process_host::{BackendConfig, Listener, Offer, connect};
 use shared_mem::SharedRegion;
+use xenbus::{EventFds, FrontendChoice, QueueResources, Resources, RxMode};
 
 /// Wire-sized stand-ins for the netif slots (the netif crate is not a dependency here).
 type TxReq = [u16; 6];
@@ -52,11 +51,6 @@ fn choice(mode: &str) -> FrontendChoice {
     }
 }
 
-fn map_whole(fd: &OwnedFd) -> SharedRegion {
-    let len = usize::try_from(nix::sys::stat::fstat(fd.as_fd()).unwrap().st_size).unwrap();
-    map_shared(fd, len).unwrap()
-}
-
 #[test]
 fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
     let dir = std::env::temp_dir().join(format!("xenbus-process-{}", std::process::id()));
@@ -88,23 +82,16 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert_eq!(conn.choice, choice(mode), "{mode}");
         let res = conn.resources.clone();
-        let frames = map_whole(&conn.take_fd(res.frames).unwrap());
-        let table = map_whole(&conn.take_fd(res.grant_table).unwrap());
+        let frames = conn.map_memory(res.frames, "frames").unwrap();
+        let table = conn.map_memory(res.grant_table, "grant table").unwrap();
         let mut peer =
             PeerGrants::new(BACKEND, table, frames, SharedRegion::new_zeroed(FRAME_SIZE));
         if let Some(i) = res.flip_pool {
-            peer = peer
-                .with_flip_pool(FramePool::new(map_whole(&conn.take_fd(i).unwrap()), |_| {
-                    false
-                }));
+            peer = peer.with_flip_pool(FramePool::new(conn.map_memory(i, "pool").unwrap(), |_| {
+                false
+            }));
         }
-        let mut take = |e: EventFds| {
-            EventFdPort::from_fds(
-                conn.take_fd(e.backend_waits).unwrap(),
-                conn.take_fd(e.backend_notifies).unwrap(),
-            )
-            .unwrap()
-        };
+        let mut take = |e: EventFds| conn.take_event_channel(e).unwrap();
         let queues: Vec<(QueueResources, EventFdPort, Option<EventFdPort>)> = res
             .queues
             .iter()
@@ -175,34 +162,12 @@ fn frontend_session(path: &std::path::Path, mode: &str) {
     let queues = usize::try_from(choice.queues).unwrap();
     let pending = connect(path, T).unwrap();
     // Frames: per queue a tx ring page, an rx ring page and an rx buffer.
-    let frames_fd = create_memfd(c"fe-frames", 3 * queues * FRAME_SIZE).unwrap();
-    let frames = map_whole(&frames_fd);
-    let table_fd = create_memfd(c"fe-grants", FRAME_SIZE).unwrap();
-    let mut table = GrantTable::new(map_whole(&table_fd)).unwrap();
-    let pool_fd =
-        (choice.rx_mode == RxMode::Flip).then(|| create_memfd(c"fe-pool", 8 * FRAME_SIZE).unwrap());
-
-    let mut fds: Vec<OwnedFd> = vec![
-        frames_fd.try_clone().unwrap(),
-        table_fd.try_clone().unwrap(),
-    ];
-    let flip_pool = pool_fd.as_ref().map(|p| {
-        fds.push(p.try_clone().unwrap());
-        fds.len() - 1
-    });
-    let push_events = |fds: &mut Vec<OwnedFd>| {
-        let (ours, theirs) = EventFdPort::pair().unwrap();
-        let (waits, notifies) = theirs.clone_fds().unwrap();
-        fds.push(waits);
-        fds.push(notifies);
-        (
-            ours,
-            EventFds {
-                backend_waits: fds.len() - 2,
-                backend_notifies: fds.len() - 1,
-            },
-        )
-    };
+    let mut offer = Offer::new();
+    let (frames, frames_fd) = offer.memory(c"fe-frames", 3 * queues * FRAME_SIZE).unwrap();
+    let (table, table_fd) = offer.memory(c"fe-grants", FRAME_SIZE).unwrap();
+    let mut table = GrantTable::new(table).unwrap();
+    let flip_pool = (choice.rx_mode == RxMode::Flip)
+        .then(|| offer.memory(c"fe-pool", 8 * FRAME_SIZE).unwrap().1);
     let mut rings = Vec::new();
     let mut resources = Vec::new();
     let mut grants = Vec::new();
@@ -224,8 +189,10 @@ fn frontend_session(path: &std::path::Path, mode: &str) {
                 .unwrap(),
         )
         .unwrap();
-        let (tx_ev, tx_fds) = push_events(&mut fds);
-        let rx_pair = choice.split_event_channels.then(|| push_events(&mut fds));
+        let (tx_ev, tx_fds) = offer.event_channel().unwrap();
+        let rx_pair = choice
+            .split_event_channels
+            .then(|| offer.event_channel().unwrap());
         resources.push(QueueResources {
             tx_ring_ref: tx_ref.0,
             rx_ring_ref: rx_ref.0,
@@ -235,15 +202,12 @@ fn frontend_session(path: &std::path::Path, mode: &str) {
         rings.push((tx, rx, tx_ev, rx_pair.map(|(ev, _)| ev), buf_ref));
     }
     let res = Resources {
-        frames: 0,
-        grant_table: 1,
+        frames: frames_fd,
+        grant_table: table_fd,
         flip_pool,
         queues: resources,
     };
-    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-    let conn = pending.finish(&choice, &res, &borrowed).unwrap();
-    drop(borrowed);
-    drop(fds);
+    let conn = offer.send(pending, &choice, &res).unwrap();
 
     for (q, (tx, rx, tx_ev, rx_ev, buf_ref)) in rings.iter_mut().enumerate() {
         let id = u16::try_from(100 + q).unwrap();

@@ -11,10 +11,10 @@ use nix::sys::socket::{
     getsockopt, listen, socket, sockopt::PeerCredentials,
 };
 
-use crate::error::XenbusError;
-use crate::message::{Keys, Message, State};
-use crate::negotiate::{BackendFeatures, FrontendChoice, RxMode};
-use crate::resources::Resources;
+use xenbus::{
+    BackendFeatures, FrontendChoice, Keys, Message, Peer, Resources, RxMode, State, XenbusError,
+};
+
 use crate::socket::{describe, recv, send};
 
 /// A new close-on-exec Unix SOCK_SEQPACKET socket and the address of `path`.
@@ -27,17 +27,6 @@ fn seqpacket(path: &Path) -> Result<(OwnedFd, UnixAddr), XenbusError> {
     )
     .map_err(std::io::Error::from)?;
     Ok((sock, UnixAddr::new(path).map_err(std::io::Error::from)?))
-}
-
-/// The connecting process, as the kernel vouches for it (SO_PEERCRED).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Peer {
-    /// Process id.
-    pub pid: i32,
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
 }
 
 /// How a backend listens.
@@ -177,15 +166,15 @@ impl Incoming {
     /// configured timeout. An error concerns this frontend only. For a backend that checks
     /// more before answering (netback attaches first), use [`start`](Self::start) or
     /// [`receive_keys`](Self::receive_keys) and answer with
-    /// [`BackendControl::connected`](crate::BackendControl::connected) or
-    /// [`BackendControl::refuse`](crate::BackendControl::refuse).
+    /// [`BackendControl::connected`](xenbus::BackendControl::connected) or
+    /// [`BackendControl::refuse`](xenbus::BackendControl::refuse).
     ///
     /// # Errors
     /// A peer fault (malformed, out of order, stalled, gone, wrong descriptors, unacceptable
     /// keys; the frontend is told why where it can be), or [`XenbusError::Io`].
     pub fn handshake(self) -> Result<BackendConnection, XenbusError> {
         let mut conn = self.receive_keys()?;
-        crate::BackendControl::connected(&mut conn)?;
+        xenbus::BackendControl::connected(&mut conn)?;
         Ok(conn)
     }
 
@@ -250,8 +239,8 @@ pub enum Step {
     /// The frontend's keys have not come yet: step again when the socket is readable.
     Waiting(Handshake),
     /// They came and were valid: the connection, not answered yet (attach, then
-    /// [`BackendControl::connected`](crate::BackendControl::connected) or
-    /// [`refuse`](crate::BackendControl::refuse)).
+    /// [`BackendControl::connected`](xenbus::BackendControl::connected) or
+    /// [`refuse`](xenbus::BackendControl::refuse)).
     Keys(BackendConnection),
 }
 
@@ -649,7 +638,7 @@ impl FrontendConnection {
     }
 }
 
-impl crate::BackendControl for BackendConnection {
+impl xenbus::BackendControl for BackendConnection {
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.end.sock.as_fd())
     }
@@ -693,7 +682,7 @@ impl crate::BackendControl for BackendConnection {
     }
 }
 
-impl crate::FrontendControl for FrontendConnection {
+impl xenbus::FrontendControl for FrontendConnection {
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.end.sock.as_fd())
     }

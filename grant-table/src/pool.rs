@@ -6,7 +6,6 @@ use shared_mem::SharedRegion;
 
 use crate::entry::{FRAME_SIZE, FrameNumber};
 use crate::error::GrantError;
-use crate::host::frames_in;
 
 /// Which side of a connection a pool view belongs to (see [`FramePool::split`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +20,7 @@ pub enum PoolSide {
 ///
 /// Every frame is owned by exactly one side. Each side keeps its own record and changes it
 /// only at the flip: the backend gives a frame and takes the one offered in exchange
-/// ([`PeerGrants::transfer`](crate::host::PeerGrants)); the frontend gives a frame when it
+/// ([`PeerGrants::transfer`](crate::PeerGrants)); the frontend gives a frame when it
 /// offers it ([`give`](Self::give)) and takes one when a transfer completes
 /// ([`receive`](Self::receive)). A side reads and writes only frames it owns through this type.
 /// Not `Sync`: one owner.
@@ -147,4 +146,9 @@ impl FramePool {
             _ => Err(GrantError::NotOwned(frame.0)),
         }
     }
+}
+
+/// Whole frames in a region.
+fn frames_in(region: &SharedRegion) -> u32 {
+    u32::try_from(region.len() / FRAME_SIZE).unwrap_or(u32::MAX)
 }

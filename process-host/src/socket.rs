@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use crate::error::XenbusError;
-use crate::message::{MAX_MESSAGE, Message};
+use xenbus::{DecodeError, MAX_MESSAGE, Message, XenbusError};
 
 /// Most descriptors one message may carry.
 pub const MAX_FDS: usize = 32;
@@ -90,7 +89,7 @@ pub(crate) fn recv(
         )));
     }
     if flags.contains(MsgFlags::MSG_TRUNC) || bytes > MAX_MESSAGE {
-        return Err(crate::message::DecodeError::TooLarge(bytes).into());
+        return Err(DecodeError::TooLarge(bytes).into());
     }
     if bytes == 0 {
         return Err(XenbusError::PeerClosed);

@@ -1,6 +1,7 @@
 //! A window of page slots into which pool frames are mapped (`MAP_FIXED`): what a page flip
 //! costs on real hardware (a page-table update and a TLB flush), measurable here.
 
+use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
@@ -9,8 +10,7 @@ use std::sync::Arc;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, mmap_anonymous, munmap};
 use shared_mem::SharedRegion;
 
-use crate::entry::{FRAME_SIZE, FrameNumber};
-use crate::error::GrantError;
+use grant_table::{FRAME_SIZE, FrameNumber};
 
 /// The reserved address range; unmapped when the last user drops it.
 struct Window {
@@ -56,11 +56,13 @@ impl RemapWindow {
     /// Reserves `slots` page slots, each mapped to a private zero page.
     ///
     /// # Errors
-    /// [`GrantError::Io`] if the address space cannot be reserved.
-    pub fn new(slots: usize) -> Result<Self, GrantError> {
-        let len = NonZeroUsize::new(slots.max(1) * FRAME_SIZE)
-            .ok_or(nix::Error::EINVAL)
-            .map_err(std::io::Error::from)?;
+    /// The address space cannot be reserved.
+    pub fn new(slots: usize) -> io::Result<Self> {
+        let len = slots
+            .max(1)
+            .checked_mul(FRAME_SIZE)
+            .and_then(NonZeroUsize::new)
+            .ok_or(io::ErrorKind::InvalidInput)?;
         // SAFETY: a fresh anonymous mapping at an address the kernel chooses replaces nothing.
         let base = unsafe {
             mmap_anonymous(
@@ -69,15 +71,14 @@ impl RemapWindow {
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
                 MapFlags::MAP_PRIVATE,
             )
-        }
-        .map_err(std::io::Error::from)?;
+        }?;
         let window = Arc::new(Window { base, len });
         let owner: Arc<dyn Send + Sync> = window.clone();
         // SAFETY: the range is mapped read-write for as long as `window` lives, which the
         // region keeps alive; slots are only ever replaced by other read-write mappings of
         // the same size (`remap`), never unmapped, so every address stays valid.
         let region = unsafe { SharedRegion::from_raw_parts(base.cast(), len.get(), Some(owner)) }
-            .map_err(|e| GrantError::Io(std::io::Error::other(e)))?;
+            .map_err(io::Error::other)?;
         Ok(Self {
             window,
             slots,
@@ -98,25 +99,18 @@ impl RemapWindow {
     /// Maps `frame` of the pool memfd `pool` into `slot`, shared, replacing the slot's mapping.
     ///
     /// # Errors
-    /// [`GrantError::NotOwned`] if `slot` is outside the window; [`GrantError::Io`] if the
-    /// mapping fails (the slot keeps its old mapping).
-    pub fn remap(
-        &self,
-        slot: usize,
-        pool: &impl AsFd,
-        frame: FrameNumber,
-    ) -> Result<(), GrantError> {
+    /// [`io::ErrorKind::InvalidInput`] if `slot` is outside the window; the mapping's error if
+    /// it fails (the slot keeps its old mapping).
+    pub fn remap(&self, slot: usize, pool: &impl AsFd, frame: FrameNumber) -> io::Result<()> {
         if slot >= self.slots {
-            return Err(GrantError::NotOwned(
-                u32::try_from(slot).unwrap_or(u32::MAX),
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("slot {slot} is outside a window of {}", self.slots),
             ));
         }
         let addr = NonZeroUsize::new(self.window.base.as_ptr() as usize + slot * FRAME_SIZE)
-            .ok_or(nix::Error::EINVAL)
-            .map_err(std::io::Error::from)?;
-        let page = NonZeroUsize::new(FRAME_SIZE)
-            .ok_or(nix::Error::EINVAL)
-            .map_err(std::io::Error::from)?;
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let page = NonZeroUsize::new(FRAME_SIZE).ok_or(io::ErrorKind::InvalidInput)?;
         let offset = i64::from(frame.0) * FRAME_SIZE as i64;
         // SAFETY: `addr` is one page inside our own window (slot checked above); MAP_FIXED
         // replaces exactly that page with another read-write mapping of the same size, so
@@ -130,8 +124,7 @@ impl RemapWindow {
                 pool.as_fd(),
                 offset,
             )
-        }
-        .map_err(std::io::Error::from)?;
+        }?;
         Ok(())
     }
 }

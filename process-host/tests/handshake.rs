@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect as raw_connect, sendmsg, socket,
 };
-use pvnet_xenbus::{
-    BackendConfig, EventFds, FrontendChoice, Listener, Message, QueueResources, Resources, RxMode,
-    State, XenbusError, connect,
+use pvnet_process_host::{BackendConfig, Listener, connect};
+use xenbus::{
+    EventFds, FrontendChoice, Message, QueueResources, Resources, RxMode, State, XenbusError,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -100,7 +100,7 @@ fn good_frontend(
     })
 }
 
-fn serve_one(l: &Listener) -> Result<pvnet_xenbus::FrontendChoice, XenbusError> {
+fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
     let mut conn = l.accept_and_handshake()?;
     // Every descriptor the keys describe arrived and can be taken.
     let n = 2

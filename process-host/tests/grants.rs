@@ -11,15 +11,15 @@ use std::process::Command;
 use std::time::Duration;
 
 use event_channel::{EventChannel, EventFdPort};
+use grant_table::{
+    Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, FramePool, GrantMapping, GrantOps,
+    GrantRef, GrantStatus, GrantTable, PeerGrants, TransferEnd, TransferOp,
+};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
     sendmsg, socketpair,
 };
-use pvnet_grant_table::host::{FramePool, PeerGrants, RemapWindow, create_memfd, map_shared};
-use pvnet_grant_table::{
-    Access, CopyOp, CopyPtr, DomId, FRAME_SIZE, FrameNumber, GrantMapping, GrantOps, GrantRef,
-    GrantStatus, GrantTable, TransferEnd, TransferOp,
-};
+use pvnet_process_host::{RemapWindow, create_memfd, map_shared};
 use shared_mem::SharedRegion;
 
 const BACKEND: DomId = DomId(0);

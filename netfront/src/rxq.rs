@@ -38,39 +38,41 @@ pub(crate) struct RxScratch {
     packet: RxPacket,
 }
 
-/// How the receive buffers are provided.
+/// Where received bytes are, and so what every queue's buffer grants are: the one record of
+/// the receive mode (a queue does not know its own, so the two cannot disagree).
 #[derive(Debug)]
-pub(crate) enum RxBuffers {
-    /// Pre-granted pages of our frames, one per id.
+pub(crate) enum RxMemory {
+    /// Copy: each buffer is a page of our frames, granted to the backend.
     Copy {
+        /// Our frames.
         frames: SharedRegion,
-        first_frame: u32,
-        grefs: Vec<GrantRef>,
     },
-    /// Accept-transfer grants, one per id, each offering a pool frame; `held[id]` is a frame
-    /// a flip delivered and we have not offered again yet.
+    /// Flip: each buffer is an accept-transfer grant offering a pool frame.
     Flip {
-        grefs: Vec<GrantRef>,
-        held: Vec<Option<FrameNumber>>,
-        /// This queue's first slot in the remap window.
-        window_base: usize,
+        /// The pool, with the frames on offer.
+        pool: FlipPool,
+        /// The window flipped frames are read through, if the host gave one.
+        window: Option<Box<dyn FlipWindow>>,
     },
 }
 
-/// What flip mode needs from the device.
+/// What a receive queue works with besides itself.
 #[derive(Debug)]
-pub(crate) struct FlipCtx<'a> {
+pub(crate) struct RxCtx<'a> {
     pub(crate) table: &'a mut GrantTable,
-    pub(crate) pool: Option<&'a mut FlipPool>,
-    /// The window received frames are read through, if the host gave one.
-    pub(crate) remap: Option<&'a dyn FlipWindow>,
+    pub(crate) memory: &'a mut RxMemory,
 }
 
 /// A receive queue.
 #[derive(Debug)]
 pub(crate) struct RxQueue {
     pub(crate) ring: FrontRing<RxRequest, RxResponse>,
-    bufs: RxBuffers,
+    /// The buffers' grants, one per id.
+    grefs: Vec<GrantRef>,
+    /// Copy: the frame of buffer 0 in our frames; flip: its slot in the flip window.
+    first: usize,
+    /// Flip: the frame a flip delivered to each id that is not offered again yet.
+    held: Vec<Option<FrameNumber>>,
     prod: u32,
     cons: u32,
     /// Ring slot -> the id posted there.
@@ -89,14 +91,20 @@ fn transfer_fault(_: GrantError) -> NetfrontError {
 }
 
 impl RxQueue {
-    pub(crate) fn new(ring: FrontRing<RxRequest, RxResponse>, bufs: RxBuffers) -> Self {
+    /// A queue whose buffer `id` is granted by `grefs[id]`, and is page `first + id` of our
+    /// frames (copy) or slot `first + id` of the flip window (flip).
+    pub(crate) fn new(
+        ring: FrontRing<RxRequest, RxResponse>,
+        grefs: Vec<GrantRef>,
+        first: usize,
+    ) -> Self {
         let size = ring.size() as usize;
-        let ids = match &bufs {
-            RxBuffers::Copy { grefs, .. } | RxBuffers::Flip { grefs, .. } => grefs.len(),
-        };
+        let ids = grefs.len();
         Self {
             ring,
-            bufs,
+            held: vec![None; ids],
+            grefs,
+            first,
             prod: 0,
             cons: 0,
             posted: vec![0; size],
@@ -107,14 +115,18 @@ impl RxQueue {
         }
     }
 
-    /// The grants of this queue's buffers (to revoke at close).
-    pub(crate) fn buffers(&self) -> &RxBuffers {
-        &self.bufs
+    /// The grants of this queue's buffers (to revoke at close), each with whether a flip
+    /// delivered its frame (so the grant is used up; flip mode only).
+    pub(crate) fn buffers(&self) -> impl Iterator<Item = (GrantRef, bool)> + '_ {
+        self.grefs
+            .iter()
+            .zip(&self.held)
+            .map(|(g, h)| (*g, h.is_some()))
     }
 
     /// Posts every buffer that is ours (flip: offering each delivered frame again). Returns
     /// whether the backend asked to be notified.
-    pub(crate) fn post(&mut self, ctx: &mut FlipCtx<'_>) -> Result<bool, NetfrontError> {
+    pub(crate) fn post(&mut self, ctx: &mut RxCtx<'_>) -> Result<bool, NetfrontError> {
         // Buffers go back in batches (as netfront's rx refill does): one index publish, one
         // full barrier and at most one notification per batch, and no header-line traffic
         // on a latency path. A batch of 32 leaves 224 of 256 buffers posted, more than any
@@ -127,19 +139,13 @@ impl RxQueue {
             if self.ring.free_requests() == 0 {
                 break;
             }
-            let gref = match &mut self.bufs {
-                RxBuffers::Copy { grefs, .. } => grefs[usize::from(id)],
-                RxBuffers::Flip { grefs, held, .. } => {
-                    if let Some(f) = held[usize::from(id)].take() {
-                        let pool = ctx
-                            .pool
-                            .as_deref_mut()
-                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        grefs[usize::from(id)] = pool.offer(f, ctx.table)?;
-                    }
-                    grefs[usize::from(id)]
-                }
-            };
+            let i = usize::from(id);
+            if let RxMemory::Flip { pool, .. } = &mut *ctx.memory
+                && let Some(f) = self.held[i].take()
+            {
+                self.grefs[i] = pool.offer(f, ctx.table)?;
+            }
+            let gref = self.grefs[i];
             self.ring
                 .push_request(&RxRequest {
                     id,
@@ -161,12 +167,12 @@ impl RxQueue {
     }
 
     /// Flip mode: collects the frame flipped into `id`'s grant, if a flip happened.
-    fn settle(&mut self, id: u16, ctx: &mut FlipCtx<'_>) -> Result<(), NetfrontError> {
-        let RxBuffers::Flip { grefs, held, .. } = &mut self.bufs else {
+    fn settle(&mut self, id: u16, ctx: &mut RxCtx<'_>) -> Result<(), NetfrontError> {
+        let RxMemory::Flip { pool, .. } = &mut *ctx.memory else {
             return Ok(());
         };
-        let gref = grefs[usize::from(id)];
-        if held[usize::from(id)].is_some() {
+        let gref = self.grefs[usize::from(id)];
+        if self.held[usize::from(id)].is_some() {
             return Ok(());
         }
         match ctx.table.transfer_state(gref).map_err(transfer_fault)? {
@@ -175,12 +181,8 @@ impl RxQueue {
             TransferState::Completed(_) => {
                 match ctx.table.end_transfer(gref).map_err(transfer_fault)? {
                     TransferEnd::Completed { received, offered } => {
-                        let pool = ctx
-                            .pool
-                            .as_deref_mut()
-                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
                         pool.complete(received, offered, gref, ctx.table)?;
-                        held[usize::from(id)] = Some(received);
+                        self.held[usize::from(id)] = Some(received);
                         Ok(())
                     }
                     TransferEnd::Cancelled { .. } => Err(BackendFault::TransferIncomplete.into()),
@@ -195,40 +197,26 @@ impl RxQueue {
         id: u16,
         offset: usize,
         buf: &mut [u8],
-        ctx: &FlipCtx<'_>,
+        memory: &RxMemory,
     ) -> Result<(), NetfrontError> {
-        match &self.bufs {
-            RxBuffers::Copy {
-                frames,
-                first_frame,
-                ..
-            } => {
-                let frame = (*first_frame + u32::from(id)) as usize;
-                frames
-                    .copy_out(frame * FRAME_SIZE + offset, buf)
-                    .map_err(|_| NetfrontError::Broken(BackendFault::Rx(RxErrorKind::Incomplete)))
-            }
-            RxBuffers::Flip {
-                held, window_base, ..
-            } => {
-                let Some(frame) = held[usize::from(id)] else {
+        let i = usize::from(id);
+        match memory {
+            RxMemory::Copy { frames } => frames
+                .copy_out((self.first + i) * FRAME_SIZE + offset, buf)
+                .map_err(|_| NetfrontError::Broken(BackendFault::Rx(RxErrorKind::Incomplete))),
+            RxMemory::Flip { pool, window } => {
+                let Some(frame) = self.held[i] else {
                     return if buf.is_empty() {
                         Ok(())
                     } else {
                         Err(BackendFault::TransferIncomplete.into())
                     };
                 };
-                match ctx.remap {
+                match window {
                     Some(window) => window
-                        .read(window_base + usize::from(id), frame, offset, buf)
+                        .read(self.first + i, frame, offset, buf)
                         .map_err(|e| NetfrontError::Memory(GrantError::Io(e))),
-                    None => {
-                        let pool = ctx
-                            .pool
-                            .as_deref()
-                            .ok_or_else(|| NetfrontError::Config("flip without a pool".into()))?;
-                        Ok(pool.read(frame, offset, buf)?)
-                    }
+                    None => Ok(pool.read(frame, offset, buf)?),
                 }
             }
         }
@@ -240,7 +228,7 @@ impl RxQueue {
         &mut self,
         queue: usize,
         budget: usize,
-        ctx: &mut FlipCtx<'_>,
+        ctx: &mut RxCtx<'_>,
         scratch: &mut RxScratch,
         stats: &mut Stats,
         f: &mut dyn FnMut(RxFrame<'_>),
@@ -258,14 +246,9 @@ impl RxQueue {
             }
             // The data lines come from the backend's core: ask for them all now, so their
             // misses overlap (only a hint; ids and offsets are validated when read).
-            if let RxBuffers::Copy {
-                frames,
-                first_frame,
-                ..
-            } = &self.bufs
-            {
+            if let RxMemory::Copy { frames } = &*ctx.memory {
                 for (r, id) in self.rsps.iter().zip(&self.ids) {
-                    let frame = (*first_frame as usize).saturating_add(usize::from(*id));
+                    let frame = self.first.saturating_add(usize::from(*id));
                     frames.prefetch(frame.saturating_mul(FRAME_SIZE) + usize::from(r.offset));
                 }
             }
@@ -297,7 +280,7 @@ impl RxQueue {
                             frag.id,
                             usize::from(frag.offset),
                             &mut scratch[at..at + n],
-                            ctx,
+                            ctx.memory,
                         )?;
                         at += n;
                     }

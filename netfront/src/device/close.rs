@@ -11,7 +11,7 @@ use event_channel::BLIND_SLEEP;
 use super::{CloseReport, Netfront};
 use crate::error::NetfrontError;
 use crate::host::FrontendHost;
-use crate::rxq::RxBuffers;
+use crate::rxq::RxMemory;
 
 impl<H: FrontendHost> Netfront<H> {
     /// Closes: asks the backend to close and waits (up to the control-plane timeout) until it
@@ -110,18 +110,15 @@ impl<H: FrontendHost> Netfront<H> {
         for q in &self.queues {
             let mut grants: Vec<GrantRef> = q.ring_grants.to_vec();
             grants.extend_from_slice(&q.tx.grefs);
-            let transfers = match q.rx.buffers() {
-                RxBuffers::Copy { grefs, .. } => {
-                    grants.extend_from_slice(grefs);
-                    Vec::new()
+            let mut transfers = Vec::new();
+            for (g, flipped) in q.rx.buffers() {
+                match self.rx_memory {
+                    RxMemory::Copy { .. } => grants.push(g),
+                    // A completed flip used its grant up; an open offer is ended.
+                    RxMemory::Flip { .. } if !flipped => transfers.push(g),
+                    RxMemory::Flip { .. } => {}
                 }
-                RxBuffers::Flip { grefs, held, .. } => grefs
-                    .iter()
-                    .zip(held)
-                    .filter(|(_, h)| h.is_none())
-                    .map(|(g, _)| *g)
-                    .collect(),
-            };
+            }
             for g in grants {
                 match self.table.end_access(g) {
                     Ok(_) => revoked += 1,

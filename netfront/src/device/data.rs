@@ -2,10 +2,10 @@
 
 use netif::Offload;
 
-use super::{Flip, Netfront, TxBatch};
+use super::{Netfront, TxBatch};
 use crate::error::{NetfrontError, SendError};
 use crate::host::FrontendHost;
-use crate::rxq::{FlipCtx, RxFrame};
+use crate::rxq::{RxCtx, RxFrame};
 
 impl<H: FrontendHost> Netfront<H> {
     /// Sends one frame (its flow's queue). Publishes at once.
@@ -149,10 +149,9 @@ impl<H: FrontendHost> Netfront<H> {
     }
 
     pub(super) fn refill(&mut self) -> Result<(), NetfrontError> {
-        let mut ctx = FlipCtx {
+        let mut ctx = RxCtx {
             table: &mut self.table,
-            pool: self.flip.as_mut().map(|f| &mut f.pool),
-            remap: None,
+            memory: &mut self.rx_memory,
         };
         for q in &mut self.queues {
             if q.rx.post(&mut ctx)? {
@@ -180,14 +179,9 @@ impl<H: FrontendHost> Netfront<H> {
             if done >= budget {
                 break;
             }
-            let (pool, remap) = match self.flip.as_mut() {
-                Some(Flip { pool, remap }) => (Some(pool), remap.as_deref()),
-                None => (None, None),
-            };
-            let mut ctx = FlipCtx {
+            let mut ctx = RxCtx {
                 table: &mut self.table,
-                pool,
-                remap,
+                memory: &mut self.rx_memory,
             };
             let q = &mut self.queues[qi];
             let r = q.rx.receive(

@@ -7,11 +7,11 @@ use io_ring::FrontRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::{FrontendChoice, RxMode};
 
-use super::{Flip, Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
+use super::{Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
 use crate::error::NetfrontError;
 use crate::flip::FlipPool;
 use crate::host::{FrontMemory, FrontendHost, Layout, RingRefs};
-use crate::rxq::{RxBuffers, RxQueue, RxScratch};
+use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue};
 
@@ -98,21 +98,23 @@ impl<H: FrontendHost> PendingNetfront<H> {
         let backend = cfg.backend_domid;
         let per_queue = frames_per_queue(copy);
         let mut table = GrantTable::new(table)?;
-        let mut flip = match (copy, pool) {
-            (true, _) => None,
-            (false, Some(pool)) if pool.len() >= layout.pool_bytes => Some(Flip {
+        let mut rx_memory = match (copy, pool) {
+            (true, _) => RxMemory::Copy {
+                frames: frames.clone(),
+            },
+            (false, Some(pool)) if pool.len() >= layout.pool_bytes => RxMemory::Flip {
                 pool: FlipPool::new(FramePool::split(pool, PoolSide::Frontend), backend),
-                remap,
-            }),
+                window: remap,
+            },
             (false, _) => return Err(NetfrontError::Config("flip mode needs a flip pool".into())),
         };
         let mut queues = Vec::with_capacity(nq);
         let mut rings = Vec::with_capacity(nq);
-        let mut offers = flip
-            .as_ref()
-            .map(|f| f.pool.owned_frames())
-            .unwrap_or_default()
-            .into_iter();
+        let mut offers = match &rx_memory {
+            RxMemory::Copy { .. } => Vec::new(),
+            RxMemory::Flip { pool, .. } => pool.owned_frames(),
+        }
+        .into_iter();
         for (q, events) in ports.into_iter().enumerate() {
             let base = u32::try_from(q).unwrap_or(u32::MAX) * per_queue;
             let page = |f: u32| frames.subregion(f as usize * FRAME_SIZE, FRAME_SIZE);
@@ -126,33 +128,25 @@ impl<H: FrontendHost> PendingNetfront<H> {
             let tx_grefs = (0..RING_SLOTS)
                 .map(|i| table.grant_access(backend, FrameNumber(frame_base + tx_first + i), true))
                 .collect::<Result<Vec<_>, _>>()?;
-            let bufs = match flip.as_mut() {
-                None => {
+            let (rx_grefs, rx_first) = match &mut rx_memory {
+                RxMemory::Copy { .. } => {
                     let first = base + 2 + RING_SLOTS;
                     let grefs = (0..RING_SLOTS)
                         .map(|i| {
                             table.grant_access(backend, FrameNumber(frame_base + first + i), false)
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    RxBuffers::Copy {
-                        frames: frames.clone(),
-                        first_frame: first,
-                        grefs,
-                    }
+                    (grefs, first as usize)
                 }
-                Some(f) => {
+                RxMemory::Flip { pool, .. } => {
                     let mut grefs = Vec::with_capacity(RING_SLOTS as usize);
                     for _ in 0..RING_SLOTS {
                         let frame = offers
                             .next()
                             .ok_or_else(|| NetfrontError::Config("flip pool too small".into()))?;
-                        grefs.push(f.pool.offer(frame, &mut table)?);
+                        grefs.push(pool.offer(frame, &mut table)?);
                     }
-                    RxBuffers::Flip {
-                        grefs,
-                        held: vec![None; RING_SLOTS as usize],
-                        window_base: q * RING_SLOTS as usize,
-                    }
+                    (grefs, q * RING_SLOTS as usize)
                 }
             };
             rings.push(RingRefs {
@@ -161,7 +155,7 @@ impl<H: FrontendHost> PendingNetfront<H> {
             });
             queues.push(Queue {
                 tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
-                rx: RxQueue::new(rx_ring, bufs),
+                rx: RxQueue::new(rx_ring, rx_grefs, rx_first),
                 events,
                 ring_grants: [tx_ref, rx_ref],
             });
@@ -174,7 +168,7 @@ impl<H: FrontendHost> PendingNetfront<H> {
         let dev = Netfront {
             conn: None,
             table,
-            flip,
+            rx_memory,
             queues,
             limits: TxLimits {
                 max_len,

@@ -13,10 +13,9 @@ use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::FrontendChoice;
 
 use crate::error::{BackendFault, NetfrontError, SendError};
-use crate::flip::FlipPool;
-use crate::host::{FlipWindow, FrontendHost, RingRefs};
+use crate::host::{FrontendHost, RingRefs};
 use crate::process::ProcessHost;
-use crate::rxq::{RxQueue, RxScratch};
+use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue};
 
@@ -88,13 +87,6 @@ struct Queue<P> {
     ring_grants: [GrantRef; 2],
 }
 
-/// A flip mode pool and what reads it.
-#[derive(Debug)]
-struct Flip {
-    pool: FlipPool,
-    remap: Option<Box<dyn FlipWindow>>,
-}
-
 /// A paravirtual NIC: the guest side of one connection to a netback. Single owner
 /// (`&mut self`); frames within a queue are never reordered, and a flow always uses one queue.
 ///
@@ -110,7 +102,8 @@ struct Flip {
 pub struct Netfront<H: FrontendHost = ProcessHost> {
     conn: Option<H::Control>,
     table: GrantTable,
-    flip: Option<Flip>,
+    /// The receive mode, with the memory it reads (the only record of it).
+    rx_memory: RxMemory,
     queues: Vec<Queue<H::Port>>,
     limits: TxLimits,
     choice: FrontendChoice,

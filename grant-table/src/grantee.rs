@@ -156,6 +156,11 @@ impl<M: FrameMemory> PeerGrants<M> {
         self
     }
 
+    /// Entries in the owner's grant table (the grantee keeps a pin count for each).
+    pub fn table_entries(&self) -> u32 {
+        self.entries
+    }
+
     /// Our view of the flip pool, if any.
     pub fn pool(&self) -> Option<&FramePool> {
         self.pool.as_ref()

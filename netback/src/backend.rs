@@ -66,6 +66,13 @@ pub struct NetbackConfig {
     pub spin: Duration,
     /// Pages of backend packet memory.
     pub memory_pages: u32,
+    /// The largest grant table a frontend may have, in 4 KiB pages of 512 entries (Xen's
+    /// `gnttab_max_frames`, 64 by default): the backend keeps a pin count per entry, so this
+    /// bounds what one frontend costs it. Larger tables are refused.
+    pub max_grant_frames: u32,
+    /// The largest memory a frontend process may hand over in one descriptor (frames, flip
+    /// pool), checked before it is mapped. Mapping costs address space, not memory.
+    pub max_frontend_bytes: usize,
 }
 
 impl Default for NetbackConfig {
@@ -77,6 +84,8 @@ impl Default for NetbackConfig {
             rate_limit: None,
             spin: Duration::ZERO,
             memory_pages: 16384,
+            max_grant_frames: 64,
+            max_frontend_bytes: 1 << 30,
         }
     }
 }
@@ -192,6 +201,11 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.waker.clone()
     }
 
+    /// The configuration it was made with.
+    pub fn config(&self) -> &NetbackConfig {
+        &self.cfg
+    }
+
     /// The uplink.
     pub fn uplink(&self) -> &U {
         &self.uplink
@@ -226,8 +240,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             let _ = parts.refuse(&e.to_string());
             return Err(e);
         }
-        if parts.flip_without_pool() {
-            let e = NetbackError::BadFrontend("flip mode without a flip pool".into());
+        if let Some(why) = parts.memory_fault(self.cfg.max_grant_frames) {
+            let e = NetbackError::BadFrontend(why);
             let _ = parts.refuse(&e.to_string());
             return Err(e);
         }

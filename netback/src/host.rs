@@ -96,9 +96,29 @@ impl<H: BackendHost> VifParts<H> {
         self.grants.local()
     }
 
-    /// Whether flip mode was chosen but no flip pool given (nothing could ever be received).
-    pub(crate) fn flip_without_pool(&self) -> bool {
-        self.choice.rx_mode == xenbus::RxMode::Flip && self.grants.pool().is_none()
+    /// What is wrong with the frontend's memory, if anything: a grant table larger than
+    /// `max_grant_frames` pages (its pin counts would be allocated here), or in flip mode no
+    /// flip pool, or one whose backend half cannot hold a largest frame (it would wait for
+    /// ever for frames it can never have: the backend owns half the pool at every poll).
+    pub(crate) fn memory_fault(&self, max_grant_frames: u32) -> Option<String> {
+        let pages = self.grants.table_entries() as usize * 8 / grant_table::FRAME_SIZE;
+        if pages > max_grant_frames as usize {
+            return Some(format!(
+                "a grant table of {pages} pages (at most {max_grant_frames})"
+            ));
+        }
+        if self.choice.rx_mode != xenbus::RxMode::Flip {
+            return None;
+        }
+        let least = 2 * crate::memory::MAX_PACKET_PAGES;
+        match self.grants.pool() {
+            None => Some("flip mode without a flip pool".into()),
+            Some(p) if (p.frames() as usize) < least => Some(format!(
+                "a flip pool of {} frames (at least {least})",
+                p.frames()
+            )),
+            Some(_) => None,
+        }
     }
 
     /// Refuses the frontend (its parts are dropped).

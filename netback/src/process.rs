@@ -60,7 +60,11 @@ impl<U: Uplink> Netback<U, ProcessHost> {
     /// [`NetbackError::BadFrontend`] / [`NetbackError::RingGrant`] if what it handed over does
     /// not work: it is refused with the reason; local errors otherwise.
     pub fn attach(&mut self, mut conn: BackendConnection) -> Result<VifId, NetbackError> {
-        match take_parts(&mut conn, self.memory().region().clone()) {
+        let limits = (
+            self.config().max_grant_frames,
+            self.config().max_frontend_bytes,
+        );
+        match take_parts(&mut conn, self.memory().region().clone(), limits) {
             Ok((grants, queues)) => {
                 let (choice, peer) = (conn.choice.clone(), conn.peer);
                 self.attach_parts(VifParts::new(choice, grants, queues, conn).with_peer(peer))
@@ -96,11 +100,19 @@ fn bad(e: XenbusError) -> NetbackError {
 
 /// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
 /// event channels. `local` is the backend's packet memory.
-fn take_parts(conn: &mut BackendConnection, local: SharedRegion) -> Result<Taken, NetbackError> {
+fn take_parts(
+    conn: &mut BackendConnection,
+    local: SharedRegion,
+    (max_grant_frames, max_bytes): (u32, usize),
+) -> Result<Taken, NetbackError> {
     let res = conn.resources.clone();
-    let frames = conn.map_memory(res.frames, "frames").map_err(bad)?;
+    let table_bytes = max_grant_frames as usize * FRAME_SIZE;
+    // The table first: it is the one whose size costs the backend memory.
     let table = conn
-        .map_memory(res.grant_table, "grant table")
+        .map_memory(res.grant_table, "grant table", table_bytes)
+        .map_err(bad)?;
+    let frames = conn
+        .map_memory(res.frames, "frames", max_bytes)
         .map_err(bad)?;
     // Netfront grants its buffers once for the connection: copies keep their claims.
     let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
@@ -108,7 +120,7 @@ fn take_parts(conn: &mut BackendConnection, local: SharedRegion) -> Result<Taken
         let i = res
             .flip_pool
             .ok_or_else(|| NetbackError::BadFrontend("flip mode without a flip pool".into()))?;
-        let pool = conn.map_memory(i, "flip pool").map_err(bad)?;
+        let pool = conn.map_memory(i, "flip pool", max_bytes).map_err(bad)?;
         grants = grants.with_flip_pool(FramePool::split(pool, PoolSide::Backend));
     }
     let mut queues = Vec::with_capacity(res.queues.len());

@@ -264,8 +264,11 @@ proptest! {
     }
 }
 
-/// Parts a host built wrongly are refused with a reason, not attached to stall or fault:
-/// flip mode without a flip pool, and grants over memory other than the backend's.
+/// Parts a host built wrongly, or a frontend's memory that cannot work, are refused with a
+/// reason, not attached to stall or fault: flip mode without a flip pool, grants over memory
+/// other than the backend's, a flip pool too small for a largest frame (the backend would
+/// wait for ever for frames it can never own), and a grant table larger than
+/// `max_grant_frames` (the backend keeps a pin count per entry: a 1 GiB table cost it 2 GiB).
 #[test]
 fn misbuilt_parts_are_refused() {
     use event_channel::{LocalPort, QueuePorts};
@@ -275,7 +278,12 @@ fn misbuilt_parts_are_refused() {
     use pvnet_netback::{QueueParts, VifParts};
     use shared_mem::SharedRegion;
 
-    for wrong_memory in [false, true] {
+    for (case, reason) in [
+        ("no pool", "flip mode without a flip pool"),
+        ("wrong memory", "packet memory"),
+        ("small pool", "a flip pool of 2 frames (at least 32)"),
+        ("huge table", "a grant table of 65 pages (at most 64)"),
+    ] {
         let mut backend = backend(TxMode::Copy, 64);
         let cfg = frontend(RxMode::Flip, 1, false);
         let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg).unwrap();
@@ -291,10 +299,15 @@ fn misbuilt_parts_are_refused() {
         .unwrap();
         let (back_ctl, _front_ctl, choice) =
             xenbus::local::connect(&all_features(), pending.choice()).unwrap();
-        let local = if wrong_memory {
+        let local = if case == "wrong memory" {
             SharedRegion::new_zeroed(16 * 4096)
         } else {
             backend.memory().region().clone()
+        };
+        let table = if case == "huge table" {
+            SharedRegion::new_zeroed(65 * 4096)
+        } else {
+            table
         };
         let mut grants = PeerGrants::new(
             netfront::NetfrontConfig::default().backend_domid,
@@ -302,7 +315,12 @@ fn misbuilt_parts_are_refused() {
             frames,
             local,
         );
-        if wrong_memory {
+        let pool = match case {
+            "no pool" => None,
+            "small pool" => Some(pool.subregion(0, 2 * 4096).unwrap()),
+            _ => Some(pool),
+        };
+        if let Some(pool) = pool {
             grants = grants.with_flip_pool(grant_table::FramePool::split(
                 pool,
                 grant_table::PoolSide::Backend,
@@ -318,14 +336,7 @@ fn misbuilt_parts_are_refused() {
             .attach_parts(VifParts::new(choice, grants, queues, back_ctl))
             .unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains(if wrong_memory {
-                "packet memory"
-            } else {
-                "flip pool"
-            }),
-            "{text}"
-        );
+        assert!(text.contains(reason), "{case}: {text}");
         assert!(backend.vifs().is_empty());
     }
 }

@@ -12,7 +12,7 @@ use shared_mem::SharedRegion;
 use xenbus::{EventFds, FrontendChoice, Resources, XenbusError};
 
 use crate::endpoint::{BackendConnection, FrontendConnection, FrontendPending};
-use crate::memfd::{create_memfd, map_shared};
+use crate::memfd::{check_sealed, create_memfd, map_shared};
 
 /// The largest memory a frontend may hand over in one descriptor (1 GiB): bounds what a
 /// hostile frontend can make its backend map.
@@ -86,21 +86,29 @@ impl Offer {
 
 impl BackendConnection {
     /// Maps the memory the frontend handed over at descriptor `index` (`what` names it in
-    /// errors): a file of whole 4 KiB pages, at most [`MAX_MAPPED`] bytes, mapped shared.
+    /// errors): a memfd sealed against resizing ([`SEALS`](crate::SEALS)), of whole 4 KiB
+    /// pages, at most `max_bytes` (and [`MAX_MAPPED`]), mapped shared. Checked before
+    /// anything is mapped or allocated; an unsealed memfd could be truncated under the
+    /// mapping, and the next access would kill this process with SIGBUS.
     ///
     /// # Errors
     /// [`XenbusError::BadFds`] (the frontend's fault) if the descriptor is missing, was taken
     /// already, or is not such a file.
-    pub fn map_memory(&mut self, index: usize, what: &str) -> Result<SharedRegion, XenbusError> {
+    pub fn map_memory(
+        &mut self,
+        index: usize,
+        what: &str,
+        max_bytes: usize,
+    ) -> Result<SharedRegion, XenbusError> {
         let bad = |why: String| XenbusError::BadFds(format!("{what}: {why}"));
         let fd = self
             .take_fd(index)
             .ok_or_else(|| bad("descriptor missing".into()))?;
-        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| bad(e.to_string()))?;
-        let len = usize::try_from(st.st_size).unwrap_or(0);
-        if len == 0 || !len.is_multiple_of(FRAME_SIZE) || len > MAX_MAPPED {
+        let len = check_sealed(&fd).map_err(|e| bad(e.to_string()))?;
+        let max = max_bytes.min(MAX_MAPPED);
+        if len == 0 || !len.is_multiple_of(FRAME_SIZE) || len > max {
             return Err(bad(format!(
-                "{len} bytes is not a whole number of pages up to {MAX_MAPPED}"
+                "{len} bytes is not a whole number of pages up to {max}"
             )));
         }
         map_shared(&fd, len).map_err(|e| bad(e.to_string()))

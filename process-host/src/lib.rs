@@ -30,7 +30,7 @@
 //! let backend = std::thread::spawn(move || -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
 //!     let mut conn = listener.accept()?.handshake()?;
 //!     let res = conn.resources.clone();
-//!     let frames = conn.map_memory(res.frames, "frames")?;
+//!     let frames = conn.map_memory(res.frames, "frames", 1 << 20)?;
 //!     let mut word = [0u8; 5];
 //!     frames.copy_out(0, &mut word)?;
 //!     assert!(conn.frontend_closing(Duration::from_secs(5))?);
@@ -81,7 +81,7 @@ pub use endpoint::{
     Listener, Step, connect,
 };
 pub use handover::{MAX_MAPPED, Offer};
-pub use memfd::{create_memfd, map_shared};
+pub use memfd::{SEALS, check_sealed, create_memfd, map_shared};
 pub use remap::RemapWindow;
 pub use socket::MAX_FDS;
 

@@ -82,14 +82,17 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
             .unwrap_or_else(|e| panic!("{mode}: {e}"));
         assert_eq!(conn.choice, choice(mode), "{mode}");
         let res = conn.resources.clone();
-        let frames = conn.map_memory(res.frames, "frames").unwrap();
-        let table = conn.map_memory(res.grant_table, "grant table").unwrap();
+        let frames = conn.map_memory(res.frames, "frames", 1 << 20).unwrap();
+        let table = conn
+            .map_memory(res.grant_table, "grant table", 1 << 20)
+            .unwrap();
         let mut peer =
             PeerGrants::new(BACKEND, table, frames, SharedRegion::new_zeroed(FRAME_SIZE));
         if let Some(i) = res.flip_pool {
-            peer = peer.with_flip_pool(FramePool::new(conn.map_memory(i, "pool").unwrap(), |_| {
-                false
-            }));
+            peer = peer.with_flip_pool(FramePool::new(
+                conn.map_memory(i, "pool", 1 << 20).unwrap(),
+                |_| false,
+            ));
         }
         let mut take = |e: EventFds| conn.take_event_channel(e).unwrap();
         let queues: Vec<(QueueResources, EventFdPort, Option<EventFdPort>)> = res

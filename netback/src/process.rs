@@ -4,9 +4,11 @@
 
 use std::sync::mpsc::Receiver;
 
-use event_channel::{EventFdPort, QueuePorts};
+use event_channel::QueuePorts;
 use grant_table::{FRAME_SIZE, FramePool, GrantRef, PeerGrants, PoolSide};
-use process_host::{BACKEND_DOMID, BackendConnection, Listener, create_memfd, map_shared};
+use process_host::{
+    BACKEND_DOMID, BackendConnection, Doorbell, Listener, create_memfd, map_shared,
+};
 use shared_mem::SharedRegion;
 use xenbus::{BackendControl, RxMode, XenbusError};
 
@@ -17,13 +19,14 @@ use crate::memory::PacketMemory;
 use crate::uplink::{Uplink, VifId};
 
 /// The Linux process host (the default): a frontend's memory is a memfd mapped `MAP_SHARED`,
-/// its event channels eventfds, its control channel a Unix socket ([`process_host`]).
+/// its event channels doorbells ([`Doorbell`]), its control channel a Unix socket
+/// ([`process_host`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessHost;
 
 impl BackendHost for ProcessHost {
     type Memory = SharedRegion;
-    type Port = EventFdPort;
+    type Port = Doorbell;
     type Control = BackendConnection;
 }
 
@@ -91,7 +94,7 @@ pub fn spawn_acceptor(
     })
 }
 
-type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<EventFdPort>>);
+type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<Doorbell>>);
 
 /// The frontend's fault, as netback reports it.
 fn bad(e: XenbusError) -> NetbackError {

@@ -1,26 +1,27 @@
 //! The process host's glue (the only file of netfront that names `process_host`): the default
 //! [`ProcessHost`], and connecting to a backend process: the frontend's memory in memfds, its
-//! event channels eventfd pairs, all handed over the control socket.
+//! event channels doorbells, all handed over the control socket.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use event_channel::{EventFdPort, QueuePorts};
+use event_channel::QueuePorts;
 use grant_table::{FRAME_SIZE, FrameNumber};
-use process_host::{FrontendConnection, Offer, RemapWindow};
+use process_host::{Doorbell, FrontendConnection, Offer, RemapWindow};
 use xenbus::{QueueResources, Resources, RxMode};
 
 use crate::device::{Netfront, NetfrontConfig, PendingNetfront};
 use crate::error::NetfrontError;
 use crate::host::{FlipWindow, FrontMemory, FrontendHost};
 
-/// The Linux process host (the default): eventfds and a Unix socket ([`process_host`]).
+/// The Linux process host (the default): doorbells ([`Doorbell`]) and a Unix socket
+/// ([`process_host`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessHost;
 
 impl FrontendHost for ProcessHost {
-    type Port = EventFdPort;
+    type Port = Doorbell;
     type Control = FrontendConnection;
 }
 

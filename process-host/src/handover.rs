@@ -1,16 +1,17 @@
-//! What crosses the socket beside the messages: memory (memfds) and event channels (eventfd
-//! pairs), made and offered by the frontend ([`Offer`]), checked and adopted by the backend
+//! What crosses the socket beside the messages: memory (memfds) and event channels (doorbell
+//! socket pairs), made and offered by the frontend ([`Offer`]), checked and adopted by the backend
 //! ([`BackendConnection::map_memory`], [`BackendConnection::take_event_channel`]).
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use event_channel::{EventError, EventFdPort};
+use event_channel::EventError;
 use grant_table::FRAME_SIZE;
 use shared_mem::SharedRegion;
 use xenbus::{EventFds, FrontendChoice, Resources, XenbusError};
 
+use crate::doorbell::Doorbell;
 use crate::endpoint::{BackendConnection, FrontendConnection, FrontendPending};
 use crate::memfd::{check_sealed, create_memfd, map_shared};
 
@@ -47,10 +48,10 @@ impl Offer {
     /// descriptors.
     ///
     /// # Errors
-    /// [`EventError::Io`] if an eventfd cannot be created or duplicated.
-    pub fn event_channel(&mut self) -> Result<(EventFdPort, EventFds), EventError> {
-        let (ours, theirs) = EventFdPort::pair()?;
-        let (waits, notifies) = theirs.clone_fds()?;
+    /// [`EventError::Io`] if a socket cannot be created.
+    pub fn event_channel(&mut self) -> Result<(Doorbell, EventFds), EventError> {
+        let (ours, theirs) = Doorbell::pair()?;
+        let (waits, notifies) = theirs.into_fds();
         self.fds.push(waits);
         self.fds.push(notifies);
         let n = self.fds.len();
@@ -114,15 +115,17 @@ impl BackendConnection {
         map_shared(&fd, len).map_err(|e| bad(e.to_string()))
     }
 
-    /// Adopts one event channel the frontend handed over (the descriptors `fds` names).
+    /// Adopts one event channel the frontend handed over (the descriptors `fds` names):
+    /// two AF_UNIX datagram sockets ([`Doorbell::from_fds`]).
     ///
     /// # Errors
-    /// [`XenbusError::BadFds`] (the frontend's fault) if a descriptor is missing or unusable.
-    pub fn take_event_channel(&mut self, fds: EventFds) -> Result<EventFdPort, XenbusError> {
+    /// [`XenbusError::BadFds`] (the frontend's fault) if a descriptor is missing or is not
+    /// a doorbell.
+    pub fn take_event_channel(&mut self, fds: EventFds) -> Result<Doorbell, XenbusError> {
         let waits = self.take_fd(fds.backend_waits);
         let notifies = self.take_fd(fds.backend_notifies);
         match (waits, notifies) {
-            (Some(w), Some(n)) => EventFdPort::from_fds(w, n)
+            (Some(w), Some(n)) => Doorbell::from_fds(w, n)
                 .map_err(|e| XenbusError::BadFds(format!("event channel: {e}"))),
             _ => Err(XenbusError::BadFds(
                 "event channel descriptor missing".into(),

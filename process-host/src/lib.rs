@@ -1,7 +1,7 @@
 //! The Linux process host for pvnet's drivers: a frontend and a backend in two processes, as
 //! a domU and its driver domain. Everything process-specific lives here, below the drivers:
 //!
-//! - **Memory** ([`create_memfd`], [`map_shared`]): a frontend's frames, grant table and flip
+//! - **Memory** ([`create_memfd`], [`map_shared`], sealed against resizing): a frontend's frames, grant table and flip
 //!   pool are memfds, handed to the backend by descriptor and mapped `MAP_SHARED` there (as
 //!   dom0 maps a guest through gntdev); [`RemapWindow`] maps flipped pool frames at fixed
 //!   addresses, which costs what a page flip costs on real hardware.
@@ -10,8 +10,12 @@
 //!   checked (SO_PEERCRED) against an allow-list, every receive bounded by a timeout; a
 //!   blocking handshake ([`Incoming::handshake`]), a non-blocking one for event loops
 //!   ([`Handshake::step`]), or one on a thread of its own ([`spawn_acceptor`]).
+//! - **Doorbells** ([`Doorbell`]): an event channel is a pair of AF_UNIX datagram sockets,
+//!   one per direction, used only with `MSG_DONTWAIT`: nothing the peer does with its
+//!   descriptors can make this end block (an eventfd shared with the peer could be saturated,
+//!   drained first or switched to non-blocking under us).
 //! - **The hand-over** ([`Offer`] on the frontend; [`BackendConnection::map_memory`] and
-//!   [`BackendConnection::take_event_channel`] on the backend): memfds and eventfd pairs
+//!   [`BackendConnection::take_event_channel`] on the backend): memfds and doorbells
 //!   made, indexed as xenbus's [`Resources`](xenbus::Resources) name them, checked and adopted.
 //!
 //! The drivers' process constructors (`Netback::new` / `Netback::attach`, `Netfront::connect`)
@@ -64,6 +68,7 @@
 #![deny(unsafe_code)]
 
 mod acceptor;
+mod doorbell;
 mod endpoint;
 mod handover;
 // The unsafe code of this crate, one module per kind (see DESIGN.md's unsafe inventory):
@@ -76,6 +81,7 @@ mod remap;
 mod socket;
 
 pub use acceptor::spawn_acceptor;
+pub use doorbell::Doorbell;
 pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,
     Listener, Step, connect,

@@ -10,12 +10,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use event_channel::{EventChannel, EventFdPort};
+use event_channel::EventChannel;
 use grant_table::{
     Access, DomId, FRAME_SIZE, FrameNumber, FramePool, GrantOps, GrantRef, GrantTable, PeerGrants,
 };
 use io_ring::{BackRing, FrontRing};
-use pvnet_process_host::{BackendConfig, Listener, Offer, connect};
+use pvnet_process_host::{BackendConfig, Doorbell, Listener, Offer, connect};
 use shared_mem::SharedRegion;
 use xenbus::{EventFds, FrontendChoice, QueueResources, Resources, RxMode};
 
@@ -95,7 +95,7 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
             ));
         }
         let mut take = |e: EventFds| conn.take_event_channel(e).unwrap();
-        let queues: Vec<(QueueResources, EventFdPort, Option<EventFdPort>)> = res
+        let queues: Vec<(QueueResources, Doorbell, Option<Doorbell>)> = res
             .queues
             .iter()
             .map(|q| (*q, take(q.tx_event), q.rx_event.map(&mut take)))

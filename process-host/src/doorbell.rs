@@ -1,0 +1,236 @@
+//! The process host's event channel: a doorbell per direction, each one AF_UNIX datagram
+//! socket pair, used only with per-call non-blocking flags.
+//!
+//! Why not an eventfd: the peer holds the same file, so it can write 2^64-2 into it (our next
+//! blocking notify then hangs for ever), read our events first (our blocking read then hangs),
+//! or set `O_NONBLOCK` on the file description, which the two processes share (our blocking
+//! read then fails with `EAGAIN`). A datagram socket takes `MSG_DONTWAIT` on every call, so
+//! no flag the peer sets and nothing it writes or reads can make this end block: a full queue
+//! means "already pending", an empty one "nothing pending", a vanished peer a notify that is
+//! nobody's news (the control channel reports departures). What the peer can still do with
+//! its descriptors is keep our receiving end readable (send without pause, or shut the socket
+//! down if it kept a duplicate of our end): an event storm, which costs us wakeups and which
+//! the backend bounds (it backs off a vif whose events bring no work).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use event_channel::{EventChannel, EventError};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, getsockname,
+    getsockopt, recv, send, socketpair, sockopt,
+};
+
+/// Datagrams one clear takes at most: the rest stay pending for the next (a peer that sends
+/// without pause buys one bounded clear per wakeup, never an unbounded loop).
+const DRAIN: usize = 64;
+
+/// One end of an event channel between two processes: it receives on its own socket and
+/// notifies by sending on the peer's. See the [module documentation](self) for why.
+#[derive(Debug)]
+pub struct Doorbell {
+    /// Ours: the peer sends to it, we receive on it.
+    rx: OwnedFd,
+    /// Towards the peer: we send on it.
+    tx: OwnedFd,
+    masked: bool,
+}
+
+fn io(e: Errno) -> EventError {
+    EventError::Io(e.into())
+}
+
+/// A connected pair of close-on-exec AF_UNIX datagram sockets: (sending end, receiving end).
+fn dgram_pair() -> Result<(OwnedFd, OwnedFd), EventError> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io)
+}
+
+/// Whether `fd` is an AF_UNIX datagram socket (what a doorbell is made of).
+fn check_doorbell(fd: &OwnedFd, what: &str) -> Result<(), EventError> {
+    let refuse = |why: String| {
+        EventError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what}: {why}"),
+        ))
+    };
+    let kind =
+        getsockopt(fd, sockopt::SockType).map_err(|e| refuse(format!("not a socket ({e})")))?;
+    if kind != SockType::Datagram {
+        return Err(refuse(format!("a {kind:?} socket, not a datagram socket")));
+    }
+    let addr: SockaddrStorage =
+        getsockname(fd.as_raw_fd()).map_err(|e| refuse(format!("no address ({e})")))?;
+    if addr.family() != Some(AddressFamily::Unix) {
+        return Err(refuse(format!("{:?}, not AF_UNIX", addr.family())));
+    }
+    Ok(())
+}
+
+impl Doorbell {
+    /// Creates both ends of a channel (two socket pairs, one per direction).
+    ///
+    /// # Errors
+    /// [`EventError::Io`] if a socket cannot be created.
+    pub fn pair() -> Result<(Self, Self), EventError> {
+        let (a_tx, b_rx) = dgram_pair()?;
+        let (b_tx, a_rx) = dgram_pair()?;
+        Ok((
+            Self {
+                rx: a_rx,
+                tx: a_tx,
+                masked: false,
+            },
+            Self {
+                rx: b_rx,
+                tx: b_tx,
+                masked: false,
+            },
+        ))
+    }
+
+    /// An end over descriptors received from the peer: `waits` is the socket this end
+    /// receives on, `notifies` the one it sends on. Both must be AF_UNIX datagram sockets
+    /// (a pipe, an eventfd or `/dev/zero` is refused: each could block or spin this end).
+    ///
+    /// # Errors
+    /// [`EventError::Io`] (kind `InvalidInput`, with the reason) if either is not one.
+    pub fn from_fds(waits: OwnedFd, notifies: OwnedFd) -> Result<Self, EventError> {
+        check_doorbell(&waits, "the doorbell we wait on")?;
+        check_doorbell(&notifies, "the doorbell we ring")?;
+        Ok(Self {
+            rx: waits,
+            tx: notifies,
+            masked: false,
+        })
+    }
+
+    /// This end's two descriptors, `(waits, notifies)`: to hand it to the process that will
+    /// use it (its `from_fds` takes them in this order).
+    pub fn into_fds(self) -> (OwnedFd, OwnedFd) {
+        (self.rx, self.tx)
+    }
+
+    /// Whether a datagram waits, without taking it.
+    fn readable(&self, timeout: Duration) -> Result<bool, EventError> {
+        let deadline = Instant::now() + timeout;
+        let mut fds = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(n) => return Ok(n > 0),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+
+    /// Takes up to [`DRAIN`] datagrams without waiting; whether there was any.
+    fn drain(&self) -> Result<bool, EventError> {
+        let mut buf = [0u8; 8];
+        let mut got = false;
+        for _ in 0..DRAIN {
+            match recv(self.rx.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(_) => got = true,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                // A pending error on the socket (one the peer's doing could set) is taken by
+                // this recv: nothing more to read now.
+                Err(_) => break,
+            }
+        }
+        Ok(got)
+    }
+}
+
+impl EventChannel for Doorbell {
+    fn notify(&self) -> Result<(), EventError> {
+        loop {
+            match send(
+                self.tx.as_raw_fd(),
+                &[1],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                // The peer's queue is full: it has events it has not taken, so it is rung.
+                Err(Errno::EAGAIN | Errno::ENOBUFS) => return Ok(()),
+                // The peer is gone: ringing nobody is no failure of ours, and the control
+                // channel reports the departure.
+                Err(Errno::ECONNREFUSED | Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                    return Ok(());
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+    }
+
+    fn try_wait(&mut self) -> Result<bool, EventError> {
+        if self.masked {
+            return Ok(false);
+        }
+        self.drain()
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, EventError> {
+        if self.masked {
+            return Err(EventError::Masked);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            // Readable but nothing to take (the peer took it first, if it kept our end):
+            // wait again, for the time that remains.
+            if self.drain()? {
+                return Ok(true);
+            }
+            let left = match deadline {
+                None => Duration::from_secs(3600),
+                Some(d) => d.saturating_duration_since(Instant::now()),
+            };
+            if left.is_zero() {
+                return Ok(false);
+            }
+            self.readable(left)?;
+        }
+    }
+
+    fn mask(&mut self) {
+        self.masked = true;
+    }
+
+    fn unmask(&mut self) -> Result<bool, EventError> {
+        self.masked = false;
+        self.readable(Duration::ZERO)
+    }
+
+    fn is_masked(&self) -> bool {
+        self.masked
+    }
+
+    fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.rx.as_fd())
+    }
+
+    fn clear_ready(&mut self) -> Result<(), EventError> {
+        self.drain().map(drop)
+    }
+}
+
+impl AsFd for Doorbell {
+    /// The descriptor that becomes readable when an event is pending (for epoll / mio /
+    /// tokio; call [`EventChannel::try_wait`] when it fires).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}

@@ -92,23 +92,27 @@ impl<P: EventChannel> QueuePorts<P> {
         }
     }
 
-    /// Clears the events the last sleep saw (one `read` each on eventfds); call it after draining the
-    /// rings and before the final check.
+    /// Clears the events the last sleep saw (one `read` each on eventfds); call it after
+    /// draining the rings and before the final check. Returns whether a sleep (or the
+    /// embedder) had reported an event on these ports since the last call, which a loop uses
+    /// to tell events that brought work from a storm.
     ///
     /// # Errors
     /// [`EventError::Io`].
-    pub fn end_of_interrupt(&mut self) -> Result<(), EventError> {
+    pub fn end_of_interrupt(&mut self) -> Result<bool, EventError> {
         // A port without a descriptor is never marked by a sleep: its pending bit is cleared
         // here every time (without waiting), which is what a sleep would have reported.
         let fds = self.has_fds();
-        if std::mem::take(&mut self.fired[0]) || !fds {
+        let tx = std::mem::take(&mut self.fired[0]);
+        if tx || !fds {
             self.tx.clear_ready()?;
         }
-        if (std::mem::take(&mut self.fired[1]) || !fds)
-            && let Some(rx) = &mut self.rx
+        let rx = std::mem::take(&mut self.fired[1]);
+        if (rx || !fds)
+            && let Some(port) = &mut self.rx
         {
-            rx.clear_ready()?;
+            port.clear_ready()?;
         }
-        Ok(())
+        Ok(tx || rx)
     }
 }

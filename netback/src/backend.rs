@@ -420,6 +420,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     fn final_check(&mut self, now: Instant) -> bool {
         let mut work = false;
         for vif in &mut self.vifs {
+            if vif.wake_if_due(now) {
+                // Its quiet time is over: its channels are slept on again.
+                self.fds_changed = true;
+            }
             let was_active = vif.active();
             work |= vif.final_check(now, &mut self.mem);
             if was_active && !vif.active() {
@@ -475,7 +479,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
                 out.push((Token::Control(vif.id()), fd));
             }
-            if !vif.active() {
+            if !vif.listened_to() {
                 continue;
             }
             for (qi, q) in vif.events().enumerate() {
@@ -552,12 +556,14 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         })
     }
 
-    /// The first time a blocked vif's transmit may go on (credit refill, memory retry).
+    /// The first time a blocked vif's transmit may go on (credit refill, memory retry), or a
+    /// quieted vif is listened to again.
     fn next_deadline(&self) -> Option<Instant> {
         self.vifs
             .iter()
             .filter(|v| v.active())
-            .filter_map(Vif::tx_blocked_until)
+            .flat_map(|v| [v.tx_blocked_until(), v.quiet_until()])
+            .flatten()
             .min()
     }
 
@@ -586,9 +592,11 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// an event sent while we worked is absorbed here, and the final check after it sees the
     /// work it announced).
     fn end_of_interrupt(&mut self) -> Result<(), NetbackError> {
+        let now = Instant::now();
         for vif in &mut self.vifs {
-            for q in vif.events_mut() {
-                q.end_of_interrupt()?;
+            if vif.end_of_interrupt(now)? {
+                // Quieted: its channels leave the set to sleep on until its time is over.
+                self.fds_changed = true;
             }
         }
         Ok(())

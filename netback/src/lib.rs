@@ -71,6 +71,7 @@ mod memory;
 mod process;
 mod rx;
 mod stats;
+mod storm;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 mod tx;

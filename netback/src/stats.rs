@@ -24,4 +24,7 @@ pub struct VifStats {
     pub rx_dropped: u64,
     /// Frames that failed to reach the guest (a receive buffer grant that failed).
     pub rx_errors: u64,
+    /// Times the vif's events were ignored for a while because they kept bringing no work
+    /// (an event storm; see `NetbackConfig` and DESIGN.md).
+    pub quieted: u64,
 }

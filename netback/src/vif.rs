@@ -16,6 +16,7 @@ use crate::host::{BackendHost, VifParts};
 use crate::memory::{PacketId, PacketMemory};
 use crate::rx::{RxQueue, RxScratch, RxVif};
 use crate::stats::VifStats;
+use crate::storm::Storm;
 use crate::tx::{PollFailure, TxMode, TxPoll, TxQueue, TxScratch, TxVif};
 use crate::uplink::VifId;
 
@@ -61,6 +62,8 @@ pub(crate) struct Vif<H: BackendHost> {
     backlog_pages: usize,
     /// No transmit work before this instant (credit exhausted, memory short).
     tx_blocked_until: Option<Instant>,
+    /// Whether its events keep bringing no work.
+    storm: Storm,
 }
 
 impl<H: BackendHost> Vif<H> {
@@ -86,6 +89,7 @@ impl<H: BackendHost> Vif<H> {
             fault: None,
             backlog_pages: 0,
             tx_blocked_until: None,
+            storm: Storm::default(),
         };
         for q in handed {
             let mut rings = Vec::with_capacity(2);
@@ -204,6 +208,43 @@ impl<H: BackendHost> Vif<H> {
             .as_ref()
             .is_some_and(|c| c.readiness_fd().is_none())
             || (self.active() && self.queues.iter().any(|q| !q.events.has_fds()))
+    }
+
+    /// Clears the events reported since the last call (late EOI) and judges them: returns
+    /// whether the vif just stopped being listened to, its events having brought no work
+    /// too many times in a row.
+    pub(crate) fn end_of_interrupt(&mut self, now: Instant) -> Result<bool, NetbackError> {
+        let mut fired = false;
+        for q in &mut self.queues {
+            fired |= q.events.end_of_interrupt()?;
+        }
+        let s = &self.stats;
+        // Requests the frontend's events can bring: transmitted frames (whatever became of
+        // them) and receive buffers filled.
+        let mark = s.tx_packets + s.tx_dropped + s.tx_errors + s.rx_packets + s.rx_errors;
+        let quieted = self.storm.after_eoi(fired, mark, now);
+        if quieted {
+            self.stats.quieted += 1;
+        }
+        Ok(quieted)
+    }
+
+    /// Whether the backend sleeps on its event channels (not while it is quieted).
+    #[inline]
+    pub(crate) fn listened_to(&self) -> bool {
+        self.active() && !self.storm.quiet()
+    }
+
+    /// Ends a quiet time that is over; whether it did (its channels are listened to again).
+    #[inline]
+    pub(crate) fn wake_if_due(&mut self, now: Instant) -> bool {
+        self.storm.wake_if_due(now)
+    }
+
+    /// When its quiet time ends, if it is quieted.
+    #[inline]
+    pub(crate) fn quiet_until(&self) -> Option<Instant> {
+        self.storm.until()
     }
 
     /// The event channels of its queues, in order.

@@ -21,13 +21,28 @@ pub struct Running<U> {
     stop: Arc<AtomicBool>,
     attached: Arc<AtomicUsize>,
     waker: pvnet_netback::Waker,
-    handle: JoinHandle<(Netback<U>, Vec<ClosedVif>)>,
+    handle: JoinHandle<(Netback<U>, Vec<ClosedVif>, Duration)>,
     dir: PathBuf,
 }
 
 pub struct Stopped<U> {
     pub backend: Netback<U>,
     pub closed: Vec<ClosedVif>,
+    /// CPU time the backend's thread used, user and system.
+    pub cpu: Duration,
+}
+
+/// CPU time the calling thread has used, user and system.
+pub fn thread_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::new(
+            u64::try_from(t.tv_sec()).unwrap(),
+            u32::try_from(t.tv_usec()).unwrap() * 1000,
+        )
+    };
+    d(u.user_time()) + d(u.system_time())
 }
 
 impl<U> Stopped<U> {
@@ -83,7 +98,7 @@ pub fn start<U: Uplink + Send + 'static>(
             backend.poll().unwrap();
             closed.extend(backend.take_closed());
         }
-        (backend, closed)
+        (backend, closed, thread_cpu())
     });
     let waker = rx.recv().unwrap();
     Running {
@@ -113,9 +128,13 @@ impl<U> Running<U> {
     pub fn stop(self) -> Stopped<U> {
         self.stop.store(true, Ordering::Release);
         self.waker.wake().unwrap();
-        let (backend, closed) = self.handle.join().unwrap();
+        let (backend, closed, cpu) = self.handle.join().unwrap();
         let _ = std::fs::remove_dir_all(&self.dir);
-        Stopped { backend, closed }
+        Stopped {
+            backend,
+            closed,
+            cpu,
+        }
     }
 }
 

@@ -1,33 +1,188 @@
 //! Accepting frontends off the data path: a thread that runs handshakes (which may stall on a
 //! slow or hostile frontend) and hands finished connections to the backend's thread.
+//!
+//! Handshakes run concurrently, stepped from one `poll` loop, so a frontend that connects
+//! and says nothing delays no one (before, accept and handshake were serial: one silent
+//! frontend kept every other out for the timeout, and for ever if it reconnected). At most
+//! [`MAX_HANDSHAKES`] are in progress; beyond that, new frontends wait in the listen backlog.
+//! When accepting fails for lack of resources (the descriptor limit, memory), the listener
+//! is left alone for a while, longer each time, instead of being retried at full speed.
 
-use std::sync::mpsc::{Receiver, channel};
+use std::os::fd::AsFd;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use xenbus::XenbusError;
 
-use crate::endpoint::{BackendConnection, Listener};
+use crate::endpoint::{BackendConnection, Handshake, Listener, Step};
+
+/// Handshakes in progress at once.
+pub const MAX_HANDSHAKES: usize = 64;
+
+/// The first pause after accepting failed for lack of resources, doubled each time it fails
+/// again, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs `listener`'s accept-and-handshake loop on a thread of its own, up to the frontend's
 /// keys (`Connected` is the backend's to answer once it has checked them); each result (a
 /// connection, or the error of a frontend that failed its handshake) arrives on the returned
 /// channel, and `wake` is called after each. An event loop can do the same without a
-/// thread: a non-blocking [`Listener`] and [`Handshake`](crate::Handshake)s. The thread ends
-/// when the receiver is dropped (after the next connection attempt).
+/// thread: a non-blocking [`Listener`] and [`Handshake`]s. The thread ends when the receiver
+/// is dropped (noticed at the next result).
 pub fn spawn_acceptor(
     listener: Listener,
     wake: impl Fn() + Send + 'static,
 ) -> Receiver<Result<BackendConnection, XenbusError>> {
     let (tx, rx) = channel();
     std::thread::spawn(move || {
-        loop {
-            let conn = listener
-                .accept()
-                .and_then(crate::endpoint::Incoming::receive_keys);
-            if tx.send(conn).is_err() {
-                return;
-            }
-            wake();
+        let _ = Acceptor {
+            listener,
+            pending: Vec::new(),
+            backoff: Duration::ZERO,
+            paused_until: None,
+            tx,
+            wake: Box::new(wake),
         }
+        .run();
     });
     rx
+}
+
+/// The receiver is gone: the thread ends.
+struct Gone;
+
+struct Acceptor {
+    listener: Listener,
+    pending: Vec<Handshake>,
+    backoff: Duration,
+    /// Accepting failed for lack of resources: not before then.
+    paused_until: Option<Instant>,
+    tx: Sender<Result<BackendConnection, XenbusError>>,
+    wake: Box<dyn Fn() + Send>,
+}
+
+impl Acceptor {
+    fn run(&mut self) -> Result<(), Gone> {
+        if let Err(e) = self.listener.set_nonblocking(true) {
+            return self.report(Err(e));
+        }
+        loop {
+            let now = Instant::now();
+            if self.paused_until.is_some_and(|t| now >= t) {
+                self.paused_until = None;
+            }
+            let listening = self.paused_until.is_none() && self.pending.len() < MAX_HANDSHAKES;
+            let deadline = self
+                .pending
+                .iter()
+                .map(Handshake::deadline)
+                .chain(self.paused_until)
+                .min();
+            let (listener_ready, ready) = self.sleep(listening, deadline);
+            if listener_ready {
+                self.accept_all()?;
+            }
+            self.step_handshakes(&ready)?;
+        }
+    }
+
+    /// Sleeps until the listener (if `listening`) or a handshake is readable, or `deadline`;
+    /// returns whether the listener is, and which handshakes are.
+    fn sleep(&self, listening: bool, deadline: Option<Instant>) -> (bool, Vec<bool>) {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.pending.len() + 1);
+        if listening {
+            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        }
+        fds.extend(
+            self.pending
+                .iter()
+                .map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN)),
+        );
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        // A signal ends the sleep early; everything is looked at once, as after a timeout
+        // (handshakes past their deadline are dropped there). A failing poll (no memory) is
+        // not retried at full speed.
+        if let Err(e) = poll(&mut fds, timeout)
+            && e != Errno::EINTR
+        {
+            std::thread::sleep(FIRST_BACKOFF);
+        }
+        let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        let (listener, rest) = if listening {
+            (fds.first().is_some_and(ready), &fds[1..])
+        } else {
+            (false, &fds[..])
+        };
+        (listener, rest.iter().map(ready).collect())
+    }
+
+    /// Accepts every frontend waiting (up to the cap) and starts its handshake.
+    fn accept_all(&mut self) -> Result<(), Gone> {
+        while self.pending.len() < MAX_HANDSHAKES {
+            match self.listener.try_accept() {
+                Ok(Some(incoming)) => {
+                    self.backoff = Duration::ZERO;
+                    match incoming.start() {
+                        Ok(h) => self.pending.push(h),
+                        Err(e) => self.report(Err(e))?,
+                    }
+                }
+                Ok(None) => return Ok(()),
+                Err(XenbusError::Io(e)) if out_of_resources(&e) => {
+                    self.backoff = (self.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                    self.paused_until = Some(Instant::now() + self.backoff);
+                    return self.report(Err(XenbusError::Io(e)));
+                }
+                // A refused uid, or a connection that went away before it was accepted:
+                // that frontend's failure; go on with the next.
+                Err(e) => self.report(Err(e))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps the handshakes that are readable (or past their deadline).
+    fn step_handshakes(&mut self, ready: &[bool]) -> Result<(), Gone> {
+        let now = Instant::now();
+        let pending = std::mem::take(&mut self.pending);
+        for (h, r) in pending
+            .into_iter()
+            .zip(ready.iter().copied().chain(std::iter::repeat(false)))
+        {
+            if !r && now < h.deadline() {
+                self.pending.push(h);
+                continue;
+            }
+            match h.step() {
+                Ok(Step::Waiting(h)) => self.pending.push(h),
+                Ok(Step::Keys(conn)) => self.report(Ok(conn))?,
+                Err(e) => self.report(Err(e))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self, r: Result<BackendConnection, XenbusError>) -> Result<(), Gone> {
+        self.tx.send(r).map_err(|_| Gone)?;
+        (self.wake)();
+        Ok(())
+    }
+}
+
+/// Whether accepting failed for lack of resources (it would fail again at once).
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)
+    )
 }

@@ -3,8 +3,12 @@
 //! vif's counters.
 //!
 //! ```text
-//! cargo run --release --example netback -- --socket /tmp/pvnet.sock --uplink switch --stats-secs 1
-//! cargo run --release --example netfront -- --socket /tmp/pvnet.sock --mode verify
+//! cargo run --release --example netback -- --uplink switch --stats-secs 1
+//! cargo run --release --example netfront -- --mode verify
+//!
+//! Without `--socket`, both use `pvnet::process::default_socket_path()`: a directory private to
+//! this user (`$XDG_RUNTIME_DIR/pvnet`, or `/tmp/pvnet-<uid>`), never a fixed name others could
+//! take first.
 //! ```
 
 mod common;
@@ -28,9 +32,9 @@ enum TxModeArg {
 #[derive(Parser, Debug)]
 #[command(about = "A netback serving netfront processes over shared memory")]
 struct Args {
-    /// The control socket to listen on.
-    #[arg(long, default_value = "/tmp/pvnet.sock")]
-    socket: PathBuf,
+    /// The control socket to listen on (default: a directory private to this user).
+    #[arg(long)]
+    socket: Option<PathBuf>,
     /// Where frames go.
     #[arg(long, value_enum, default_value_t = UplinkKind::Switch)]
     uplink: UplinkKind,
@@ -54,7 +58,16 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let setup = BackendSetup {
-        socket: args.socket,
+        socket: match args
+            .socket
+            .map_or_else(pvnet::process::default_socket_path, Ok)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("netback: no socket path: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
         uplink: args.uplink,
         tx_mode: match args.tx_mode {
             TxModeArg::Copy => TxMode::Copy,

@@ -38,9 +38,10 @@ enum RxModeArg {
 #[derive(Parser, Debug)]
 #[command(about = "A netfront sending frames through a netback")]
 struct Args {
-    /// The backend's control socket.
-    #[arg(long, default_value = "/tmp/pvnet.sock")]
-    socket: PathBuf,
+    /// The backend's control socket (default: the backend's default, a directory private to
+    /// this user).
+    #[arg(long)]
+    socket: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Mode::Verify)]
     mode: Mode,
     /// Frame size in bytes (14..=65535; above 9014 frames carry TCPv4 GSO metadata).
@@ -92,7 +93,11 @@ fn run(args: &Args) -> Res<()> {
         c.spin = Duration::from_micros(args.spin_us);
         c
     };
-    let mut nic = Netfront::connect(&args.socket, cfg)?;
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None => pvnet::process::default_socket_path()?,
+    };
+    let mut nic = Netfront::connect(&socket, cfg)?;
     let pattern = Pattern::new(args.size, mac(args.mac), mac(args.dst.unwrap_or(args.mac)));
     match args.mode {
         Mode::Verify => {

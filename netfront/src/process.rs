@@ -62,12 +62,17 @@ impl Netfront<ProcessHost> {
     /// channels, and posts every receive buffer.
     ///
     /// # Errors
-    /// A choice the backend does not offer, a refused or timed-out handshake
+    /// A choice the backend does not offer, a listener running as a uid not in
+    /// [`NetfrontConfig::backend_uids`], a refused or timed-out handshake
     /// ([`NetfrontError::Xenbus`]), or a local failure to set up memory.
     pub fn connect(path: &Path, cfg: NetfrontConfig) -> Result<Self, NetfrontError> {
         let layout = PendingNetfront::<ProcessHost>::layout(&cfg)?;
         let choice = cfg.choice.clone();
-        let pending = process_host::connect(path, cfg.timeout)?;
+        let uids = cfg
+            .backend_uids
+            .clone()
+            .unwrap_or_else(process_host::default_backend_uids);
+        let pending = process_host::connect_to(path, cfg.timeout, &uids)?;
         let mut offer = Offer::new();
         let (frames, frames_fd) = offer
             .memory(c"netfront-frames", layout.frames_bytes)

@@ -526,14 +526,42 @@ pub struct FrontendPending {
     pub offered: BackendFeatures,
 }
 
-/// Connects to the backend at `path` and reads what it offers.
+/// The uids a frontend accepts as its backend unless told otherwise: its own, and root's.
+pub fn default_backend_uids() -> Vec<u32> {
+    let me = nix::unistd::getuid().as_raw();
+    if me == 0 { vec![0] } else { vec![me, 0] }
+}
+
+/// Connects to the backend at `path` and reads what it offers, if the process listening
+/// there runs as one of [`default_backend_uids`] (this process's own uid, or root).
 ///
 /// # Errors
-/// [`XenbusError::Refused`] (for example, our uid is not allowed), a timeout, a peer fault, or
-/// [`XenbusError::Io`].
+/// As [`connect_to`].
 pub fn connect(path: &Path, timeout: Duration) -> Result<FrontendPending, XenbusError> {
+    connect_to(path, timeout, &default_backend_uids())
+}
+
+/// Connects to the backend at `path` and reads what it offers. The process listening there
+/// must run as one of `backend_uids` (SO_PEERCRED, checked before a byte is exchanged):
+/// whoever listens receives this frontend's memory, so a socket path another user could
+/// have taken first must not be trusted.
+///
+/// # Errors
+/// [`XenbusError::NotAllowed`] (the listener's uid), [`XenbusError::Refused`] (for
+/// example, our uid is not allowed), a timeout, a peer fault, or [`XenbusError::Io`].
+pub fn connect_to(
+    path: &Path,
+    timeout: Duration,
+    backend_uids: &[u32],
+) -> Result<FrontendPending, XenbusError> {
     let (sock, addr) = seqpacket(path)?;
     sock_connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).map_err(std::io::Error::from)?;
+    let uid = getsockopt(&sock, PeerCredentials)
+        .map_err(std::io::Error::from)?
+        .uid();
+    if !backend_uids.contains(&uid) {
+        return Err(XenbusError::NotAllowed { uid });
+    }
     match recv(&sock, timeout, "the backend's features")? {
         (
             Message::Backend {

@@ -71,6 +71,7 @@ mod acceptor;
 mod doorbell;
 mod endpoint;
 mod handover;
+mod path;
 // The unsafe code of this crate, one module per kind (see DESIGN.md's unsafe inventory):
 // adopting a mapping, reserving and remapping a window, adopting received descriptors.
 #[allow(unsafe_code)]
@@ -84,10 +85,11 @@ pub use acceptor::{MAX_HANDSHAKES, spawn_acceptor};
 pub use doorbell::Doorbell;
 pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,
-    Listener, Step, connect,
+    Listener, Step, connect, connect_to, default_backend_uids,
 };
 pub use handover::{MAX_MAPPED, Offer};
 pub use memfd::{SEALS, check_sealed, create_memfd, map_shared};
+pub use path::default_socket_path;
 pub use remap::RemapWindow;
 pub use socket::MAX_FDS;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect as raw_connect, sendmsg, socket,
 };
-use pvnet_process_host::{BackendConfig, Listener, connect};
+use pvnet_process_host::{BackendConfig, Listener, connect, connect_to};
 use xenbus::{
     EventFds, FrontendChoice, Message, QueueResources, Resources, RxMode, State, XenbusError,
 };
@@ -415,4 +415,91 @@ fn nobody_client_entry() {
             "{result:?}"
         ),
     }
+}
+
+/// A frontend hands its memory to whoever listens: it checks the listener's uid
+/// (SO_PEERCRED) before a byte is exchanged, and leaves when it is not one it trusts.
+#[test]
+fn a_frontend_checks_who_is_listening() {
+    let l = listener("who-listens", vec![me()], T);
+    let path = l.path().to_owned();
+    let stranger = me().wrapping_add(4242);
+    let front = std::thread::spawn(move || connect_to(&path, T, &[stranger]));
+    // The listener sees a frontend that goes away without a word.
+    let served = l.accept().and_then(|i| i.handshake());
+    assert!(served.is_err(), "{served:?}");
+    assert!(matches!(
+        front.join().unwrap(),
+        Err(XenbusError::NotAllowed { uid }) if uid == me()
+    ));
+    // The default trusts this process's own uid (and root's).
+    assert!(pvnet_process_host::default_backend_uids().contains(&me()));
+    let c = good_frontend(l.path().to_owned(), FrontendChoice::default());
+    serve_one(&l).unwrap();
+    c.join().unwrap().unwrap();
+}
+
+const SQUATTER_ENV: &str = "PVNET_SQUATTER_SOCKET";
+
+/// A squatter running as another user (`nobody`) listens where a frontend expects its
+/// backend: the frontend refuses it before handing anything over. Needs root to run the
+/// squatter as another uid.
+#[test]
+fn a_squatter_of_another_user_receives_nothing() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipping a_squatter_of_another_user_receives_nothing: needs root to run a listener as uid {NOBODY} (CI runs it as root)"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pvnet-squat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A directory anyone can write, as /tmp is.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.join("b.sock");
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "squatter_entry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(SQUATTER_ENV, &path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "the squatter never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = connect(&path, T);
+    assert!(
+        matches!(r, Err(XenbusError::NotAllowed { uid: NOBODY })),
+        "{r:?}"
+    );
+    let status = child.wait_with_output().unwrap().status;
+    assert!(status.success(), "the squatter got something: {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The squatter of `a_squatter_of_another_user_receives_nothing`: listens, and checks that
+/// the one frontend that comes hands over nothing.
+#[test]
+#[ignore = "run as uid 65534 by a_squatter_of_another_user_receives_nothing"]
+fn squatter_entry() {
+    let Ok(path) = std::env::var(SQUATTER_ENV) else {
+        return;
+    };
+    let mut c = BackendConfig::default();
+    c.allowed_uids = vec![0];
+    c.timeout = T;
+    let l = Listener::bind(std::path::Path::new(&path), c).unwrap();
+    let got = l.accept().and_then(|i| i.handshake());
+    assert!(got.is_err(), "the frontend handed over its keys: {got:?}");
 }

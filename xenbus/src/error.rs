@@ -7,7 +7,8 @@ use crate::negotiate::NegotiationError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum XenbusError {
-    /// The connecting process's uid is not on the allow-list (it was told so).
+    /// The peer's uid is not on the allow-list: a connecting frontend's (it was told so),
+    /// or the listening process's, which is then not the backend the frontend trusts.
     #[error("peer uid {uid} is not allowed")]
     NotAllowed {
         /// The peer's uid (SO_PEERCRED).

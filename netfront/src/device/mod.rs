@@ -56,6 +56,10 @@ pub struct NetfrontConfig {
     /// The backend's domain, which every grant names (0 on the process host; a VMM's
     /// backend domain under Xen-on-KVM emulation).
     pub backend_domid: DomId,
+    /// On the process host ([`Netfront::connect`]), the uids the listening backend process
+    /// may run as, checked before anything is handed over (whoever listens receives this
+    /// frontend's memory); `None`: this process's own uid and root.
+    pub backend_uids: Option<Vec<u32>>,
 }
 
 impl Default for NetfrontConfig {
@@ -67,6 +71,7 @@ impl Default for NetfrontConfig {
             timeout: Duration::from_secs(5),
             // Dom0's, as on the process host.
             backend_domid: DomId(0),
+            backend_uids: None,
         }
     }
 }

@@ -256,6 +256,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         };
         // Only now, with everything checked and mapped, is the frontend told it is attached.
         vif.answer_connected();
+        self.uplink.vif_added(id, vif.choice().mac);
         self.vifs.push(vif);
         self.fds_changed = true;
         Ok(id)

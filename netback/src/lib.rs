@@ -86,4 +86,4 @@ pub use memory::{MAX_PACKET_PAGES, PacketId, PacketMemory};
 pub use process::{ProcessHost, spawn_acceptor};
 pub use stats::VifStats;
 pub use tx::TxMode;
-pub use uplink::{Callback, Echo, Outbox, Sink, Switch, Uplink, VifId};
+pub use uplink::{Callback, Echo, LEARNT_AGE, MAX_LEARNT, Outbox, Sink, Switch, Uplink, VifId};

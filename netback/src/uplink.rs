@@ -18,6 +18,11 @@ pub trait Uplink {
     /// A frame `from` sent, held in backend memory until its last delivery is done.
     fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>);
 
+    /// `vif` attached, having negotiated the MAC address `mac` (a switch binds it there).
+    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
+        let _ = (vif, mac);
+    }
+
     /// `vif` is gone: forget it (a switch drops the MAC addresses it learnt there).
     fn vif_removed(&mut self, vif: VifId) {
         let _ = vif;
@@ -29,6 +34,10 @@ pub trait Uplink {
 impl<U: Uplink + ?Sized> Uplink for Box<U> {
     fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>) {
         (**self).transmit(from, packet, out);
+    }
+
+    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
+        (**self).vif_added(vif, mac);
     }
 
     fn vif_removed(&mut self, vif: VifId) {
@@ -116,24 +125,105 @@ impl Uplink for Sink {
     }
 }
 
-/// An L2 learning switch joining the vifs of one backend: it learns each source MAC address
-/// on the vif it came from, forwards a unicast frame to the vif that owns its destination,
-/// and floods broadcast, multicast and unknown destinations to every other vif. A frame never
-/// goes back where it came from. Frames pass only through backend memory: no guest sees
-/// another guest's pages.
+/// An L2 switch joining the vifs of one backend. By default each vif owns exactly the MAC
+/// address it negotiated (the table holds one entry per vif, bound when it attaches): a frame
+/// whose source is not its sender's own address is dropped and counted as
+/// [`spoofed`](Self::spoofed), so no guest can draw another's unicast traffic to itself by
+/// claiming its address. [`Switch::learning`] also learns addresses behind a vif (a guest
+/// that bridges or routes), up to [`MAX_LEARNT`] of them, each forgotten [`LEARNT_AGE`] after
+/// it was learnt when room is needed; a vif's own address is never taken over. A unicast frame
+/// goes to the vif that owns its destination; broadcast, multicast and unknown destinations
+/// are flooded to every other vif. A frame never goes back where it came from. Frames pass
+/// only through backend memory: no guest sees another guest's pages.
 #[derive(Clone, Debug, Default)]
 pub struct Switch {
-    table: HashMap<[u8; 6], VifId>,
+    table: HashMap<[u8; 6], Entry>,
+    /// Each vif's negotiated address.
+    own: HashMap<VifId, [u8; 6]>,
+    learning: bool,
+    /// Learnt (not bound) entries in the table.
+    learnt: usize,
     /// Frames forwarded to one known vif.
     pub forwarded: u64,
     /// Frames flooded.
     pub flooded: u64,
+    /// Frames dropped because their source address was not their sender's to use.
+    pub spoofed: u64,
 }
 
+/// Where an address lives, and whether it was learnt (and when) or bound at attach.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    vif: VifId,
+    learnt: Option<std::time::Instant>,
+}
+
+/// Most addresses a [`Switch::learning`] switch learns (besides the vifs' own).
+pub const MAX_LEARNT: usize = 4096;
+
+/// How long a learnt address is kept before it may be forgotten to make room.
+pub const LEARNT_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl Switch {
-    /// Where the switch has learnt `mac` to live.
+    /// A switch that also learns source addresses behind vifs, beyond their own (see the
+    /// type's documentation for the bounds).
+    pub fn learning() -> Self {
+        Self {
+            learning: true,
+            ..Self::default()
+        }
+    }
+
+    /// Where the switch has the address `mac` living.
     pub fn lookup(&self, mac: [u8; 6]) -> Option<VifId> {
-        self.table.get(&mac).copied()
+        self.table.get(&mac).map(|e| e.vif)
+    }
+
+    /// Whether `from` may send with source `src` (learning it if this switch learns).
+    fn admit(&mut self, from: VifId, src: [u8; 6]) -> bool {
+        match self.table.get(&src) {
+            Some(e) if e.vif == from => true,
+            // Another vif's own address is never taken over.
+            Some(e) if e.learnt.is_none() => false,
+            _ if !self.learning => false,
+            // A multicast source address is bogus.
+            _ if src[0] & 1 == 1 => false,
+            Some(_) => {
+                // Learnt behind another vif: it moved.
+                let now = std::time::Instant::now();
+                self.table.insert(
+                    src,
+                    Entry {
+                        vif: from,
+                        learnt: Some(now),
+                    },
+                );
+                true
+            }
+            None => {
+                let now = std::time::Instant::now();
+                if self.learnt >= MAX_LEARNT {
+                    let before = self.table.len();
+                    self.table.retain(|_, e| {
+                        e.learnt
+                            .is_none_or(|t| now.saturating_duration_since(t) < LEARNT_AGE)
+                    });
+                    self.learnt -= before - self.table.len();
+                }
+                if self.learnt < MAX_LEARNT {
+                    self.table.insert(
+                        src,
+                        Entry {
+                            vif: from,
+                            learnt: Some(now),
+                        },
+                    );
+                    self.learnt += 1;
+                }
+                // Full of fresh entries: the frame goes on, its source is not learnt.
+                true
+            }
+        }
     }
 }
 
@@ -148,15 +238,15 @@ impl Uplink for Switch {
             dst.try_into().expect("6 bytes"),
             src.try_into().expect("6 bytes"),
         );
-        // Learn unicast sources only (a multicast source address is bogus).
-        if src[0] & 1 == 0 {
-            self.table.insert(src, from);
+        if !self.admit(from, src) {
+            self.spoofed += 1;
+            return;
         }
         match self.table.get(&dst) {
-            Some(&to) if dst[0] & 1 == 0 => {
-                if to != from {
+            Some(e) if dst[0] & 1 == 0 => {
+                if e.vif != from {
                     self.forwarded += 1;
-                    out.deliver(to, packet);
+                    out.deliver(e.vif, packet);
                 }
             }
             _ => {
@@ -169,8 +259,23 @@ impl Uplink for Switch {
         }
     }
 
+    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
+        self.own.insert(vif, mac);
+        // First come: an address another vif owns stays its own (the newcomer, claiming it,
+        // can send nothing).
+        let taken = self.table.get(&mac).is_some_and(|e| e.learnt.is_none());
+        if !taken && mac[0] & 1 == 0 {
+            if self.table.get(&mac).is_some_and(|e| e.learnt.is_some()) {
+                self.learnt -= 1;
+            }
+            self.table.insert(mac, Entry { vif, learnt: None });
+        }
+    }
+
     fn vif_removed(&mut self, vif: VifId) {
-        self.table.retain(|_, v| *v != vif);
+        self.own.remove(&vif);
+        self.table.retain(|_, e| e.vif != vif);
+        self.learnt = self.table.values().filter(|e| e.learnt.is_some()).count();
     }
 }
 

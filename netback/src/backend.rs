@@ -10,7 +10,7 @@ use xenbus::{BackendControl, FrontendChoice, Peer};
 use crate::credit::RateLimit;
 use crate::error::{NetbackError, VifFault};
 use crate::host::{BackendHost, VifParts};
-use crate::memory::{PacketId, PacketMemory};
+use crate::memory::{MAX_PACKET_PAGES, PacketId, PacketMemory};
 use crate::process::ProcessHost;
 use crate::rx::RxScratch;
 use crate::stats::VifStats;
@@ -64,8 +64,14 @@ pub struct NetbackConfig {
     pub rate_limit: Option<RateLimit>,
     /// How long [`Netback::wait`] polls the rings before sleeping (0: sleep at once).
     pub spin: Duration,
-    /// Pages of backend packet memory.
+    /// Pages of backend packet memory. When a guest's transmit finds it short, frames waiting
+    /// for receive buffers are dropped, oldest first from the vif whose backlog holds the
+    /// most, until a sixteenth is free: guests that stop posting buffers cannot starve the
+    /// others, however many they are.
     pub memory_pages: u32,
+    /// How long frames may wait for a guest's receive buffers with none delivered before
+    /// they are all dropped (Linux netback's `rx_drain_timeout`, 10 s by default).
+    pub rx_stall_timeout: Duration,
     /// The largest grant table a frontend may have, in 4 KiB pages of 512 entries (Xen's
     /// `gnttab_max_frames`, 64 by default): the backend keeps a pin count per entry, so this
     /// bounds what one frontend costs it. Larger tables are refused.
@@ -84,6 +90,7 @@ impl Default for NetbackConfig {
             rate_limit: None,
             spin: Duration::ZERO,
             memory_pages: 16384,
+            rx_stall_timeout: Duration::from_secs(10),
             max_grant_frames: 64,
             max_frontend_bytes: 1 << 30,
         }
@@ -305,6 +312,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         self.active
             .extend(self.vifs.iter().filter(|v| v.active()).map(Vif::id));
         let now = Instant::now();
+        let mut short = false;
         for vi in 0..self.vifs.len() {
             let vif = &mut self.vifs[vi];
             if !vif.active() || !vif.tx_open(now) {
@@ -322,7 +330,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                     now,
                 );
                 match r {
-                    Ok(r) => work += r.packets,
+                    Ok(r) => {
+                        work += r.packets;
+                        short |= r.out_of_memory;
+                    }
                     Err(e) => {
                         for p in self.tx_scratch.take_accepted() {
                             self.mem.release(p);
@@ -342,14 +353,18 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             }
             self.deliver_all();
         }
+        if short {
+            self.make_room();
+        }
         for vif in &mut self.vifs {
             if !vif.active() {
                 continue;
             }
-            work += vif.poll_rx(&mut self.mem, &mut self.rx_scratch, self.cfg.budget)?;
+            work += vif.poll_rx(&mut self.mem, &mut self.rx_scratch, self.cfg.budget, now)?;
             if !vif.active() {
                 self.fds_changed = true;
             }
+            vif.drain_if_stalled(now, self.cfg.rx_stall_timeout, &mut self.mem);
         }
         // Transmit answers last: the frames they carried are on their way already.
         for vif in &mut self.vifs {
@@ -394,6 +409,26 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// Gives back a packet from [`packet`](Self::packet).
     pub fn release_packet(&mut self, packet: PacketId) {
         self.mem.release(packet);
+    }
+
+    /// Memory ran short for a guest's transmit: drops waiting frames, oldest first from the
+    /// vif whose backlog holds the most pages, until a sixteenth of the memory is free or no
+    /// frame waits (memory held elsewhere, by the embedder's packets, is not ours to free).
+    fn make_room(&mut self) {
+        let want = (self.cfg.memory_pages as usize / 16).max(MAX_PACKET_PAGES);
+        while self.mem.free_pages() < want {
+            let Some(v) = self
+                .vifs
+                .iter_mut()
+                .filter(|v| v.backlog_pages() > 0)
+                .max_by_key(|v| v.backlog_pages())
+            else {
+                return;
+            };
+            if !v.evict_oldest(&mut self.mem) {
+                return;
+            }
+        }
     }
 
     /// Moves the uplink's deliveries into the vifs' backlogs.
@@ -557,13 +592,19 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         })
     }
 
-    /// The first time a blocked vif's transmit may go on (credit refill, memory retry), or a
-    /// quieted vif is listened to again.
+    /// The first time a blocked vif's transmit may go on (credit refill, memory retry), a
+    /// quieted vif is listened to again, or a stalled vif's waiting frames are dropped.
     fn next_deadline(&self) -> Option<Instant> {
         self.vifs
             .iter()
             .filter(|v| v.active())
-            .flat_map(|v| [v.tx_blocked_until(), v.quiet_until()])
+            .flat_map(|v| {
+                [
+                    v.tx_blocked_until(),
+                    v.quiet_until(),
+                    v.rx_stall_deadline(self.cfg.rx_stall_timeout),
+                ]
+            })
             .flatten()
             .min()
     }

@@ -112,6 +112,12 @@ impl RxQueue {
         self.backlog.push_back(packet);
     }
 
+    /// Takes the oldest waiting frame (to free it: memory is short).
+    pub(crate) fn pop_oldest(&mut self) -> Option<PacketId> {
+        self.need = 0;
+        self.backlog.pop_front()
+    }
+
     /// Takes every waiting frame (to free them); nothing is waited for afterwards.
     pub(crate) fn drain_backlog(&mut self) -> std::collections::vec_deque::Drain<'_, PacketId> {
         self.need = 0;

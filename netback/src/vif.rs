@@ -64,6 +64,8 @@ pub(crate) struct Vif<H: BackendHost> {
     tx_blocked_until: Option<Instant>,
     /// Whether its events keep bringing no work.
     storm: Storm,
+    /// Since when frames have waited for its receive buffers without one being delivered.
+    rx_stalled_since: Option<Instant>,
 }
 
 impl<H: BackendHost> Vif<H> {
@@ -90,6 +92,7 @@ impl<H: BackendHost> Vif<H> {
             backlog_pages: 0,
             tx_blocked_until: None,
             storm: Storm::default(),
+            rx_stalled_since: None,
         };
         for q in handed {
             let mut rings = Vec::with_capacity(2);
@@ -323,6 +326,68 @@ impl<H: BackendHost> Vif<H> {
     /// Fills up to `budget` frames of each queue's backlog into posted buffers. A fault
     /// disables the vif.
     pub(crate) fn poll_rx(
+        &mut self,
+        mem: &mut PacketMemory,
+        scratch: &mut RxScratch,
+        budget: usize,
+        now: Instant,
+    ) -> Result<usize, NetbackError> {
+        let work = self.fill_rx(mem, scratch, budget)?;
+        self.rx_stalled_since = match (self.backlog_pages, work) {
+            (0, _) => None,
+            (_, 1..) => Some(now),
+            (_, 0) => self.rx_stalled_since.or(Some(now)),
+        };
+        Ok(work)
+    }
+
+    /// When its waiting frames are dropped if it posts no receive buffer meanwhile (`timeout`
+    /// after the last delivery), if frames wait.
+    #[inline]
+    pub(crate) fn rx_stall_deadline(&self, timeout: std::time::Duration) -> Option<Instant> {
+        self.rx_stalled_since.map(|t| t + timeout)
+    }
+
+    /// Drops every waiting frame if none was delivered for `timeout` (Linux netback's
+    /// `rx_drain_timeout`: a guest that stops posting buffers does not pin backend memory
+    /// for longer). Returns whether it did.
+    pub(crate) fn drain_if_stalled(
+        &mut self,
+        now: Instant,
+        timeout: std::time::Duration,
+        mem: &mut PacketMemory,
+    ) -> bool {
+        if self.rx_stall_deadline(timeout).is_none_or(|d| now < d) {
+            return false;
+        }
+        self.drop_backlog(mem);
+        self.rx_stalled_since = None;
+        true
+    }
+
+    /// Pages of backend memory its waiting frames hold.
+    #[inline]
+    pub(crate) fn backlog_pages(&self) -> usize {
+        self.backlog_pages
+    }
+
+    /// Drops its oldest waiting frame, from its longest queue (memory is short and this vif
+    /// holds the most). Returns whether there was one.
+    pub(crate) fn evict_oldest(&mut self, mem: &mut PacketMemory) -> bool {
+        let Some(q) = self.queues.iter_mut().max_by_key(|q| q.rx.backlog_len()) else {
+            return false;
+        };
+        let Some(p) = q.rx.pop_oldest() else {
+            return false;
+        };
+        self.backlog_pages = self.backlog_pages.saturating_sub(mem.npages(p));
+        mem.release(p);
+        self.stats.rx_dropped += 1;
+        true
+    }
+
+    /// One poll of every queue's backlog into posted buffers.
+    fn fill_rx(
         &mut self,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,

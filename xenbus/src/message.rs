@@ -157,7 +157,13 @@ impl Message {
             }
             Message::Refused(reason) => {
                 out.push(KIND_REFUSED);
-                let reason = &reason.as_bytes()[..reason.len().min(MAX_VALUE_LEN)];
+                // A long reason is cut, on a character boundary, so what arrives is a prefix of
+                // what was said (a cut inside a character would arrive garbled, or refused).
+                let mut end = reason.len().min(MAX_VALUE_LEN);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let reason = &reason.as_bytes()[..end];
                 out.extend_from_slice(&u16::try_from(reason.len()).unwrap_or(0).to_le_bytes());
                 out.extend_from_slice(reason);
             }
@@ -180,7 +186,9 @@ impl Message {
                 if reason.len() > MAX_VALUE_LEN {
                     return Err(DecodeError::BadValue("reason".into()));
                 }
-                Message::Refused(String::from_utf8_lossy(reason).into_owned())
+                let reason = std::str::from_utf8(reason)
+                    .map_err(|_| DecodeError::BadValue("reason".into()))?;
+                Message::Refused(reason.to_owned())
             }
             kind @ (KIND_BACKEND | KIND_FRONTEND) => {
                 let state = State::try_from(r.u8()?)?;

@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use pvnet_xenbus::{
-    BackendFeatures, DecodeError, FrontendChoice, Keys, MAX_KEYS, Message, NegotiationError,
-    RxMode, State,
+    BackendFeatures, DecodeError, FrontendChoice, Keys, MAX_KEYS, MAX_VALUE_LEN, Message,
+    NegotiationError, RxMode, State,
 };
 
 fn keys(pairs: &[(&str, &str)]) -> Keys {
@@ -193,5 +193,58 @@ proptest! {
         let state = State::try_from(state).unwrap();
         let msg = if backend { Message::Backend { state, keys: kv } } else { Message::Frontend { state, keys: kv } };
         prop_assert_eq!(Message::decode(&msg.encode().unwrap()), Ok(msg));
+    }
+}
+
+/// A refusal's reason arrives as it was said, or as a prefix of it when it is long: cut on a
+/// character boundary (before, the cut fell inside a character and the lossy decode made a
+/// different string of it); bytes that are not UTF-8 are a malformed message.
+#[test]
+fn a_refusal_reason_survives_the_trip() {
+    let short = Message::Refused("flip mode without a flip pool: ünïcödé".into());
+    assert_eq!(Message::decode(&short.encode().unwrap()).unwrap(), short);
+    // 300 bytes of two-byte characters: the cut at 256 bytes falls between two of them.
+    let long: String = "é".repeat(150);
+    let Message::Refused(got) =
+        Message::decode(&Message::Refused(long.clone()).encode().unwrap()).unwrap()
+    else {
+        panic!("not a refusal");
+    };
+    assert!(
+        got.len() <= MAX_VALUE_LEN && long.starts_with(&got),
+        "{got}"
+    );
+    assert_eq!(got.len(), 256);
+    // Three-byte characters: the cut moves back to the last whole one.
+    let long: String = "€".repeat(100);
+    let Message::Refused(got) =
+        Message::decode(&Message::Refused(long.clone()).encode().unwrap()).unwrap()
+    else {
+        panic!("not a refusal");
+    };
+    assert_eq!(got.len(), 255);
+    assert!(long.starts_with(&got));
+    // A peer's reason that is not UTF-8.
+    let mut bad = Message::Refused("ab".into()).encode().unwrap();
+    let n = bad.len();
+    bad[n - 1] = 0xff;
+    assert_eq!(
+        Message::decode(&bad),
+        Err(DecodeError::BadValue("reason".into()))
+    );
+}
+
+proptest! {
+    #[test]
+    fn any_reason_arrives_as_a_prefix(reason in ".{0,300}") {
+        let msg = Message::Refused(reason.clone());
+        let Ok(Message::Refused(got)) = Message::decode(&msg.encode().unwrap()) else {
+            panic!("a refusal decodes");
+        };
+        prop_assert!(reason.starts_with(&got));
+        prop_assert!(got.len() <= MAX_VALUE_LEN);
+        if reason.len() <= MAX_VALUE_LEN {
+            prop_assert_eq!(got, reason);
+        }
     }
 }

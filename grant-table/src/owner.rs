@@ -279,6 +279,30 @@ impl GrantTable {
         Err(GrantError::TransferInProgress(gref))
     }
 
+    /// Takes back a grant whose grantee is gone for good (its domain died; on Xen the
+    /// hypervisor then tears its mappings down and clears their marks): clears the entry
+    /// whatever its in-use bits or transfer state say, and frees the reference. Returns
+    /// whether the entry still said it was in use (a mark the dead grantee left). Never for a
+    /// grantee that may still run: it could go on using the frame.
+    ///
+    /// # Errors
+    /// [`GrantError::NotGranted`] if `gref` is not granted.
+    pub fn reclaim(&mut self, gref: GrantRef) -> Result<bool, GrantError> {
+        if !matches!(
+            self.slot(gref),
+            Some(Slot::Access { .. } | Slot::Transfer { .. })
+        ) {
+            return Err(GrantError::NotGranted(gref));
+        }
+        let at = entry_offset(gref);
+        // Acquire: whatever the grantee last wrote is before this; nobody writes after.
+        let (f, _) = unpack(self.load(at, Ordering::Acquire));
+        let marked = f & (flags::READING | flags::WRITING | flags::TRANSFER_COMMITTED) != 0;
+        self.store(at, 0, Ordering::Release);
+        self.release_ref(gref);
+        Ok(marked)
+    }
+
     fn slot(&self, gref: GrantRef) -> Option<Slot> {
         self.slots.get(gref.0 as usize).copied()
     }

@@ -97,3 +97,42 @@ fn persistent_claims_hold_until_released() {
         GrantStatus::Okay
     );
 }
+
+/// A grantee that died holding claims leaves their marks; `reclaim` takes such grants back
+/// whatever the marks say (for a grantee known to be gone), and the references are reusable.
+#[test]
+fn reclaim_takes_back_grants_a_dead_grantee_left_marked() {
+    let table_mem = SharedRegion::new_zeroed(FRAME_SIZE);
+    let frames = SharedRegion::new_zeroed(4 * FRAME_SIZE);
+    let mut owner = GrantTable::new(table_mem.clone()).unwrap();
+    let held = owner.grant_access(PEER, FrameNumber(1), false).unwrap();
+    let idle = owner.grant_access(PEER, FrameNumber(2), false).unwrap();
+    let peer = PeerGrants::new(
+        PEER,
+        table_mem,
+        frames,
+        SharedRegion::new_zeroed(FRAME_SIZE),
+    )
+    .with_persistent_copies();
+    let src = CopyPtr::Grant {
+        gref: held,
+        offset: 0,
+    };
+    let dst = CopyPtr::Local {
+        frame: FrameNumber(0),
+        offset: 0,
+    };
+    assert_eq!(copy(&peer, src, dst, 8), GrantStatus::Okay);
+    // The grantee "dies" holding its claim: nothing releases it.
+    std::mem::forget(peer);
+    assert!(matches!(owner.end_access(held), Err(GrantError::InUse(_))));
+    assert!(owner.reclaim(held).unwrap(), "it was marked in use");
+    assert!(!owner.reclaim(idle).unwrap(), "not marked");
+    assert!(matches!(
+        owner.reclaim(held),
+        Err(GrantError::NotGranted(_))
+    ));
+    // Both references are free again.
+    let again = owner.grant_access(PEER, FrameNumber(3), false).unwrap();
+    assert!(again == held || again == idle);
+}

@@ -26,17 +26,18 @@ fn frontend_mappings() -> usize {
         .count()
 }
 
-/// Descriptors of this process that are frontend memfds or eventfds.
+/// Descriptors of this process that are frontend memfds, and sockets (doorbells and
+/// control channels among them).
 fn frontend_fds() -> (usize, usize) {
-    let (mut memfds, mut eventfds) = (0, 0);
+    let (mut memfds, mut sockets) = (0, 0);
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         if let Ok(target) = std::fs::read_link(e.path()) {
             let t = target.to_string_lossy();
             memfds += usize::from(t.contains("memfd:netfront-"));
-            eventfds += usize::from(t.contains("[eventfd]"));
+            sockets += usize::from(t.starts_with("socket:"));
         }
     }
-    (memfds, eventfds)
+    (memfds, sockets)
 }
 
 fn spawn(path: &std::path::Path, mode: &str) -> Child {
@@ -73,8 +74,8 @@ fn frontend_processes_leave_nothing_behind() {
         NetbackConfig::default(),
         Echo,
     );
-    // The backend's own descriptors (its waker) are there before any frontend comes.
-    let (_, eventfds_before) = frontend_fds();
+    // The backend's own sockets (its listener) are there before any frontend comes.
+    let (_, sockets_before) = frontend_fds();
 
     // Copy and flip frontends that stream, check and close; then one killed mid-stream.
     for mode in ["copy", "flip"] {
@@ -91,8 +92,8 @@ fn frontend_processes_leave_nothing_behind() {
     victim.wait().unwrap();
     wait_until("the killed frontend's release", || frontend_mappings() == 0);
     wait_until("the killed frontend's descriptors", || {
-        let (memfds, eventfds) = frontend_fds();
-        memfds == 0 && eventfds == eventfds_before
+        let (memfds, sockets) = frontend_fds();
+        memfds == 0 && sockets == sockets_before
     });
 
     let stopped = backend.stop();
@@ -177,4 +178,143 @@ fn frontend_child() {
         report.revoked >= 2 + 256 + 256 - 32,
         "every grant revoked: {report:?}"
     );
+}
+
+const BACKEND_SOCKET: &str = "PVNET_NETBACK_BACKEND_SOCKET";
+
+/// A backend in a child process, killed when dropped (also when the test fails).
+struct BackendChild(Child);
+
+impl BackendChild {
+    fn start(path: &std::path::Path) -> Self {
+        let _ = std::fs::remove_file(path);
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "backend_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(BACKEND_SOCKET, path)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the backend's socket", || path.exists());
+        Self(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for BackendChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Echoes `n` frames through `nic`, each checked.
+fn echo(nic: &mut Netfront, n: u32) {
+    for i in 0..n {
+        let f = common::frame(1, 1, i, 60 + (i as usize % 1400));
+        nic.send(&f, Offload::default()).unwrap();
+        let mut got = None;
+        while got.is_none() {
+            nic.receive(1, |rx| got = Some(rx.data.to_vec())).unwrap();
+            if got.is_none() {
+                assert!(nic.wait(Some(T)).unwrap(), "frame {i} came back");
+            }
+        }
+        assert_eq!(got.unwrap(), f, "frame {i} intact");
+    }
+}
+
+/// The backend process is killed (SIGKILL) mid-connection: netfront notices at once (its
+/// control socket reports the loss), `close` reports no grant in use that no one holds (the
+/// dead backend's marks are reclaimed), and a new netfront gets fresh rings from a restarted
+/// backend and traffic resumes.
+#[test]
+fn a_killed_backend_is_noticed_and_a_restarted_one_serves() {
+    let dir = std::env::temp_dir().join(format!("netback-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("backend.sock");
+    let mut backend = BackendChild::start(&path);
+    let mut nic = Netfront::connect(&path, NetfrontConfig::default()).unwrap();
+    echo(&mut nic, 200);
+    backend.kill();
+    let killed = Instant::now();
+    // The application's loop: reclaim, receive, wait; the loss is an error from one of them.
+    let lost = loop {
+        let step = nic
+            .poll()
+            .and_then(|_| nic.receive(64, |_| {}))
+            .and_then(|_| nic.wait(Some(T)));
+        match step {
+            Err(e) => break e,
+            Ok(_) => assert!(killed.elapsed() < T, "the loss was never reported"),
+        }
+    };
+    assert!(
+        matches!(
+            lost,
+            netfront::NetfrontError::Broken(netfront::BackendFault::Closed)
+        ),
+        "{lost:?}"
+    );
+    eprintln!(
+        "the killed backend was noticed after {:?}",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        killed.elapsed()
+    );
+    let report = nic.close().unwrap();
+    assert!(
+        report.reclaimed >= 2,
+        "the ring mappings' marks: {report:?}"
+    );
+    // A restarted backend serves a new netfront.
+    let _backend = BackendChild::start(&path);
+    let mut nic = Netfront::connect(&path, NetfrontConfig::default()).unwrap();
+    echo(&mut nic, 200);
+    let report = nic.close().unwrap();
+    assert_eq!(
+        report.reclaimed, 0,
+        "a backend that answers leaves nothing to reclaim"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The backend process of `a_killed_backend_is_noticed_and_a_restarted_one_serves`: serves
+/// an echo until it is killed.
+#[test]
+#[ignore = "run by a_killed_backend_is_noticed_and_a_restarted_one_serves as its child"]
+fn backend_child() {
+    let Ok(path) = std::env::var(BACKEND_SOCKET) else {
+        eprintln!("backend_child: only runs as the child of the backend-kill test");
+        return;
+    };
+    let listener = process_host::Listener::bind(
+        std::path::Path::new(&path),
+        process_host::BackendConfig::default(),
+    )
+    .unwrap();
+    let mut backend = pvnet_netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
+    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+    loop {
+        backend.wait(None).unwrap();
+        while let Ok(conn) = incoming.try_recv() {
+            if let Ok(conn) = conn {
+                let _ = backend.attach(conn);
+            }
+        }
+        backend.poll().unwrap();
+        let _ = backend.take_closed();
+    }
 }

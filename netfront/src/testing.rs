@@ -193,4 +193,18 @@ impl RawBackend {
         }
         true
     }
+
+    /// Answers `Closed` at once, keeping the ring mappings (a backend that lies about having
+    /// let go): their grants stay in use.
+    pub fn answer_close_keeping_mappings(&mut self) {
+        if let Some(c) = self.control.take() {
+            let _ = c.acknowledge_closed();
+        }
+    }
+
+    /// Goes away as a killed backend process does: nothing released, nothing answered (the
+    /// in-use marks of its ring mappings stay in the frontend's grant table).
+    pub fn vanish(self) {
+        drop(self);
+    }
 }

@@ -235,3 +235,36 @@ fn a_bad_flipped_frame_breaks_the_device() {
         );
     }
 }
+
+/// A backend killed with its rings mapped leaves their in-use marks behind; no one holds
+/// them any more. Before, `close` reported `GrantsInUse(2)` for grants no one held; now
+/// the frontend sees the backend vanished (its end of the control channel is gone without a
+/// `Closed`) and reclaims them, as Xen clears a dead domain's mappings.
+#[test]
+fn a_vanished_backends_marks_are_reclaimed() {
+    for rx_mode in [RxMode::Copy, RxMode::Flip] {
+        let (mut nic, b) = pair(rx_mode);
+        b.vanish();
+        nic.start_close().unwrap();
+        let report = nic
+            .finish_close(Duration::ZERO)
+            .unwrap()
+            .expect("a vanished backend is a close");
+        assert_eq!(report.reclaimed, 2, "{rx_mode:?}: the two ring grants");
+        assert!(report.revoked > 2);
+    }
+}
+
+/// A backend that answers `Closed` but keeps its mappings is alive and lying: nothing is
+/// reclaimed from it, its grants are reported in use (their frames are never reused).
+#[test]
+fn a_backend_that_keeps_its_mappings_pins_them() {
+    let (mut nic, mut b) = pair(RxMode::Copy);
+    nic.start_close().unwrap();
+    b.answer_close_keeping_mappings();
+    assert!(matches!(
+        nic.finish_close(Duration::ZERO),
+        Err(NetfrontError::GrantsInUse(2))
+    ));
+    drop(b);
+}

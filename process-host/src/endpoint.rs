@@ -311,6 +311,7 @@ impl Handshake {
                 timeout: self.timeout,
                 closing: false,
                 closed: false,
+                vanished: false,
             },
             answered: false,
             peer: self.peer,
@@ -371,6 +372,8 @@ struct End {
     closing: bool,
     /// The peer answered `Closed` (or went away) after our `Closing`.
     closed: bool,
+    /// The peer's end is gone (end of file, a reset) without a `Closed` from it.
+    vanished: bool,
 }
 
 impl End {
@@ -405,6 +408,7 @@ impl End {
             Err(XenbusError::Timeout(_)) => Ok(false),
             Err(XenbusError::PeerClosed) => {
                 self.closing = true;
+                self.vanished = true;
                 Ok(true)
             }
             Err(e) => Err(e),
@@ -427,6 +431,7 @@ impl End {
             Ok(()) => Ok(()),
             Err(XenbusError::PeerClosed) => {
                 self.closed = true;
+                self.vanished = true;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -440,7 +445,10 @@ impl End {
         }
         let closed = match recv(&self.sock, wait, "the peer's Closed") {
             Ok((m, _)) if state_of(&m) == Some(State::Closed) => true,
-            Err(XenbusError::PeerClosed) => true,
+            Err(XenbusError::PeerClosed) => {
+                self.vanished = true;
+                true
+            }
             // Both sides asked at once. A backend asks only after releasing everything, and
             // a backend that receives this has released too (it released before asking):
             // either way the close is done. Answer the peer's Closing so it stops waiting.
@@ -623,6 +631,7 @@ impl FrontendPending {
                     timeout: self.timeout,
                     closing: false,
                     closed: false,
+                    vanished: false,
                 },
             }),
             (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
@@ -725,6 +734,10 @@ impl xenbus::FrontendControl for FrontendConnection {
 
     fn closed(&mut self, wait: Duration) -> Result<bool, XenbusError> {
         self.end.closed(wait, false)
+    }
+
+    fn vanished(&self) -> bool {
+        self.end.vanished
     }
 
     fn acknowledge_closed(self) -> Result<(), XenbusError> {

@@ -89,6 +89,14 @@ pub trait FrontendControl {
     /// A peer fault or [`XenbusError::Io`].
     fn closed(&mut self, wait: Duration) -> Result<bool, XenbusError>;
 
+    /// Whether the backend went away without answering (its end of the channel is gone: its
+    /// process died). Its grants' in-use marks are then stale, as a dead Xen domain's are
+    /// once the hypervisor tore its mappings down, and the frontend reclaims them. `false`
+    /// by default: a channel that cannot tell never lets a frontend reclaim.
+    fn vanished(&self) -> bool {
+        false
+    }
+
     /// Answers a backend's close with `Closed`.
     ///
     /// # Errors

@@ -115,6 +115,11 @@ impl FrontendControl for LocalFrontend {
             || matches!(states(&self.shared).back, State::Closed | State::Closing))
     }
 
+    fn vanished(&self) -> bool {
+        // Dropped without having said Closing or Closed.
+        alone(&self.shared) && states(&self.shared).back == State::Connected
+    }
+
     fn acknowledge_closed(self) -> Result<(), XenbusError> {
         states(&self.shared).front = State::Closed;
         Ok(())

@@ -79,15 +79,17 @@ impl<H: FrontendHost> Netfront<H> {
         if self.finished {
             return Err(NetfrontError::Config("already closed".into()));
         }
+        let mut vanished = false;
         if let Some(mut conn) = self.conn.take() {
             if self.backend_closing {
+                vanished = conn.vanished();
                 match conn.acknowledge_closed() {
                     Ok(()) | Err(xenbus::XenbusError::PeerClosed) => {}
                     Err(e) => return Err(e.into()),
                 }
             } else {
                 match conn.closed(wait) {
-                    Ok(true) | Err(xenbus::XenbusError::PeerClosed) => {}
+                    Ok(true) | Err(xenbus::XenbusError::PeerClosed) => vanished = conn.vanished(),
                     Ok(false) => {
                         self.conn = Some(conn);
                         return Ok(None);
@@ -100,12 +102,14 @@ impl<H: FrontendHost> Netfront<H> {
             }
         }
         self.finished = true;
-        self.revoke_all().map(Some)
+        self.revoke_all(vanished).map(Some)
     }
 
-    /// Revokes every grant (after the backend let go).
-    fn revoke_all(&mut self) -> Result<CloseReport, NetfrontError> {
+    /// Revokes every grant (after the backend let go). A backend that `vanished` left its
+    /// in-use marks behind: those grants are reclaimed.
+    fn revoke_all(&mut self, vanished: bool) -> Result<CloseReport, NetfrontError> {
         let mut revoked = 0;
+        let mut reclaimed = 0;
         let mut in_use = 0;
         for q in &self.queues {
             let mut grants: Vec<GrantRef> = q.ring_grants.to_vec();
@@ -122,12 +126,20 @@ impl<H: FrontendHost> Netfront<H> {
             for g in grants {
                 match self.table.end_access(g) {
                     Ok(_) => revoked += 1,
+                    Err(_) if vanished => match self.table.reclaim(g) {
+                        Ok(_) => reclaimed += 1,
+                        Err(_) => in_use += 1,
+                    },
                     Err(_) => in_use += 1,
                 }
             }
             for g in transfers {
                 match self.table.end_transfer(g) {
                     Ok(_) => revoked += 1,
+                    Err(_) if vanished => match self.table.reclaim(g) {
+                        Ok(_) => reclaimed += 1,
+                        Err(_) => in_use += 1,
+                    },
                     Err(_) => in_use += 1,
                 }
             }
@@ -135,7 +147,10 @@ impl<H: FrontendHost> Netfront<H> {
         if in_use > 0 {
             return Err(NetfrontError::GrantsInUse(in_use));
         }
-        Ok(CloseReport { revoked })
+        Ok(CloseReport {
+            revoked: revoked + reclaimed,
+            reclaimed,
+        })
     }
 }
 

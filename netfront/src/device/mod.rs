@@ -82,6 +82,9 @@ impl Default for NetfrontConfig {
 pub struct CloseReport {
     /// Grants revoked (rings, buffers, transfer offers).
     pub revoked: usize,
+    /// Of those, grants taken back from a backend that went away without answering, whose
+    /// in-use marks it left behind ([`GrantTable::reclaim`](grant_table::GrantTable::reclaim)).
+    pub reclaimed: usize,
 }
 
 #[derive(Debug)]

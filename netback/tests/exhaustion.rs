@@ -23,7 +23,7 @@ fn config(pages: u32, backlog_pages: usize) -> NetbackConfig {
 }
 
 #[test]
-fn guests_that_post_no_buffers_cannot_starve_the_others() {
+fn xsa392_guests_that_post_no_buffers_cannot_starve_the_others() {
     let mut backend = local_backend(config(256, 64), Echo).unwrap();
     // Five guests that never post a receive buffer; frames for them fill every page (the
     // backlog cap, 64 pages each, is no help: five caps are more than the memory).
@@ -79,7 +79,7 @@ fn guests_that_post_no_buffers_cannot_starve_the_others() {
 }
 
 #[test]
-fn a_stalled_guests_frames_are_dropped_after_the_timeout() {
+fn xsa392_a_stalled_guests_frames_are_dropped_after_the_timeout() {
     let mut cfg = config(256, 64);
     cfg.rx_stall_timeout = Duration::from_millis(50);
     let mut backend = local_backend(cfg, Echo).unwrap();

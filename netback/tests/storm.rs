@@ -145,7 +145,7 @@ fn check(name: &str, cpu: Duration, echoed: u32, quieted: u64) {
 }
 
 #[test]
-fn a_frontend_ringing_without_pause_costs_the_backend_bounded_cpu() {
+fn xsa332_a_frontend_ringing_without_pause_costs_the_backend_bounded_cpu() {
     let (cpu, echoed, quieted) = storm_against_backend("ring", |raw, stop| {
         while !stop.load(Ordering::Acquire) {
             raw.doorbell.notify().unwrap();
@@ -155,7 +155,7 @@ fn a_frontend_ringing_without_pause_costs_the_backend_bounded_cpu() {
 }
 
 #[test]
-fn a_doorbell_shut_down_under_the_backend_costs_it_bounded_cpu() {
+fn xsa332_a_doorbell_shut_down_under_the_backend_costs_it_bounded_cpu() {
     let (cpu, echoed, quieted) = storm_against_backend("shutdown", |raw, stop| {
         // Readable for good, with nothing to take.
         nix::sys::socket::shutdown(raw.backend_rx.as_raw_fd(), nix::sys::socket::Shutdown::Both)

@@ -258,7 +258,7 @@ fn a_vanished_backends_marks_are_reclaimed() {
 /// A backend that answers `Closed` but keeps its mappings is alive and lying: nothing is
 /// reclaimed from it, its grants are reported in use (their frames are never reused).
 #[test]
-fn a_backend_that_keeps_its_mappings_pins_them() {
+fn xsa396_a_backend_that_keeps_its_mappings_pins_them() {
     let (mut nic, mut b) = pair(RxMode::Copy);
     nic.start_close().unwrap();
     b.answer_close_keeping_mappings();

@@ -28,7 +28,11 @@ use nix::sys::socket::{
 const DRAIN: usize = 64;
 
 /// One end of an event channel between two processes: it receives on its own socket and
-/// notifies by sending on the peer's. See the [module documentation](self) for why.
+/// notifies by sending on the peer's, every call with `MSG_DONTWAIT`, so nothing the peer
+/// does with its descriptors (saturate, drain, flip `O_NONBLOCK` on a shared file
+/// description, shut down) can make this end block, as it could with an eventfd the peer
+/// holds too. A full queue on notify means "already pending"; a vanished peer makes a notify
+/// nobody's news (the control channel reports departures).
 #[derive(Debug)]
 pub struct Doorbell {
     /// Ours: the peer sends to it, we receive on it.

@@ -3,8 +3,10 @@
 //! `cargo bench --bench event`. The parent notifies, the child (this binary, re-run) waits and
 //! notifies back, the parent waits: one round trip. "bare eventfd" is the floor: two blocking
 //! eventfds, one `write` and one blocking `read` per side per trip. "EventFdPort" is pvnet's
-//! process-host event channel, waiting without a timeout (a blocking read) and with one (`poll`,
-//! then read).
+//! event channel over eventfds (what a VMM owns), waiting without a timeout (a blocking read)
+//! and with one (`poll`, then read); "Doorbell" is the process host's event channel (a
+//! datagram socket pair per direction, never blocking: `poll`, then `recv` with
+//! `MSG_DONTWAIT`), the price of a peer that cannot hang it.
 //! Rounds alternate the two; the medians and their ratio are printed.
 
 use std::fs::File;
@@ -16,6 +18,7 @@ use std::time::Instant;
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pvnet::event::{EventChannel, EventFdPort};
+use pvnet::process::Doorbell;
 
 const TRIPS: u32 = 20_000;
 const CHILD: &str = "PVNET_EVENT_BENCH_CHILD";
@@ -52,6 +55,13 @@ fn child(spec: &str) {
             for _ in 0..TRIPS {
                 rx.read_exact(&mut buf).unwrap();
                 tx.write_all(&1u64.to_ne_bytes()).unwrap();
+            }
+        }
+        "doorbell" => {
+            let mut port = Doorbell::from_fds(rx, tx).unwrap();
+            for _ in 0..TRIPS {
+                assert!(port.wait(None).unwrap());
+                port.notify().unwrap();
             }
         }
         _ => {
@@ -104,6 +114,21 @@ fn port_with(timeout: Option<std::time::Duration>) -> f64 {
     ns
 }
 
+fn doorbell() -> f64 {
+    let (mut ours, theirs) = Doorbell::pair().unwrap();
+    let (rx, tx) = theirs.into_fds();
+    let mut child = spawn("doorbell", &rx, &tx);
+    drop((rx, tx));
+    let start = Instant::now();
+    for _ in 0..TRIPS {
+        ours.notify().unwrap();
+        assert!(ours.wait(None).unwrap());
+    }
+    let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(TRIPS);
+    assert!(child.wait().unwrap().success());
+    ns
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -120,13 +145,16 @@ fn main() {
         .unwrap_or(7);
     let (mut b, mut p, mut pt, mut r, mut rt) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut d, mut rd) = (Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
-        let (nb, np, npt) = (bare(), port(), port_timed());
+        let (nb, np, npt, nd) = (bare(), port(), port_timed(), doorbell());
         b.push(nb);
         p.push(np);
         pt.push(npt);
+        d.push(nd);
         r.push(np / nb);
         rt.push(npt / nb);
+        rd.push(nd / nb);
     }
     println!("event: {rounds} interleaved rounds of {TRIPS} round trips between two processes");
     println!("{:<28} {:>12}", "channel", "median RTT");
@@ -145,6 +173,7 @@ fn main() {
         "EventFdPort wait(timeout)",
         median(pt) / 1e3
     );
+    println!("{:<28} {:>9.2} us", "Doorbell wait(None)", median(d) / 1e3);
     println!(
         "EventFdPort wait(None) / bare eventfd    = {:.2}x (goal <= 1.2)",
         median(r)
@@ -152,5 +181,9 @@ fn main() {
     println!(
         "EventFdPort wait(timeout) / bare eventfd = {:.2}x",
         median(rt)
+    );
+    println!(
+        "Doorbell wait(None) / bare eventfd       = {:.2}x (per round, median)",
+        median(rd)
     );
 }

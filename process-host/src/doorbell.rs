@@ -144,6 +144,8 @@ impl Doorbell {
     fn drain(&self) -> Result<bool, EventError> {
         let mut buf = [0u8; 8];
         let mut got = false;
+        // Every datagram queued, so the socket is not left readable with events that were
+        // already seen (which would make the next sleep return at once: a hidden busy loop).
         for _ in 0..DRAIN {
             match recv(self.rx.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(_) => got = true,
@@ -193,19 +195,19 @@ impl EventChannel for Doorbell {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            // Readable but nothing to take (the peer took it first, if it kept our end):
-            // wait again, for the time that remains.
-            if self.drain()? {
-                return Ok(true);
-            }
             let left = match deadline {
                 None => Duration::from_secs(3600),
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
-            if left.is_zero() {
+            // Poll first (a pending event returns at once): then take what came. Readable
+            // but nothing to take means the peer took it first, if it kept our end: wait
+            // again, for the time that remains.
+            if self.readable(left)? && self.drain()? {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
-            self.readable(left)?;
         }
     }
 

@@ -3,7 +3,9 @@
 # interleaved rounds (old then new within every round), copy mode, tx and rx at 64 and
 # 65535 bytes. Each run is a backend process on CPU 0 and a frontend process on CPU 1 with a
 # 50 us spin on both sides, as `cargo bench --bench pvnet` does. Prints CSV:
-# round,version,mode,size,fps. Build each side with `cargo bench --bench pvnet --no-run`
+# round,version,mode,size,fps (for the ping modes, round trips through an echo backend, the
+# median round trip in ns instead; ping0 without spin). Build each side with
+# `cargo bench --bench pvnet --no-run`
 # (in a worktree of the other commit with its own CARGO_TARGET_DIR) and pass the two
 # `target/release/deps/pvnet-*` binaries.
 #
@@ -16,14 +18,21 @@ ROUNDS=${3:-30}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 run() { # binary mode size frames
-    local bin=$1 mode=$2 size=$3 frames=$4 sock=$dir/s.sock uplink role
+    local bin=$1 mode=$2 size=$3 frames=$4 sock=$dir/s.sock uplink role spin=50 count=--frames
     rm -f "$sock"
-    if [ "$mode" = tx ]; then uplink=sink; role=front-tx; else uplink=source; role=front-rx; fi
-    "$bin" --role backend --cpu 0 --socket "$sock" --size "$size" --spin-us 50 \
+    case "$mode" in
+        tx) uplink=sink; role=front-tx ;;
+        rx) uplink=source; role=front-rx ;;
+        # Round trips, one frame at a time through an echo backend; ping0 sleeps on the
+        # event channels (no spin), where a notification's cost shows.
+        ping) uplink=echo; role=front-ping; count=--trips ;;
+        ping0) uplink=echo; role=front-ping; count=--trips; spin=0 ;;
+    esac
+    "$bin" --role backend --cpu 0 --socket "$sock" --size "$size" --spin-us "$spin" \
         --uplink "$uplink" --tx-mode copy > "$dir/b.out" &
     local backend=$!
-    if ! "$bin" --role "$role" --cpu 1 --socket "$sock" --size "$size" --spin-us 50 \
-        --frames "$frames" --rx-mode copy > "$dir/f.out" 2> "$dir/f.err"; then
+    if ! "$bin" --role "$role" --cpu 1 --socket "$sock" --size "$size" --spin-us "$spin" \
+        "$count" "$frames" --rx-mode copy > "$dir/f.out" 2> "$dir/f.err"; then
         # A frontend that failed (an older build's connect could race the backend's listen)
         # leaves a backend waiting: stop it, and report no number for this run.
         kill "$backend" 2> /dev/null || true
@@ -32,7 +41,8 @@ run() { # binary mode size frames
         return
     fi
     wait "$backend"
-    awk '/^RESULT /{printf "%.0f\n", $2/$3}' "$dir/f.out"
+    # Frames per second, or for round trips the median latency (as the harness prints it).
+    awk '/^RESULT /{printf "%.0f\n", $2/$3} /^LAT /{print $2}' "$dir/f.out"
 }
 echo "round,version,mode,size,fps"
 for r in $(seq "$ROUNDS"); do

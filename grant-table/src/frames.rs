@@ -36,6 +36,43 @@ impl FrameMemory for SharedRegion {
     }
 }
 
+/// Only the frames listed, each a region of its own (a strict test memory): a grantee that
+/// reaches one byte past a frame's end, or a frame not listed, gets a bounds error or
+/// `BadPage`, never the neighbouring frame. A test runs its traffic over it to prove that
+/// every access stays inside a granted frame.
+#[derive(Clone, Debug, Default)]
+pub struct StrictFrames {
+    frames: Vec<Option<SharedRegion>>,
+}
+
+impl StrictFrames {
+    /// The frames of `region` (frame n at byte n * 4096) that `granted` lists; any other
+    /// frame is not there.
+    pub fn new(region: &SharedRegion, granted: impl IntoIterator<Item = FrameNumber>) -> Self {
+        let mut frames = Vec::new();
+        for f in granted {
+            let i = f.0 as usize;
+            let Some(page) = i
+                .checked_mul(FRAME_SIZE)
+                .and_then(|at| region.subregion(at, FRAME_SIZE).ok())
+            else {
+                continue;
+            };
+            if frames.len() <= i {
+                frames.resize(i + 1, None);
+            }
+            frames[i] = Some(page);
+        }
+        Self { frames }
+    }
+}
+
+impl FrameMemory for StrictFrames {
+    fn locate(&self, frame: FrameNumber) -> Option<(&SharedRegion, usize)> {
+        self.frames.get(frame.0 as usize)?.as_ref().map(|r| (r, 0))
+    }
+}
+
 /// Several regions at chosen frame numbers, with holes between them: guest RAM as a VMM lays
 /// it out (below and above a PCI hole, say). Frames in no region are `BadPage`.
 #[derive(Clone, Debug, Default)]

@@ -172,3 +172,32 @@ fn copies_and_maps_reach_the_right_region_and_never_a_hole() {
 fn peer_dirty(peer: &PeerGrants<Logged>) -> std::cell::Ref<'_, BTreeSet<u32>> {
     peer.frames().dirty.borrow()
 }
+
+/// The strict test memory holds only the frames listed, each on its own: a grant of a frame
+/// not listed is `BadPage` (though the frame exists in the owner's memory), a listed one
+/// works, and a located frame is exactly one page (nothing beyond it is reachable).
+#[test]
+fn strict_frames_hold_only_what_was_listed() {
+    use pvnet_grant_table::StrictFrames;
+    let mem = SharedRegion::new_zeroed(8 * FRAME_SIZE);
+    let strict = StrictFrames::new(&mem, [FrameNumber(2), FrameNumber(5)]);
+    let (page, at) = strict.locate(FrameNumber(2)).unwrap();
+    assert_eq!((page.len(), at), (FRAME_SIZE, 0));
+    assert!(strict.locate(FrameNumber(3)).is_none());
+    assert!(strict.locate(FrameNumber(100)).is_none());
+    let table = SharedRegion::new_zeroed(FRAME_SIZE);
+    let mut owner = GrantTable::new(table.clone()).unwrap();
+    let listed = owner.grant_access(PEER, FrameNumber(5), true).unwrap();
+    let unlisted = owner.grant_access(PEER, FrameNumber(3), true).unwrap();
+    mem.copy_in(5 * FRAME_SIZE + 100, b"only frame five")
+        .unwrap();
+    let peer = PeerGrants::new(PEER, table, strict, SharedRegion::new_zeroed(FRAME_SIZE));
+    assert_eq!(one_copy(&peer, grant(listed), LOCAL), GrantStatus::Okay);
+    let mut got = [0u8; 15];
+    peer.local().copy_out(0, &mut got).unwrap();
+    assert_eq!(&got, b"only frame five");
+    assert_eq!(
+        one_copy(&peer, grant(unlisted), LOCAL),
+        GrantStatus::BadPage
+    );
+}

@@ -29,7 +29,9 @@
 //! ```
 
 use event_channel::{EventChannel, LocalPort, QueuePorts};
-use grant_table::{FRAME_SIZE, FrameNumber, GrantRef, GrantTable, PeerGrants};
+use grant_table::{
+    FRAME_SIZE, FrameMemory, FrameNumber, GrantRef, GrantTable, PeerGrants, StrictFrames,
+};
 use grant_table::{FramePool, PoolSide};
 use io_ring::FrontRing;
 use netfront::{FrontMemory, Netfront, NetfrontConfig, PendingNetfront};
@@ -92,6 +94,69 @@ pub fn connect<U: Uplink>(
     offered: &BackendFeatures,
     cfg: NetfrontConfig,
 ) -> Result<(VifId, LocalNetfront), ConnectError> {
+    connect_over(backend, offered, cfg, |frames, _| frames)
+}
+
+/// The backend's side of the strict in-process host: the backend sees only the frames the
+/// frontend granted, each on its own ([`StrictFrames`]).
+pub type StrictBackendHost = Host<StrictFrames, LocalPort, LocalBackend>;
+
+/// A netback of the strict in-process host (see [`connect_strict`]).
+///
+/// # Errors
+/// As [`local_backend`].
+pub fn strict_backend<U: Uplink>(
+    cfg: NetbackConfig,
+    uplink: U,
+) -> Result<Netback<U, StrictBackendHost>, NetbackError> {
+    let pages = cfg.memory_pages as usize;
+    let mem = PacketMemory::over(SharedRegion::new_zeroed(pages * FRAME_SIZE));
+    Netback::with_memory(cfg, uplink, mem)
+}
+
+/// As [`connect`], but the backend's view of the frontend's memory holds only the frames
+/// the frontend's grant table names once netfront has laid itself out, each a region of its
+/// own: a backend access one byte past a granted frame fails its bounds check (a lost frame,
+/// which the traffic tests see), and a frame never granted is not there at all.
+///
+/// # Errors
+/// [`ConnectError`].
+pub fn connect_strict<U: Uplink>(
+    backend: &mut Netback<U, StrictBackendHost>,
+    offered: &BackendFeatures,
+    cfg: NetfrontConfig,
+) -> Result<(VifId, LocalNetfront), ConnectError> {
+    connect_over(backend, offered, cfg, |frames, table| {
+        StrictFrames::new(&frames, granted_frames(table))
+    })
+}
+
+/// The frames a grant table grants access to (permit_access entries), read from its memory.
+fn granted_frames(table: &SharedRegion) -> Vec<FrameNumber> {
+    let mut out = Vec::new();
+    let mut entry = [0u8; 8];
+    for at in (0..table.len()).step_by(8) {
+        if table.copy_out(at, &mut entry).is_err() {
+            break;
+        }
+        let kind = u16::from_le_bytes([entry[0], entry[1]]) & grant_table::flags::TYPE_MASK;
+        if kind == grant_table::flags::PERMIT_ACCESS {
+            out.push(FrameNumber(u32::from_le_bytes([
+                entry[4], entry[5], entry[6], entry[7],
+            ])));
+        }
+    }
+    out
+}
+
+/// [`connect`] over the frame memory `memory` makes of the frontend's frames (given its
+/// grant table, filled in by then).
+fn connect_over<U: Uplink, M: FrameMemory + core::fmt::Debug>(
+    backend: &mut Netback<U, Host<M, LocalPort, LocalBackend>>,
+    offered: &BackendFeatures,
+    cfg: NetfrontConfig,
+    memory: impl FnOnce(SharedRegion, &SharedRegion) -> M,
+) -> Result<(VifId, LocalNetfront), ConnectError> {
     let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg)?;
     let frames = SharedRegion::new_zeroed(layout.frames_bytes);
     let table = SharedRegion::new_zeroed(layout.table_bytes);
@@ -117,6 +182,7 @@ pub fn connect<U: Uplink>(
         ours,
     )?;
     let (back_ctl, front_ctl, choice) = xenbus::local::connect(offered, pending.choice())?;
+    let frames = memory(frames, &table);
     // Netfront grants its buffers for the whole connection: copies keep their claims.
     let mut grants = PeerGrants::new(
         backend_domid,

@@ -62,6 +62,14 @@ pub fn local_backend<U: Uplink>(
     cfg: NetbackConfig,
     uplink: U,
 ) -> Result<Netback<U, LocalBackendHost>, NetbackError> {
+    heap_backend(cfg, uplink)
+}
+
+/// A netback of any host with its packet memory on the heap.
+fn heap_backend<U: Uplink, H: crate::BackendHost>(
+    cfg: NetbackConfig,
+    uplink: U,
+) -> Result<Netback<U, H>, NetbackError> {
     let pages = cfg.memory_pages as usize;
     let mem = PacketMemory::over(SharedRegion::new_zeroed(pages * FRAME_SIZE));
     Netback::with_memory(cfg, uplink, mem)
@@ -109,9 +117,7 @@ pub fn strict_backend<U: Uplink>(
     cfg: NetbackConfig,
     uplink: U,
 ) -> Result<Netback<U, StrictBackendHost>, NetbackError> {
-    let pages = cfg.memory_pages as usize;
-    let mem = PacketMemory::over(SharedRegion::new_zeroed(pages * FRAME_SIZE));
-    Netback::with_memory(cfg, uplink, mem)
+    heap_backend(cfg, uplink)
 }
 
 /// As [`connect`], but the backend's view of the frontend's memory holds only the frames

@@ -14,9 +14,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use common::frame;
+use common::{frame, req, round_trip};
 use event_channel::{LocalPort, QueuePorts};
-use grant_table::{GrantRef, PeerGrants};
+use grant_table::PeerGrants;
 use netfront::{FrontMemory, NetfrontConfig, PendingNetfront};
 use netif::Offload;
 use netif::wire::{RxRequest, TxRequest, TxResponse, status, tx_flags};
@@ -53,16 +53,6 @@ impl Capture {
 
 type Backend<U> = Netback<U, LocalBackendHost>;
 
-fn req(gref: GrantRef, offset: u16, flags: u16, id: u16, size: u16) -> TxRequest {
-    TxRequest {
-        gref: gref.0,
-        offset,
-        flags,
-        id,
-        size,
-    }
-}
-
 fn honest<U: Uplink>(backend: &mut Backend<U>) -> LocalNetfront {
     let mut cfg = NetfrontConfig::default();
     cfg.choice = FrontendChoice::default();
@@ -72,15 +62,38 @@ fn honest<U: Uplink>(backend: &mut Backend<U>) -> LocalNetfront {
         .1
 }
 
-/// One frame through the honest netfront and back.
-fn round_trip<U: Uplink>(backend: &mut Backend<U>, nic: &mut LocalNetfront, seq: u32) {
-    let f = frame(9, 9, seq, 300);
-    nic.send(&f, Offload::default()).unwrap();
+/// Sends `f` as one packet over the raw frontend's buffers, slot k carrying `parts[k]`
+/// bytes of it (slot 0's size field is the packet's length, as netif has it), polls the
+/// backend and returns the answers.
+fn send_split<U: Uplink>(
+    backend: &mut Backend<U>,
+    raw: &mut RawFrontend,
+    f: &[u8],
+    parts: &[usize],
+) -> Vec<TxResponse> {
+    let mut reqs = Vec::new();
+    let mut at = 0;
+    for (k, n) in parts.iter().enumerate() {
+        raw.fill(k, &f[at..at + n]);
+        at += n;
+        let size = if k == 0 { f.len() } else { *n };
+        let more = if k + 1 < parts.len() {
+            tx_flags::MORE_DATA
+        } else {
+            0
+        };
+        reqs.push(req(
+            raw.buffer(k),
+            0,
+            more,
+            u16::try_from(k).unwrap(),
+            u16::try_from(size).unwrap(),
+        ));
+    }
+    assert_eq!(at, f.len(), "the parts make the packet");
+    raw.send(&reqs);
     backend.poll().unwrap();
-    let mut back = Vec::new();
-    nic.receive(64, |rx| back.push(rx.data.to_vec())).unwrap();
-    nic.poll().unwrap();
-    assert_eq!(back, [f], "the honest vif stopped");
+    raw.tx_responses()
 }
 
 /// Releases the raw vif and checks nothing of it stays: no grant, no packet.
@@ -428,29 +441,9 @@ fn xsa423_432_headers_split_across_every_slot_arrive_whole() {
         // Slot 0: the 14-byte Ethernet header; slot k >= 1: bytes 14 + [(k-1) * rest / 18,
         // k * rest / 18).
         let rest = len - 14;
-        let mut bounds = vec![0, 14];
-        bounds.extend((1..=following).map(|k| 14 + k * rest / following));
-        let mut reqs = Vec::new();
-        for k in 0..=following {
-            let part = &f[bounds[k]..bounds[k + 1]];
-            raw.fill(k, part);
-            let size = if k == 0 { len } else { part.len() };
-            let more = if k < following {
-                tx_flags::MORE_DATA
-            } else {
-                0
-            };
-            reqs.push(req(
-                raw.buffer(k),
-                0,
-                more,
-                u16::try_from(k).unwrap(),
-                u16::try_from(size).unwrap(),
-            ));
-        }
-        raw.send(&reqs);
-        backend.poll().unwrap();
-        let rsps = raw.tx_responses();
+        let mut parts = vec![14];
+        parts.extend((1..=following).map(|k| k * rest / following - (k - 1) * rest / following));
+        let rsps = send_split(&mut backend, &mut raw, &f, &parts);
         assert_eq!(
             rsps.len(),
             following + 1,
@@ -481,28 +474,7 @@ fn xsa448_zero_length_fragments_in_every_position() {
         // where needed; the zero-length one moves along.
         let mut sizes = [100usize, 100, 100, 0, 0];
         sizes.swap(zero_at, 3);
-        let mut reqs = Vec::new();
-        let mut at = 0;
-        for (k, s) in sizes.iter().enumerate() {
-            raw.fill(k, &f[at..at + s]);
-            at += s;
-            let size = if k == 0 { f.len() } else { *s };
-            let more = if k + 1 < sizes.len() {
-                tx_flags::MORE_DATA
-            } else {
-                0
-            };
-            reqs.push(req(
-                raw.buffer(k),
-                0,
-                more,
-                u16::try_from(k).unwrap(),
-                u16::try_from(size).unwrap(),
-            ));
-        }
-        raw.send(&reqs);
-        backend.poll().unwrap();
-        let rsps = raw.tx_responses();
+        let rsps = send_split(&mut backend, &mut raw, &f, &sizes);
         assert_eq!(rsps.len(), 5);
         assert!(
             rsps.iter().all(|r| r.status == status::OKAY),

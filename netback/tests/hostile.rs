@@ -7,10 +7,10 @@
 
 mod common;
 
-use common::frame;
+use common::{frame, req, round_trip};
 use grant_table::GrantRef;
-use netif::wire::{RxRequest, TxRequest, TxResponse, status, tx_flags};
-use netif::{Offload, TxErrorKind};
+use netif::wire::{RxRequest, TxResponse, status, tx_flags};
+use netif::TxErrorKind;
 use pvnet_netback::testing::{
     LocalBackendHost, LocalNetfront, connect, local_backend, raw_frontend,
 };
@@ -23,32 +23,11 @@ fn backend() -> Backend {
     local_backend(NetbackConfig::default(), Echo).unwrap()
 }
 
-fn req(gref: GrantRef, offset: u16, flags: u16, id: u16, size: u16) -> TxRequest {
-    TxRequest {
-        gref: gref.0,
-        offset,
-        flags,
-        id,
-        size,
-    }
-}
-
 fn ok(id: u16) -> TxResponse {
     TxResponse {
         id,
         status: status::OKAY,
     }
-}
-
-/// One frame through the well-behaved netfront and back, the backend stepped in between.
-fn round_trip(backend: &mut Backend, nic: &mut LocalNetfront, seq: u32) {
-    let f = frame(9, 9, seq, 300);
-    nic.send(&f, Offload::default()).unwrap();
-    backend.poll().unwrap();
-    let mut back = Vec::new();
-    nic.receive(64, |rx| back.push(rx.data.to_vec())).unwrap();
-    nic.poll().unwrap();
-    assert_eq!(back, [f], "the good vif stopped");
 }
 
 /// Closes everything and returns the closed vifs: none may keep a grant pinned or a packet

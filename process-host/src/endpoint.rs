@@ -306,13 +306,7 @@ impl Handshake {
             }
         };
         Ok(BackendConnection {
-            end: End {
-                sock: self.sock,
-                timeout: self.timeout,
-                closing: false,
-                closed: false,
-                vanished: false,
-            },
+            end: End::new(self.sock, self.timeout),
             answered: false,
             peer: self.peer,
             choice,
@@ -377,6 +371,16 @@ struct End {
 }
 
 impl End {
+    fn new(sock: OwnedFd, timeout: Duration) -> Self {
+        Self {
+            sock,
+            timeout,
+            closing: false,
+            closed: false,
+            vanished: false,
+        }
+    }
+
     fn msg(&self, state: State, backend: bool) -> Message {
         if backend {
             Message::Backend {
@@ -626,13 +630,7 @@ impl FrontendPending {
                 },
                 _,
             ) => Ok(FrontendConnection {
-                end: End {
-                    sock: self.sock,
-                    timeout: self.timeout,
-                    closing: false,
-                    closed: false,
-                    vanished: false,
-                },
+                end: End::new(self.sock, self.timeout),
             }),
             (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
             (other, _) => Err(XenbusError::Unexpected {

@@ -3,44 +3,22 @@
 //! for the handshake timeout (for ever if it reconnected), and at the descriptor limit the
 //! acceptor retried `accept` at full speed.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+mod common;
+
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, connect as raw_connect, socket,
-};
 use pvnet_process_host::{BackendConfig, Listener, MAX_HANDSHAKES, Offer, connect, spawn_acceptor};
 use xenbus::{FrontendChoice, QueueResources, Resources, RxMode, XenbusError};
 
 const CHILD: &str = "PVNET_ACCEPTOR_CHILD_SOCKET";
 
-fn sock_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pvnet-acceptor-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("b.sock");
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
 fn listener(path: &Path, timeout: Duration) -> Listener {
     let mut c = BackendConfig::default();
     c.timeout = timeout;
     Listener::bind(path, c).unwrap()
-}
-
-/// A client that connects and never says a word.
-fn silent(path: &Path) -> OwnedFd {
-    let s = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    raw_connect(s.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
-    s
 }
 
 /// A frontend that completes its handshake (one queue, one event channel).
@@ -70,10 +48,10 @@ fn good(path: &Path) -> Result<(), XenbusError> {
 
 #[test]
 fn silent_frontends_do_not_keep_others_out() {
-    let path = sock_path("silent");
+    let path = common::sock_path("acceptor", "silent");
     let timeout = Duration::from_secs(3);
     let incoming = spawn_acceptor(listener(&path, timeout), || {});
-    let silent: Vec<OwnedFd> = (0..10).map(|_| silent(&path)).collect();
+    let silent: Vec<OwnedFd> = (0..10).map(|_| common::raw_client(&path)).collect();
     let start = Instant::now();
     let front = {
         let path = path.clone();
@@ -104,7 +82,7 @@ fn silent_frontends_do_not_keep_others_out() {
 
 #[test]
 fn at_the_descriptor_limit_the_acceptor_backs_off() {
-    let path = sock_path("emfile");
+    let path = common::sock_path("acceptor", "emfile");
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -125,7 +103,7 @@ fn at_the_descriptor_limit_the_acceptor_backs_off() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Frontends knock while the backend has no descriptor left to accept them with.
-    let _knocking: Vec<OwnedFd> = (0..3).map(|_| silent(&path)).collect();
+    let _knocking: Vec<OwnedFd> = (0..3).map(|_| common::raw_client(&path)).collect();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let out = String::from_utf8(out.stdout).unwrap();

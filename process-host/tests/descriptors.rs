@@ -2,8 +2,9 @@
 //! against resizing, of bounded size, checked before anything is mapped. Each case hands the
 //! descriptors over a real control socket, as a hostile frontend process would.
 
+mod common;
+
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::memfd::{MFdFlags, memfd_create};
@@ -16,19 +17,11 @@ use xenbus::{EventFds, FrontendChoice, QueueResources, Resources, RxMode, Xenbus
 const T: Duration = Duration::from_secs(5);
 const PAGE: usize = 4096;
 
-fn sock_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pvnet-fds-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("b.sock");
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
 /// Hands `fds` over as frames (0), grant table (1) and one queue's event channel (2, 3);
 /// returns the backend's connection and the frontend's (kept open for the test).
 fn hand_over(name: &str, fds: Vec<OwnedFd>) -> (BackendConnection, FrontendConnection) {
     assert_eq!(fds.len(), 4);
-    let path = sock_path(name);
+    let path = common::sock_path("fds", name);
     let listener = Listener::bind(&path, BackendConfig::default()).unwrap();
     let front = std::thread::spawn(move || {
         let pending = connect(&path, T).unwrap();

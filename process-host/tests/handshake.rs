@@ -1,6 +1,8 @@
 //! The listener against well-behaved and hostile frontends over real sockets. After every bad
 //! peer the same listener serves a good one.
 
+mod common;
+
 use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -8,23 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect as raw_connect, sendmsg, socket,
-};
+use nix::sys::socket::{MsgFlags, sendmsg};
 use pvnet_process_host::{BackendConfig, Listener, connect, connect_to};
 use xenbus::{
     EventFds, FrontendChoice, Message, QueueResources, Resources, RxMode, State, XenbusError,
 };
 
 const T: Duration = Duration::from_secs(5);
-
-fn sock_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xenbus-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("b.sock");
-    let _ = std::fs::remove_file(&path);
-    path
-}
 
 fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> Listener {
     let config = {
@@ -33,7 +25,7 @@ fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> Listener {
         c.timeout = timeout;
         c
     };
-    Listener::bind(&sock_path(name), config).unwrap()
+    Listener::bind(&common::sock_path("xenbus", name), config).unwrap()
 }
 
 fn me() -> u32 {
@@ -135,15 +127,7 @@ fn raw_send(s: &OwnedFd, bytes: &[u8]) {
 }
 
 fn raw_client(l: &Listener) -> OwnedFd {
-    let s = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    raw_connect(s.as_raw_fd(), &UnixAddr::new(l.path()).unwrap()).unwrap();
-    s
+    common::raw_client(l.path())
 }
 
 #[test]

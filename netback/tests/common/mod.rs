@@ -138,6 +138,39 @@ impl<U> Running<U> {
     }
 }
 
+/// One frame through an honest in-process netfront and back (the backend's uplink sends it
+/// back), the backend stepped in between: it must still be served.
+pub fn round_trip<U: Uplink>(
+    backend: &mut Netback<U, pvnet_netback::testing::LocalBackendHost>,
+    nic: &mut pvnet_netback::testing::LocalNetfront,
+    seq: u32,
+) {
+    let f = frame(9, 9, seq, 300);
+    nic.send(&f, netif::Offload::default()).unwrap();
+    backend.poll().unwrap();
+    let mut back = Vec::new();
+    nic.receive(64, |rx| back.push(rx.data.to_vec())).unwrap();
+    nic.poll().unwrap();
+    assert_eq!(back, [f], "the honest vif stopped");
+}
+
+/// A transmit request (the fields as netif orders them, `gref` as the grant).
+pub fn req(
+    gref: grant_table::GrantRef,
+    offset: u16,
+    flags: u16,
+    id: u16,
+    size: u16,
+) -> netif::wire::TxRequest {
+    netif::wire::TxRequest {
+        gref: gref.0,
+        offset,
+        flags,
+        id,
+        size,
+    }
+}
+
 /// A frame of `len` bytes: broadcast-free unicast header from `src` to `dst`, then a pattern
 /// keyed by `seq`.
 pub fn frame(src: u8, dst: u8, seq: u32, len: usize) -> Vec<u8> {

@@ -100,7 +100,7 @@ fn backend(args: &[String]) {
         up,
     )
     .expect("netback");
-    let incoming = pvnet::back::spawn_acceptor(listener, nb.waker());
+    let incoming = pvnet::back::spawn_acceptor(listener, nb.waker()).expect("acceptor");
     let (bytes, meta) = frame(size);
     // The source's frame sits in backend memory once, as a frame a NIC put there would; each
     // delivery is then one grant copy (or flip) into the guest, like one send on a socket.

@@ -95,7 +95,7 @@ pub fn run_backend(setup: &BackendSetup, stop: &Arc<AtomicBool>) -> Res<Vec<Clos
     };
     let mut backend = Netback::new(cfg, setup.uplink.build())?;
     let waker = backend.waker();
-    let incoming = pvnet::back::spawn_acceptor(listener, waker.clone());
+    let incoming = pvnet::back::spawn_acceptor(listener, waker.clone())?;
     {
         // Lets `stop` end a sleeping backend promptly.
         let stop = stop.clone();

@@ -30,7 +30,7 @@
 //! // Every feature offered; only this process's uid may connect.
 //! let listener = Listener::bind(&path, BackendConfig::default())?;
 //! let mut backend = Netback::new(NetbackConfig::default(), Echo)?;
-//! let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+//! let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker())?;
 //! std::thread::spawn(move || -> Result<(), pvnet_netback::NetbackError> {
 //!     loop {
 //!         backend.wait(None)?;

@@ -2,12 +2,10 @@
 //! [`ProcessHost`], packet memory in a memfd, attaching a frontend process from what it
 //! handed over the control socket, and the acceptor thread.
 
-use std::sync::mpsc::Receiver;
-
 use event_channel::QueuePorts;
 use grant_table::{FRAME_SIZE, FramePool, GrantRef, PeerGrants, PoolSide};
 use process_host::{
-    BACKEND_DOMID, BackendConnection, Doorbell, Listener, create_memfd, map_shared,
+    Accepted, BACKEND_DOMID, BackendConnection, Doorbell, Listener, create_memfd, map_shared,
 };
 use shared_mem::SharedRegion;
 use xenbus::{BackendControl, RxMode, XenbusError};
@@ -84,14 +82,16 @@ impl<U: Uplink> Netback<U, ProcessHost> {
 /// ([`process_host::spawn_acceptor`]), waking the backend through `waker` after each result:
 /// a connection to [`attach`](Netback::attach), which answers it, or the error of a frontend
 /// that failed its handshake. An event loop can do without the thread: a non-blocking
-/// [`Listener`] and [`process_host::Handshake`]s (see `examples/event_loop.rs`).
-pub fn spawn_acceptor(
-    listener: Listener,
-    waker: Waker,
-) -> Receiver<Result<BackendConnection, XenbusError>> {
+/// [`Listener`] and [`process_host::Handshake`]s (see `examples/event_loop.rs`). The thread
+/// ends when the returned [`Accepted`] is dropped.
+///
+/// # Errors
+/// [`NetbackError::Xenbus`] ([`XenbusError::Io`]) if the thread's stop pipe cannot be made.
+pub fn spawn_acceptor(listener: Listener, waker: Waker) -> Result<Accepted, NetbackError> {
     process_host::spawn_acceptor(listener, move || {
         let _ = waker.wake();
     })
+    .map_err(|e| NetbackError::Xenbus(XenbusError::Io(e)))
 }
 
 type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<Doorbell>>);

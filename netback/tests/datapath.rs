@@ -213,7 +213,7 @@ fn backend_initiated_close() {
     })
     .unwrap();
     let mut backend = pvnet_netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
-    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker()).unwrap();
     let front_path = path.clone();
     let frontend = std::thread::spawn(move || {
         let mut nic = Netfront::connect(&front_path, NetfrontConfig::default()).unwrap();

@@ -9,8 +9,8 @@ mod common;
 
 use common::{frame, req, round_trip};
 use grant_table::GrantRef;
-use netif::wire::{RxRequest, TxResponse, status, tx_flags};
 use netif::TxErrorKind;
+use netif::wire::{RxRequest, TxResponse, status, tx_flags};
 use pvnet_netback::testing::{
     LocalBackendHost, LocalNetfront, connect, local_backend, raw_frontend,
 };

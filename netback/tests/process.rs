@@ -306,7 +306,7 @@ fn backend_child() {
     )
     .unwrap();
     let mut backend = pvnet_netback::Netback::new(NetbackConfig::default(), Echo).unwrap();
-    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+    let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker()).unwrap();
     loop {
         backend.wait(None).unwrap();
         while let Ok(conn) = incoming.try_recv() {

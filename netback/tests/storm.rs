@@ -74,6 +74,36 @@ fn raw_frontend(path: &std::path::Path) -> RawFront {
 /// Runs `storm` for [`STORM`] against a backend serving the raw frontend and an honest
 /// netfront that round-trips frames meanwhile; returns the backend thread's CPU time and
 /// the frames the honest one got back.
+fn storm_against_backend_counted(
+    name: &str,
+    storm: impl FnOnce(RawFront, &AtomicBool) + Send + 'static,
+) -> (Duration, u32, u64) {
+    let _one_at_a_time = common::serial();
+    let before = common::resources();
+    let r = storm_against_backend(name, storm);
+    // Every descriptor and mapping of both frontends and the backend is gone again (the
+    // acceptor thread's listener included: the directory and socket were removed by stop).
+    let deadline = Instant::now() + T;
+    while common::resources() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if common::resources() != before {
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            eprintln!(
+                "fd {:?} -> {:?}",
+                e.file_name(),
+                std::fs::read_link(e.path())
+            );
+        }
+    }
+    assert_eq!(
+        common::resources(),
+        before,
+        "descriptors and mappings left behind"
+    );
+    r
+}
+
 fn storm_against_backend(
     name: &str,
     storm: impl FnOnce(RawFront, &AtomicBool) + Send + 'static,
@@ -146,7 +176,7 @@ fn check(name: &str, cpu: Duration, echoed: u32, quieted: u64) {
 
 #[test]
 fn xsa332_a_frontend_ringing_without_pause_costs_the_backend_bounded_cpu() {
-    let (cpu, echoed, quieted) = storm_against_backend("ring", |raw, stop| {
+    let (cpu, echoed, quieted) = storm_against_backend_counted("ring", |raw, stop| {
         while !stop.load(Ordering::Acquire) {
             raw.doorbell.notify().unwrap();
         }
@@ -156,7 +186,7 @@ fn xsa332_a_frontend_ringing_without_pause_costs_the_backend_bounded_cpu() {
 
 #[test]
 fn xsa332_a_doorbell_shut_down_under_the_backend_costs_it_bounded_cpu() {
-    let (cpu, echoed, quieted) = storm_against_backend("shutdown", |raw, stop| {
+    let (cpu, echoed, quieted) = storm_against_backend_counted("shutdown", |raw, stop| {
         // Readable for good, with nothing to take.
         nix::sys::socket::shutdown(raw.backend_rx.as_raw_fd(), nix::sys::socket::Shutdown::Both)
             .unwrap();

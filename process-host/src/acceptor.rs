@@ -8,7 +8,7 @@
 //! When accepting fails for lack of resources (the descriptor limit, memory), the listener
 //! is left alone for a while, longer each time, instead of being retried at full speed.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
@@ -26,17 +26,39 @@ pub const MAX_HANDSHAKES: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The results of an acceptor thread ([`spawn_acceptor`]): a [`Receiver`] (it derefs to
+/// one: `try_recv`, `recv_timeout`, `try_iter`) that also stops the thread when dropped, so
+/// a backend that goes leaves no thread, listener or waker behind.
+#[derive(Debug)]
+pub struct Accepted {
+    rx: Receiver<Result<BackendConnection, XenbusError>>,
+    /// The write end of the thread's stop pipe: closing it (on drop) wakes and ends the thread.
+    _stop: OwnedFd,
+}
+
+impl std::ops::Deref for Accepted {
+    type Target = Receiver<Result<BackendConnection, XenbusError>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.rx
+    }
+}
+
 /// Runs `listener`'s accept-and-handshake loop on a thread of its own, up to the frontend's
 /// keys (`Connected` is the backend's to answer once it has checked them); each result (a
 /// connection, or the error of a frontend that failed its handshake) arrives on the returned
 /// channel, and `wake` is called after each. An event loop can do the same without a
-/// thread: a non-blocking [`Listener`] and [`Handshake`]s. The thread ends when the receiver
-/// is dropped (noticed at the next result).
+/// thread: a non-blocking [`Listener`] and [`Handshake`]s. The thread ends, closing the
+/// listener, when the returned [`Accepted`] is dropped.
+///
+/// # Errors
+/// The thread's stop pipe cannot be made.
 pub fn spawn_acceptor(
     listener: Listener,
     wake: impl Fn() + Send + 'static,
-) -> Receiver<Result<BackendConnection, XenbusError>> {
+) -> std::io::Result<Accepted> {
     let (tx, rx) = channel();
+    let (stop, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::spawn(move || {
         let _ = Acceptor {
             listener,
@@ -45,10 +67,11 @@ pub fn spawn_acceptor(
             paused_until: None,
             tx,
             wake: Box::new(wake),
+            stop,
         }
         .run();
     });
-    rx
+    Ok(Accepted { rx, _stop: stop_w })
 }
 
 /// The receiver is gone: the thread ends.
@@ -62,6 +85,8 @@ struct Acceptor {
     paused_until: Option<Instant>,
     tx: Sender<Result<BackendConnection, XenbusError>>,
     wake: Box<dyn Fn() + Send>,
+    /// Readable (end of file) once the [`Accepted`] is dropped.
+    stop: OwnedFd,
 }
 
 impl Acceptor {
@@ -81,7 +106,10 @@ impl Acceptor {
                 .map(Handshake::deadline)
                 .chain(self.paused_until)
                 .min();
-            let (listener_ready, ready) = self.sleep(listening, deadline);
+            let (stopped, listener_ready, ready) = self.sleep(listening, deadline);
+            if stopped {
+                return Err(Gone);
+            }
             if listener_ready {
                 self.accept_all()?;
             }
@@ -89,10 +117,12 @@ impl Acceptor {
         }
     }
 
-    /// Sleeps until the listener (if `listening`) or a handshake is readable, or `deadline`;
-    /// returns whether the listener is, and which handshakes are.
-    fn sleep(&self, listening: bool, deadline: Option<Instant>) -> (bool, Vec<bool>) {
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.pending.len() + 1);
+    /// Sleeps until the stop pipe, the listener (if `listening`) or a handshake is readable,
+    /// or `deadline`; returns whether the thread is to stop, whether the listener is ready,
+    /// and which handshakes are.
+    fn sleep(&self, listening: bool, deadline: Option<Instant>) -> (bool, bool, Vec<bool>) {
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.pending.len() + 2);
+        fds.push(PollFd::new(self.stop.as_fd(), PollFlags::POLLIN));
         if listening {
             fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         }
@@ -118,12 +148,13 @@ impl Acceptor {
             std::thread::sleep(FIRST_BACKOFF);
         }
         let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+        let stopped = ready(&fds[0]);
         let (listener, rest) = if listening {
-            (fds.first().is_some_and(ready), &fds[1..])
+            (fds.get(1).is_some_and(ready), &fds[2..])
         } else {
-            (false, &fds[..])
+            (false, &fds[1..])
         };
-        (listener, rest.iter().map(ready).collect())
+        (stopped, listener, rest.iter().map(ready).collect())
     }
 
     /// Accepts every frontend waiting (up to the cap) and starts its handshake.

@@ -81,7 +81,7 @@ mod remap;
 #[allow(unsafe_code)]
 mod socket;
 
-pub use acceptor::{MAX_HANDSHAKES, spawn_acceptor};
+pub use acceptor::{Accepted, MAX_HANDSHAKES, spawn_acceptor};
 pub use doorbell::Doorbell;
 pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,

@@ -50,7 +50,7 @@ fn good(path: &Path) -> Result<(), XenbusError> {
 fn silent_frontends_do_not_keep_others_out() {
     let path = common::sock_path("acceptor", "silent");
     let timeout = Duration::from_secs(3);
-    let incoming = spawn_acceptor(listener(&path, timeout), || {});
+    let incoming = spawn_acceptor(listener(&path, timeout), || {}).unwrap();
     let silent: Vec<OwnedFd> = (0..10).map(|_| common::raw_client(&path)).collect();
     let start = Instant::now();
     let front = {
@@ -129,7 +129,7 @@ fn emfile_child_entry() {
         return;
     };
     let path = PathBuf::from(path);
-    let incoming = spawn_acceptor(listener(&path, Duration::from_secs(5)), || {});
+    let incoming = spawn_acceptor(listener(&path, Duration::from_secs(5)), || {}).unwrap();
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 256, hard).unwrap();

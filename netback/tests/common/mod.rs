@@ -32,6 +32,27 @@ pub struct Stopped<U> {
     pub cpu: Duration,
 }
 
+/// Descriptors open in this process and mappings of netfront's memory in it: what a test
+/// that made and ended connections must leave as it found (take [`serial`] first, so that
+/// no other test of the binary opens or closes any meanwhile).
+pub fn resources() -> (usize, usize) {
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:netfront-") || l.contains("memfd:raw-"))
+        .count();
+    (fds, maps)
+}
+
+/// Runs the tests that count [`resources`] one at a time.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// CPU time the calling thread has used, user and system.
 pub fn thread_cpu() -> Duration {
     use nix::sys::resource::{UsageWho, getrusage};
@@ -79,7 +100,7 @@ pub fn start<U: Uplink + Send + 'static>(
     let handle = std::thread::spawn(move || {
         let mut backend = Netback::new(cfg, uplink).unwrap();
         tx.send(backend.waker()).unwrap();
-        let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker());
+        let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker()).unwrap();
         let mut closed = Vec::new();
         while !stop2.load(Ordering::Acquire) {
             // Untimed: a lost wakeup hangs the test instead of hiding behind a timeout.

@@ -66,8 +66,9 @@ pub struct NetbackConfig {
     pub spin: Duration,
     /// Pages of backend packet memory. When a guest's transmit finds it short, frames waiting
     /// for receive buffers are dropped, oldest first from the vif whose backlog holds the
-    /// most, until a sixteenth is free: guests that stop posting buffers cannot starve the
-    /// others, however many they are.
+    /// most while it holds more than its share (the memory divided by the active vifs),
+    /// until a sixteenth is free: guests that stop posting buffers cannot starve the others,
+    /// however many they are.
     pub memory_pages: u32,
     /// How long frames may wait for a guest's receive buffers with none delivered before
     /// they are all dropped (Linux netback's `rx_drain_timeout`, 10 s by default).
@@ -412,15 +413,20 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     }
 
     /// Memory ran short for a guest's transmit: drops waiting frames, oldest first from the
-    /// vif whose backlog holds the most pages, until a sixteenth of the memory is free or no
-    /// frame waits (memory held elsewhere, by the embedder's packets, is not ours to free).
+    /// vif whose backlog holds the most pages while it holds more than its share (the memory
+    /// divided by the active vifs), until a sixteenth of the memory is free. A vif within
+    /// its share keeps its frames: then transmit waits for memory as before (back-pressure,
+    /// not loss, for a guest that only outruns itself). Memory held elsewhere, by the
+    /// embedder's packets, is not ours to free.
     fn make_room(&mut self) {
         let want = (self.cfg.memory_pages as usize / 16).max(MAX_PACKET_PAGES);
+        let active = self.vifs.iter().filter(|v| v.active()).count().max(1);
+        let share = self.cfg.memory_pages as usize / active;
         while self.mem.free_pages() < want {
             let Some(v) = self
                 .vifs
                 .iter_mut()
-                .filter(|v| v.backlog_pages() > 0)
+                .filter(|v| v.backlog_pages() > share)
                 .max_by_key(|v| v.backlog_pages())
             else {
                 return;

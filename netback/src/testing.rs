@@ -102,7 +102,21 @@ pub fn connect<U: Uplink>(
     offered: &BackendFeatures,
     cfg: NetfrontConfig,
 ) -> Result<(VifId, LocalNetfront), ConnectError> {
-    connect_over(backend, offered, cfg, |frames, _| frames)
+    connect_over(backend, offered, cfg, None, |frames, _| frames)
+}
+
+/// As [`connect`], with the frontend's flip pool (flip mode) in memory the caller made and
+/// keeps, to look at or prepare what the backend flips (a canary over stale pages, say).
+///
+/// # Errors
+/// [`ConnectError`]; a pool smaller than the [`PendingNetfront::layout`] asks is refused.
+pub fn connect_with_pool<U: Uplink>(
+    backend: &mut Netback<U, LocalBackendHost>,
+    offered: &BackendFeatures,
+    cfg: NetfrontConfig,
+    pool: SharedRegion,
+) -> Result<(VifId, LocalNetfront), ConnectError> {
+    connect_over(backend, offered, cfg, Some(pool), |frames, _| frames)
 }
 
 /// The backend's side of the strict in-process host: the backend sees only the frames the
@@ -132,7 +146,7 @@ pub fn connect_strict<U: Uplink>(
     offered: &BackendFeatures,
     cfg: NetfrontConfig,
 ) -> Result<(VifId, LocalNetfront), ConnectError> {
-    connect_over(backend, offered, cfg, |frames, table| {
+    connect_over(backend, offered, cfg, None, |frames, table| {
         StrictFrames::new(&frames, granted_frames(table))
     })
 }
@@ -156,18 +170,19 @@ fn granted_frames(table: &SharedRegion) -> Vec<FrameNumber> {
 }
 
 /// [`connect`] over the frame memory `memory` makes of the frontend's frames (given its
-/// grant table, filled in by then).
+/// grant table, filled in by then), with the flip pool given or made here.
 fn connect_over<U: Uplink, M: FrameMemory + core::fmt::Debug>(
     backend: &mut Netback<U, Host<M, LocalPort, LocalBackend>>,
     offered: &BackendFeatures,
     cfg: NetfrontConfig,
+    pool: Option<SharedRegion>,
     memory: impl FnOnce(SharedRegion, &SharedRegion) -> M,
 ) -> Result<(VifId, LocalNetfront), ConnectError> {
     let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg)?;
     let frames = SharedRegion::new_zeroed(layout.frames_bytes);
     let table = SharedRegion::new_zeroed(layout.table_bytes);
-    let pool =
-        (cfg.choice.rx_mode == RxMode::Flip).then(|| SharedRegion::new_zeroed(layout.pool_bytes));
+    let pool = (cfg.choice.rx_mode == RxMode::Flip)
+        .then(|| pool.unwrap_or_else(|| SharedRegion::new_zeroed(layout.pool_bytes)));
     let backend_domid = cfg.backend_domid;
     let mut ours = Vec::new();
     let mut theirs = Vec::new();

@@ -15,18 +15,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common::{frame, req, round_trip};
-use event_channel::{LocalPort, QueuePorts};
-use grant_table::PeerGrants;
-use netfront::{FrontMemory, NetfrontConfig, PendingNetfront};
+use netfront::{NetfrontConfig, PendingNetfront};
 use netif::Offload;
 use netif::wire::{RxRequest, TxRequest, TxResponse, status, tx_flags};
 use pvnet_netback::testing::{
-    LocalBackendHost, LocalFrontendHost, LocalNetfront, RawFrontend, connect, local_backend,
-    raw_frontend,
+    LocalBackendHost, LocalFrontendHost, LocalNetfront, RawFrontend, connect, connect_with_pool,
+    local_backend, raw_frontend,
 };
-use pvnet_netback::{
-    Echo, Netback, NetbackConfig, Outbox, PacketId, QueueParts, Uplink, VifFault, VifId, VifParts,
-};
+use pvnet_netback::{Echo, Netback, NetbackConfig, Outbox, PacketId, Uplink, VifFault, VifId};
 use shared_mem::SharedRegion;
 use xenbus::{BackendFeatures, FrontendChoice, RxMode};
 
@@ -361,40 +357,10 @@ fn xsa403_a_flipped_page_holds_the_packet_and_zeros() {
     cfg.choice = FrontendChoice::default();
     cfg.choice.rx_mode = RxMode::Flip;
     let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg).unwrap();
-    let frames = SharedRegion::new_zeroed(layout.frames_bytes);
-    let table = SharedRegion::new_zeroed(layout.table_bytes);
     let pool = SharedRegion::new_zeroed(layout.pool_bytes);
     pool.fill(0, layout.pool_bytes, 0xcc).unwrap();
-    let (front_port, back_port) = LocalPort::pair();
-    let pending = PendingNetfront::<LocalFrontendHost>::new(
-        cfg.clone(),
-        FrontMemory::new(frames.clone(), table.clone(), Some(pool.clone())),
-        vec![QueuePorts::new(front_port, None)],
-    )
-    .unwrap();
-    let (back_ctl, front_ctl, choice) =
-        xenbus::local::connect(&BackendFeatures::default(), pending.choice()).unwrap();
-    let grants = PeerGrants::new(
-        cfg.backend_domid,
-        table,
-        frames,
-        backend.memory().region().clone(),
-    )
-    .with_persistent_copies()
-    .with_flip_pool(grant_table::FramePool::split(
-        pool.clone(),
-        grant_table::PoolSide::Backend,
-    ));
-    let rings = pending.rings()[0];
-    let queues = vec![QueueParts {
-        tx_ring: rings.tx,
-        rx_ring: rings.rx,
-        events: QueuePorts::new(back_port, None),
-    }];
-    let vif = backend
-        .attach_parts(VifParts::new(choice, grants, queues, back_ctl))
-        .unwrap();
-    let mut nic = pending.connect(front_ctl).unwrap();
+    let (vif, mut nic) =
+        connect_with_pool(&mut backend, &BackendFeatures::default(), cfg, pool.clone()).unwrap();
     let sent: Vec<Vec<u8>> = (0..8)
         .map(|i| frame(2, 1, i, 60 + 100 * i as usize))
         .collect();

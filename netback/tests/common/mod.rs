@@ -45,6 +45,41 @@ pub fn resources() -> (usize, usize) {
     (fds, maps)
 }
 
+/// Checks, when dropped at the end of a test that did not fail, that the process has the
+/// descriptors and netfront mappings it had when this was made (waiting up to [`T`] for
+/// threads that are letting go); holds [`serial`] meanwhile.
+pub struct LeakCheck {
+    before: (usize, usize),
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
+}
+
+impl LeakCheck {
+    pub fn new() -> Self {
+        let guard = serial();
+        Self {
+            before: resources(),
+            _one_at_a_time: guard,
+        }
+    }
+}
+
+impl Drop for LeakCheck {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let deadline = std::time::Instant::now() + T;
+        while resources() != self.before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            resources(),
+            self.before,
+            "descriptors and mappings left behind"
+        );
+    }
+}
+
 /// Runs the tests that count [`resources`] one at a time.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -99,6 +99,7 @@ proptest! {
         window in 1usize..200,
         mode in 0usize..3,
     ) {
+        let _leaks = common::LeakCheck::new();
         let (tx_mode, rx_mode) = [(TxMode::Copy, RxMode::Copy), (TxMode::Map, RxMode::Copy), (TxMode::Copy, RxMode::Flip)][mode];
         let backend = start("random", features(), { let mut c = NetbackConfig::default(); c.tx_mode = tx_mode; c.budget = 16; c }, Echo);
         let mut nic = connect(&backend.path, { let mut c = FrontendChoice::default(); c.rx_mode = rx_mode; c.mtu = 9000; c });

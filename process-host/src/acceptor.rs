@@ -8,12 +8,12 @@
 //! When accepting fails for lack of resources (the descriptor limit, memory), the listener
 //! is left alone for a while, longer each time, instead of being retried at full speed.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::{Duration, Instant};
 
+use event_channel::wait_any;
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use xenbus::XenbusError;
 
 use crate::endpoint::{BackendConnection, Handshake, Listener, Step};
@@ -121,40 +121,26 @@ impl Acceptor {
     /// or `deadline`; returns whether the thread is to stop, whether the listener is ready,
     /// and which handshakes are.
     fn sleep(&self, listening: bool, deadline: Option<Instant>) -> (bool, bool, Vec<bool>) {
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.pending.len() + 2);
-        fds.push(PollFd::new(self.stop.as_fd(), PollFlags::POLLIN));
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(self.pending.len() + 2);
+        fds.push(self.stop.as_fd());
         if listening {
-            fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+            fds.push(self.listener.as_fd());
         }
-        fds.extend(
-            self.pending
-                .iter()
-                .map(|h| PollFd::new(h.as_fd(), PollFlags::POLLIN)),
-        );
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        // A signal ends the sleep early; everything is looked at once, as after a timeout
-        // (handshakes past their deadline are dropped there). A failing poll (no memory) is
-        // not retried at full speed.
-        if let Err(e) = poll(&mut fds, timeout)
-            && e != Errno::EINTR
-        {
+        fds.extend(self.pending.iter().map(AsFd::as_fd));
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut ready = vec![false; fds.len()];
+        // A failing poll (no memory) is not retried at full speed; everything is looked at
+        // once, as after a timeout (handshakes past their deadline are dropped there).
+        if wait_any(&fds, timeout, &mut ready).is_err() {
             std::thread::sleep(FIRST_BACKOFF);
         }
-        let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-        let stopped = ready(&fds[0]);
+        let stopped = ready[0];
         let (listener, rest) = if listening {
-            (fds.get(1).is_some_and(ready), &fds[2..])
+            (ready[1], &ready[2..])
         } else {
-            (false, &fds[1..])
+            (false, &ready[1..])
         };
-        (stopped, listener, rest.iter().map(ready).collect())
+        (stopped, listener, rest.to_vec())
     }
 
     /// Accepts every frontend waiting (up to the cap) and starts its handshake.

@@ -15,9 +15,8 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use event_channel::{EventChannel, EventError};
+use event_channel::{EventChannel, EventError, wait_any};
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
     AddressFamily, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, getsockname,
     getsockopt, recv, send, socketpair, sockopt,
@@ -124,20 +123,8 @@ impl Doorbell {
 
     /// Whether a datagram waits, without taking it.
     fn readable(&self, timeout: Duration) -> Result<bool, EventError> {
-        let deadline = Instant::now() + timeout;
-        let mut fds = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(n) => return Ok(n > 0),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(io(e)),
-            }
-        }
+        let mut ready = [false];
+        Ok(wait_any(&[self.rx.as_fd()], Some(timeout), &mut ready)? > 0)
     }
 
     /// Takes up to [`DRAIN`] datagrams without waiting; whether there was any.

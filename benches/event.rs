@@ -109,6 +109,7 @@ fn port_with(timeout: Option<std::time::Duration>) -> f64 {
 fn doorbell() -> f64 {
     let (ours, theirs) = Doorbell::pair().unwrap();
     let (rx, tx) = theirs.into_fds();
+    let tx = tx.expect("a pair's ends ring each other");
     ping_pong(ours, "doorbell", rx, tx, None)
 }
 

@@ -39,6 +39,12 @@ impl<P: EventChannel> QueuePorts<P> {
         self.rx.is_some()
     }
 
+    /// The ports, the transmit ring's first: to finish setting them up once the peer's half
+    /// of the channels came (a process host's doorbells).
+    pub fn ports_mut(&mut self) -> impl Iterator<Item = &mut P> {
+        std::iter::once(&mut self.tx).chain(self.rx.as_mut())
+    }
+
     /// Notifies the peer about the transmit ring.
     ///
     /// # Errors

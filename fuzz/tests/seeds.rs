@@ -94,8 +94,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             tx_ring_ref: 8,
             rx_ring_ref: 9,
             tx_event: EventFds {
-                backend_waits: 3,
-                backend_notifies: 4,
+                backend_notifies: 3,
             },
             rx_event: None,
         }],

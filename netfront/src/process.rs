@@ -110,7 +110,7 @@ impl Netfront<ProcessHost> {
             events.push((tx_fds, rx.as_ref().map(|(_, e)| *e)));
             ports.push(QueuePorts::new(tx, rx.map(|(p, _)| p)));
         }
-        let dev = PendingNetfront::<ProcessHost>::new(cfg, mem, ports)?;
+        let mut dev = PendingNetfront::<ProcessHost>::new(cfg, mem, ports)?;
         let res = Resources {
             frames: frames_fd,
             grant_table: table_fd,
@@ -127,7 +127,9 @@ impl Netfront<ProcessHost> {
                 })
                 .collect(),
         };
-        let conn = offer.send(pending, &choice, &res)?;
+        let mut conn = offer.send(pending, &choice, &res)?;
+        // Our doorbells ring the backend's sockets, which came with its `Connected`.
+        conn.connect_doorbells(dev.ports_mut())?;
         dev.connect(conn)
     }
 }

@@ -7,10 +7,14 @@
 //! read then fails with `EAGAIN`). A datagram socket takes `MSG_DONTWAIT` on every call, so
 //! no flag the peer sets and nothing it writes or reads can make this end block: a full queue
 //! means "already pending", an empty one "nothing pending", a vanished peer a notify that is
-//! nobody's news (the control channel reports departures). What the peer can still do with
-//! its descriptors is keep our receiving end readable (send without pause, or shut the socket
-//! down if it kept a duplicate of our end): an event storm, which costs us wakeups and which
-//! the backend bounds (it backs off a vif whose events bring no work).
+//! nobody's news (the control channel reports departures).
+//!
+//! Each side makes the socket pair it receives on ([`Doorbell::receiving`]) and hands the
+//! peer only the sending end, so the peer never holds our receiving socket: it cannot take
+//! our events, and since shutting down or closing a datagram socket does not touch its peer,
+//! the one thing it can do to our end is send, which fills a bounded queue. That is an event
+//! storm, which costs us wakeups and which the backend bounds (it backs off a vif whose
+//! events bring no work).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -32,12 +36,18 @@ const DRAIN: usize = 64;
 /// description, shut down) can make this end block, as it could with an eventfd the peer
 /// holds too. A full queue on notify means "already pending"; a vanished peer makes a notify
 /// nobody's news (the control channel reports departures).
+///
+/// Between processes that do not trust each other, each makes its own end with
+/// [`receiving`](Self::receiving) and gives the peer the sending end; each then
+/// [`connect_peer`](Self::connect_peer)s the sending end it got. [`pair`](Self::pair) makes
+/// both ends in one process (for a child it starts, or tests).
 #[derive(Debug)]
 pub struct Doorbell {
     /// Ours: the peer sends to it, we receive on it.
     rx: OwnedFd,
-    /// Towards the peer: we send on it.
-    tx: OwnedFd,
+    /// Towards the peer: we send on it. `None` until the peer's sending end came
+    /// ([`Doorbell::connect_peer`]): a notify rings nobody meanwhile.
+    tx: Option<OwnedFd>,
     masked: bool,
 }
 
@@ -88,36 +98,78 @@ impl Doorbell {
         Ok((
             Self {
                 rx: a_rx,
-                tx: a_tx,
+                tx: Some(a_tx),
                 masked: false,
             },
             Self {
                 rx: b_rx,
-                tx: b_tx,
+                tx: Some(b_tx),
                 masked: false,
             },
         ))
     }
 
-    /// An end over descriptors received from the peer: `waits` is the socket this end
-    /// receives on, `notifies` the one it sends on. Both must be AF_UNIX datagram sockets
-    /// (a pipe, an eventfd or `/dev/zero` is refused: each could block or spin this end).
+    /// A new end receiving on a socket pair only this process holds, and the pair's sending
+    /// end, for the peer to notify this end through. The end rings nobody until
+    /// [`connect_peer`](Self::connect_peer) gives it the peer's sending end.
+    ///
+    /// # Errors
+    /// [`EventError::Io`] if a socket cannot be created (a local failure).
+    pub fn receiving() -> Result<(Self, OwnedFd), EventError> {
+        let (theirs, rx) = dgram_pair()?;
+        Ok((
+            Self {
+                rx,
+                tx: None,
+                masked: false,
+            },
+            theirs,
+        ))
+    }
+
+    /// Sets the socket this end notifies: the sending end the peer made
+    /// ([`receiving`](Self::receiving) on its side) and handed over. It must be an AF_UNIX
+    /// datagram socket (a pipe, an eventfd or `/dev/zero` is refused: each could block or
+    /// spin this end).
+    ///
+    /// # Errors
+    /// [`EventError::Io`] (kind `InvalidInput`, with the reason) if it is not one, or if this
+    /// end has its peer already.
+    pub fn connect_peer(&mut self, notifies: OwnedFd) -> Result<(), EventError> {
+        check_doorbell(&notifies, "the doorbell we ring")?;
+        if self.tx.is_some() {
+            return Err(EventError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the doorbell rings its peer already",
+            )));
+        }
+        self.tx = Some(notifies);
+        Ok(())
+    }
+
+    /// An end over both its descriptors, `waits` (the socket this end receives on) and
+    /// `notifies` (the one it sends on), from a process that made the pair
+    /// ([`into_fds`](Self::into_fds)). Use it only when that process is trusted, such as the
+    /// parent that started this one: whoever made the pair may keep our receiving socket.
+    /// Both must be AF_UNIX datagram sockets.
     ///
     /// # Errors
     /// [`EventError::Io`] (kind `InvalidInput`, with the reason) if either is not one.
     pub fn from_fds(waits: OwnedFd, notifies: OwnedFd) -> Result<Self, EventError> {
         check_doorbell(&waits, "the doorbell we wait on")?;
-        check_doorbell(&notifies, "the doorbell we ring")?;
-        Ok(Self {
+        let mut bell = Self {
             rx: waits,
-            tx: notifies,
+            tx: None,
             masked: false,
-        })
+        };
+        bell.connect_peer(notifies)?;
+        Ok(bell)
     }
 
-    /// This end's two descriptors, `(waits, notifies)`: to hand it to the process that will
-    /// use it (its `from_fds` takes them in this order).
-    pub fn into_fds(self) -> (OwnedFd, OwnedFd) {
+    /// This end's descriptors, `(waits, notifies)` (`notifies` is `None` before
+    /// [`connect_peer`](Self::connect_peer)): to hand an end of a [`pair`](Self::pair) to
+    /// a process this one starts (its [`from_fds`](Self::from_fds) takes them in this order).
+    pub fn into_fds(self) -> (OwnedFd, Option<OwnedFd>) {
         (self.rx, self.tx)
     }
 
@@ -149,9 +201,13 @@ impl Doorbell {
 
 impl EventChannel for Doorbell {
     fn notify(&self) -> Result<(), EventError> {
+        // No peer yet: nobody to ring (the handshake has not handed its end over).
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
         loop {
             match send(
-                self.tx.as_raw_fd(),
+                tx.as_raw_fd(),
                 &[1],
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             ) {

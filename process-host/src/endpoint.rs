@@ -15,6 +15,7 @@ use xenbus::{
     BackendFeatures, FrontendChoice, Keys, Message, Peer, Resources, RxMode, State, XenbusError,
 };
 
+use crate::doorbell::Doorbell;
 use crate::socket::{describe, recv, send};
 
 /// A new close-on-exec Unix SOCK_SEQPACKET socket and the address of `path`.
@@ -305,6 +306,18 @@ impl Handshake {
                 return Err(e);
             }
         };
+        // Our end of each event channel, receiving on a socket only we hold; `Connected`
+        // hands the frontend the sending ends. A failure here is ours (descriptors).
+        let mut doorbells = Vec::new();
+        let mut answer = Vec::new();
+        for _ in resources.event_channels() {
+            let (bell, theirs) = Doorbell::receiving().map_err(|e| match e {
+                event_channel::EventError::Io(e) => XenbusError::Io(e),
+                other => XenbusError::Io(std::io::Error::other(other.to_string())),
+            })?;
+            doorbells.push(Some(bell));
+            answer.push(theirs);
+        }
         Ok(BackendConnection {
             end: End::new(self.sock, self.timeout),
             answered: false,
@@ -312,6 +325,8 @@ impl Handshake {
             choice,
             resources,
             fds: fds.into_iter().map(Some).collect(),
+            doorbells,
+            answer,
         })
     }
 }
@@ -495,12 +510,22 @@ pub struct BackendConnection {
     /// What it handed over, by descriptor index.
     pub resources: Resources,
     fds: Vec<Option<OwnedFd>>,
+    /// Our end of each event channel (in [`Resources::event_channels`] order), until taken.
+    doorbells: Vec<Option<Doorbell>>,
+    /// Their sending ends of those, sent with `Connected`.
+    answer: Vec<OwnedFd>,
 }
 
 impl BackendConnection {
     /// Takes the descriptor at `index` (each can be taken once).
     pub fn take_fd(&mut self, index: usize) -> Option<OwnedFd> {
         self.fds.get_mut(index)?.take()
+    }
+
+    /// Takes our end of the event channel at `position` in [`Resources::event_channels`]
+    /// order (each can be taken once).
+    pub(crate) fn take_doorbell(&mut self, position: usize) -> Option<Doorbell> {
+        self.doorbells.get_mut(position)?.take()
     }
 
     /// Whether the frontend asked to close (or went away), waiting at most `wait`.
@@ -628,10 +653,20 @@ impl FrontendPending {
                     state: State::Connected,
                     ..
                 },
-                _,
-            ) => Ok(FrontendConnection {
-                end: End::new(self.sock, self.timeout),
-            }),
+                doorbells,
+            ) => {
+                let channels = resources.event_channels().count();
+                if doorbells.len() != channels {
+                    return Err(XenbusError::BadFds(format!(
+                        "the backend answered with {} doorbells for {channels} event channels",
+                        doorbells.len()
+                    )));
+                }
+                Ok(FrontendConnection {
+                    end: End::new(self.sock, self.timeout),
+                    doorbells,
+                })
+            }
             (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
             (other, _) => Err(XenbusError::Unexpected {
                 expected: "backend Connected",
@@ -645,9 +680,39 @@ impl FrontendPending {
 #[derive(Debug)]
 pub struct FrontendConnection {
     end: End,
+    /// The sending ends of the backend's doorbells, until connected.
+    doorbells: Vec<OwnedFd>,
 }
 
 impl FrontendConnection {
+    /// Gives each of our event channel ends (in [`Resources::event_channels`] order, the
+    /// ends [`Offer::event_channel`](crate::Offer::event_channel) made) the backend's
+    /// sending end to ring, which came with its `Connected`. Call it once, before the first
+    /// notify.
+    ///
+    /// # Errors
+    /// [`XenbusError::BadFds`] (the backend's fault) if a descriptor is not a doorbell, or
+    /// if `bells` names more or fewer channels than were offered.
+    pub fn connect_doorbells<'a>(
+        &mut self,
+        bells: impl IntoIterator<Item = &'a mut Doorbell>,
+    ) -> Result<(), XenbusError> {
+        let mut fds = std::mem::take(&mut self.doorbells).into_iter();
+        for bell in bells {
+            let fd = fds.next().ok_or_else(|| {
+                XenbusError::BadFds("more event channels than the backend answered".into())
+            })?;
+            bell.connect_peer(fd)
+                .map_err(|e| XenbusError::BadFds(format!("the backend's doorbell: {e}")))?;
+        }
+        if fds.next().is_some() {
+            return Err(XenbusError::BadFds(
+                "fewer event channels than the backend answered".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Asks the backend to close and waits until it has released everything (`Closed`).
     ///
     /// # Errors
@@ -682,14 +747,18 @@ impl xenbus::BackendControl for BackendConnection {
         if std::mem::replace(&mut self.answered, true) {
             return Ok(());
         }
+        // With it, the sending end of each of our doorbells, in `Resources` order.
+        let answer: Vec<BorrowedFd<'_>> = self.answer.iter().map(AsFd::as_fd).collect();
         send(
             &self.end.sock,
             &Message::Backend {
                 state: State::Connected,
                 keys: Keys::new(),
             },
-            &[],
-        )
+            &answer,
+        )?;
+        self.answer.clear();
+        Ok(())
     }
 
     fn refuse(self, reason: &str) -> Result<(), XenbusError> {

@@ -1,6 +1,9 @@
 //! What crosses the socket beside the messages: memory (memfds) and event channels (doorbell
-//! socket pairs), made and offered by the frontend ([`Offer`]), checked and adopted by the backend
-//! ([`BackendConnection::map_memory`], [`BackendConnection::take_event_channel`]).
+//! sockets), made and offered by the frontend ([`Offer`]), checked and adopted by the backend
+//! ([`BackendConnection::map_memory`], [`BackendConnection::take_event_channel`]). Each side
+//! of an event channel makes the socket it receives on and hands over only the sending end:
+//! the frontend with its offer, the backend with its `Connected`
+//! ([`FrontendConnection::connect_doorbells`]).
 
 use std::ffi::CStr;
 use std::io;
@@ -44,22 +47,19 @@ impl Offer {
         Ok((region, self.fds.len() - 1))
     }
 
-    /// A new event channel: this process's end, and the indices of the backend's two
-    /// descriptors.
+    /// A new event channel: this process's end (receiving on a socket only this process
+    /// holds; it rings the backend once [`FrontendConnection::connect_doorbells`] gave it
+    /// the backend's end), and the index of the sending end offered to the backend.
     ///
     /// # Errors
     /// [`EventError::Io`] if a socket cannot be created.
     pub fn event_channel(&mut self) -> Result<(Doorbell, EventFds), EventError> {
-        let (ours, theirs) = Doorbell::pair()?;
-        let (waits, notifies) = theirs.into_fds();
-        self.fds.push(waits);
-        self.fds.push(notifies);
-        let n = self.fds.len();
+        let (ours, theirs) = Doorbell::receiving()?;
+        self.fds.push(theirs);
         Ok((
             ours,
             EventFds {
-                backend_waits: n - 2,
-                backend_notifies: n - 1,
+                backend_notifies: self.fds.len() - 1,
             },
         ))
     }
@@ -115,21 +115,31 @@ impl BackendConnection {
         map_shared(&fd, len).map_err(|e| bad(e.to_string()))
     }
 
-    /// Adopts one event channel the frontend handed over (the descriptors `fds` names):
-    /// two AF_UNIX datagram sockets ([`Doorbell::from_fds`]).
+    /// Our end of one of the frontend's event channels (`fds`, one of
+    /// [`Resources::event_channels`]): it receives on a socket this process made (its sending
+    /// end goes to the frontend with `Connected`) and rings the frontend on the descriptor
+    /// the frontend handed over, which must be an AF_UNIX datagram socket
+    /// ([`Doorbell::connect_peer`]).
     ///
     /// # Errors
-    /// [`XenbusError::BadFds`] (the frontend's fault) if a descriptor is missing or is not
-    /// a doorbell.
+    /// [`XenbusError::BadFds`] (the frontend's fault) if the descriptor is missing or is not
+    /// a doorbell; [`XenbusError::Io`] (local) if `fds` is not one of this connection's
+    /// channels or was taken already.
     pub fn take_event_channel(&mut self, fds: EventFds) -> Result<Doorbell, XenbusError> {
-        let waits = self.take_fd(fds.backend_waits);
-        let notifies = self.take_fd(fds.backend_notifies);
-        match (waits, notifies) {
-            (Some(w), Some(n)) => Doorbell::from_fds(w, n)
-                .map_err(|e| XenbusError::BadFds(format!("event channel: {e}"))),
-            _ => Err(XenbusError::BadFds(
-                "event channel descriptor missing".into(),
-            )),
-        }
+        let misuse = |why: &str| XenbusError::Io(io::Error::new(io::ErrorKind::InvalidInput, why));
+        let position = self
+            .resources
+            .event_channels()
+            .position(|e| e == fds)
+            .ok_or_else(|| misuse("not an event channel of this connection"))?;
+        let mut bell = self
+            .take_doorbell(position)
+            .ok_or_else(|| misuse("event channel taken already"))?;
+        let notifies = self
+            .take_fd(fds.backend_notifies)
+            .ok_or_else(|| XenbusError::BadFds("event channel descriptor missing".into()))?;
+        bell.connect_peer(notifies)
+            .map_err(|e| XenbusError::BadFds(format!("event channel: {e}")))?;
+        Ok(bell)
     }
 }

@@ -23,6 +23,7 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use event_channel::EventChannel;
 //! use pvnet_process_host::{BackendConfig, Listener, Offer, connect};
 //! use xenbus::{FrontendChoice, QueueResources, Resources, RxMode};
 //!
@@ -35,6 +36,8 @@
 //!     let mut conn = listener.accept()?.handshake()?;
 //!     let res = conn.resources.clone();
 //!     let frames = conn.map_memory(res.frames, "frames", 1 << 20)?;
+//!     let mut bell = conn.take_event_channel(res.queues[0].tx_event)?;
+//!     assert!(bell.wait(Some(Duration::from_secs(5)))?, "the frontend rang");
 //!     let mut word = [0u8; 5];
 //!     frames.copy_out(0, &mut word)?;
 //!     assert!(conn.frontend_closing(Duration::from_secs(5))?);
@@ -48,7 +51,7 @@
 //! let mut offer = Offer::new();
 //! let (frames, frames_fd) = offer.memory(c"frames", 4 * 4096)?;
 //! let (_table, table_fd) = offer.memory(c"grants", 4096)?;
-//! let (_port, tx_event) = offer.event_channel()?;
+//! let (mut port, tx_event) = offer.event_channel()?;
 //! frames.copy_in(0, b"hello")?;
 //! let resources = Resources {
 //!     frames: frames_fd,
@@ -58,7 +61,10 @@
 //! };
 //! let mut choice = FrontendChoice::default();
 //! choice.rx_mode = RxMode::Copy;
-//! let conn = offer.send(pending, &choice, &resources)?;
+//! let mut conn = offer.send(pending, &choice, &resources)?;
+//! // The backend answered with its end of each event channel: ring it.
+//! conn.connect_doorbells([&mut port])?;
+//! port.notify()?;
 //! conn.close()?; // returns once the backend has released everything
 //! assert_eq!(&backend.join().unwrap().map_err(|e| e.to_string())?, b"hello");
 //! # std::fs::remove_dir_all(&dir)?;

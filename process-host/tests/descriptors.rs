@@ -17,10 +17,10 @@ use xenbus::{EventFds, FrontendChoice, QueueResources, Resources, RxMode, Xenbus
 const T: Duration = Duration::from_secs(5);
 const PAGE: usize = 4096;
 
-/// Hands `fds` over as frames (0), grant table (1) and one queue's event channel (2, 3);
+/// Hands `fds` over as frames (0), grant table (1) and one queue's event channel (2);
 /// returns the backend's connection and the frontend's (kept open for the test).
 fn hand_over(name: &str, fds: Vec<OwnedFd>) -> (BackendConnection, FrontendConnection) {
-    assert_eq!(fds.len(), 4);
+    assert_eq!(fds.len(), 3);
     let path = common::sock_path("fds", name);
     let listener = Listener::bind(&path, BackendConfig::default()).unwrap();
     let front = std::thread::spawn(move || {
@@ -33,8 +33,7 @@ fn hand_over(name: &str, fds: Vec<OwnedFd>) -> (BackendConnection, FrontendConne
                 tx_ring_ref: 8,
                 rx_ring_ref: 9,
                 tx_event: EventFds {
-                    backend_waits: 2,
-                    backend_notifies: 3,
+                    backend_notifies: 2,
                 },
                 rx_event: None,
             }],
@@ -78,12 +77,7 @@ fn an_unsealed_memfd_is_refused_before_it_is_mapped() {
     // SIGBUS on its next copy (and every vif with it).
     let (mut conn, _front) = hand_over(
         "unsealed",
-        vec![
-            unsealed_memfd(4 * PAGE),
-            sealed(PAGE),
-            sealed(PAGE),
-            sealed(PAGE),
-        ],
+        vec![unsealed_memfd(4 * PAGE), sealed(PAGE), sealed(PAGE)],
     );
     let why = refusal(conn.map_memory(0, "frames", 1 << 20));
     assert!(why.contains("seals"), "{why}");
@@ -103,8 +97,7 @@ fn a_partly_sealed_memfd_is_refused() {
         nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_SHRINK),
     )
     .unwrap();
-    let (mut conn, _front) =
-        hand_over("partly", vec![fd, sealed(PAGE), sealed(PAGE), sealed(PAGE)]);
+    let (mut conn, _front) = hand_over("partly", vec![fd, sealed(PAGE), sealed(PAGE)]);
     let why = refusal(conn.map_memory(0, "frames", 1 << 20));
     assert!(why.contains("seals"), "{why}");
 }
@@ -117,10 +110,7 @@ fn a_file_that_is_not_a_memfd_is_refused() {
     file.set_len(4 * PAGE as u64).unwrap();
     std::fs::remove_file(&path).unwrap();
     let zero = std::fs::File::open("/dev/zero").unwrap();
-    let (mut conn, _front) = hand_over(
-        "file",
-        vec![file.into(), zero.into(), sealed(PAGE), sealed(PAGE)],
-    );
+    let (mut conn, _front) = hand_over("file", vec![file.into(), zero.into(), sealed(PAGE)]);
     let why = refusal(conn.map_memory(0, "frames", 1 << 20));
     assert!(why.contains("not a memfd"), "{why}");
     let why = refusal(conn.map_memory(1, "grant table", 1 << 20));
@@ -129,10 +119,7 @@ fn a_file_that_is_not_a_memfd_is_refused() {
 
 #[test]
 fn sizes_are_bounded_before_mapping() {
-    let (mut conn, _front) = hand_over(
-        "sizes",
-        vec![sealed(8 * PAGE), sealed(PAGE), sealed(PAGE), sealed(PAGE)],
-    );
+    let (mut conn, _front) = hand_over("sizes", vec![sealed(8 * PAGE), sealed(PAGE), sealed(PAGE)]);
     let why = refusal(conn.map_memory(0, "frames", 4 * PAGE));
     assert!(why.contains("up to 16384"), "{why}");
     // Taken once: a second look finds nothing.

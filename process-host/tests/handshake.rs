@@ -49,7 +49,6 @@ fn resources(queues: usize, split: bool, flip: bool) -> (Resources, usize) {
     let mut qs = Vec::new();
     for q in 0..queues {
         let ev = |take: &mut dyn FnMut() -> usize| EventFds {
-            backend_waits: take(),
             backend_notifies: take(),
         };
         let tx_event = ev(&mut take);
@@ -101,7 +100,7 @@ fn serve_one(l: &Listener) -> Result<xenbus::FrontendChoice, XenbusError> {
             .resources
             .queues
             .iter()
-            .map(|q| 2 + 2 * usize::from(q.rx_event.is_some()))
+            .map(|q| 1 + usize::from(q.rx_event.is_some()))
             .sum::<usize>();
     for i in 0..n {
         assert!(conn.take_fd(i).is_some(), "descriptor {i}");
@@ -246,13 +245,14 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
     drop(s);
     good(&l);
 
-    // Keys that describe 4 descriptors, with only 3 attached.
+    // Keys that describe 3 descriptors, with only 2 attached.
     let client = std::thread::spawn({
         let path = l.path().to_owned();
         move || {
             let pending = connect(&path, T)?;
-            let (res, _) = resources(1, false, false);
-            let f = files(3);
+            let (res, n) = resources(1, false, false);
+            assert_eq!(n, 3);
+            let f = files(2);
             let fds: Vec<BorrowedFd<'_>> = f.iter().map(AsFd::as_fd).collect();
             pending
                 .finish(&FrontendChoice::default(), &res, &fds)

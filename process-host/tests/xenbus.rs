@@ -210,7 +210,13 @@ fn frontend_session(path: &std::path::Path, mode: &str) {
         flip_pool,
         queues: resources,
     };
-    let conn = offer.send(pending, &choice, &res).unwrap();
+    let mut conn = offer.send(pending, &choice, &res).unwrap();
+    conn.connect_doorbells(
+        rings
+            .iter_mut()
+            .flat_map(|(_, _, tx_ev, rx_ev, _)| std::iter::once(tx_ev).chain(rx_ev.as_mut())),
+    )
+    .unwrap();
 
     for (q, (tx, rx, tx_ev, rx_ev, buf_ref)) in rings.iter_mut().enumerate() {
         let id = u16::try_from(100 + q).unwrap();

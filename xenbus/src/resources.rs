@@ -4,13 +4,13 @@
 use crate::message::Keys;
 use crate::negotiate::NegotiationError;
 
-/// An event channel as two attached descriptors (indices into the message's fd list), seen
-/// from the backend: the one it waits on and the one it notifies.
+/// An event channel's attached descriptor (an index into the message's fd list): the one
+/// the backend notifies the frontend through. The backend makes the socket it waits on
+/// itself and answers with its sending end (with `Connected`, one per channel in
+/// [`Resources`] order), so neither side ever holds the other's receiving end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EventFds {
-    /// Index of the eventfd the backend waits on (the frontend writes it).
-    pub backend_waits: usize,
-    /// Index of the eventfd the backend writes (the frontend waits on it).
+    /// Index of the descriptor the backend notifies on (the frontend waits on its peer).
     pub backend_notifies: usize,
 }
 
@@ -48,11 +48,19 @@ fn prefixed(queues: usize, q: usize, name: &str) -> String {
     }
 }
 
-fn pair(e: EventFds) -> String {
-    format!("{},{}", e.backend_waits, e.backend_notifies)
+fn channel(e: EventFds) -> String {
+    e.backend_notifies.to_string()
 }
 
 impl Resources {
+    /// The event channels, in the order the backend answers with its doorbells: queue 0's
+    /// tx channel, its rx channel if split, then queue 1's, and so on.
+    pub fn event_channels(&self) -> impl Iterator<Item = EventFds> + '_ {
+        self.queues
+            .iter()
+            .flat_map(|q| std::iter::once(q.tx_event).chain(q.rx_event))
+    }
+
     /// The keys describing these resources.
     pub fn to_keys(&self) -> Keys {
         let mut k = Keys::new();
@@ -67,11 +75,11 @@ impl Resources {
             k.insert(prefixed(n, q, "rx-ring-ref"), r.rx_ring_ref.to_string());
             match r.rx_event {
                 None => {
-                    k.insert(prefixed(n, q, "event-channel"), pair(r.tx_event));
+                    k.insert(prefixed(n, q, "event-channel"), channel(r.tx_event));
                 }
                 Some(rx) => {
-                    k.insert(prefixed(n, q, "event-channel-tx"), pair(r.tx_event));
-                    k.insert(prefixed(n, q, "event-channel-rx"), pair(rx));
+                    k.insert(prefixed(n, q, "event-channel-tx"), channel(r.tx_event));
+                    k.insert(prefixed(n, q, "event-channel-rx"), channel(rx));
                 }
             }
         }
@@ -160,14 +168,9 @@ fn fd_index(k: &Keys, key: &str, used: &mut [u32]) -> Result<usize, NegotiationE
     index_of(v, used).ok_or_else(|| bad(key, v))
 }
 
-/// An event channel: `"waits,notifies"` descriptor indices.
+/// An event channel: the index of the descriptor the backend notifies on.
 fn event_fds(k: &Keys, key: &str, used: &mut [u32]) -> Result<EventFds, NegotiationError> {
-    let v = k.get(key).map_or("", String::as_str);
-    let (a, b) = v.split_once(',').ok_or_else(|| bad(key, v))?;
-    let backend_waits = index_of(a, used).ok_or_else(|| bad(key, v))?;
-    let backend_notifies = index_of(b, used).ok_or_else(|| bad(key, v))?;
     Ok(EventFds {
-        backend_waits,
-        backend_notifies,
+        backend_notifies: fd_index(k, key, used)?,
     })
 }

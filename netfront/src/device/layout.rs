@@ -194,6 +194,15 @@ impl<H: FrontendHost> PendingNetfront<H> {
         &self.rings
     }
 
+    /// Every queue's event channel ports, in the order of
+    /// [`Resources::event_channels`](xenbus::Resources::event_channels).
+    pub(crate) fn ports_mut(&mut self) -> impl Iterator<Item = &mut H::Port> {
+        self.dev
+            .queues
+            .iter_mut()
+            .flat_map(|q| q.events.ports_mut())
+    }
+
     /// What this frontend will negotiate.
     pub fn choice(&self) -> &FrontendChoice {
         &self.dev.choice

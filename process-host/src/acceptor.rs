@@ -5,6 +5,10 @@
 //! and says nothing delays no one (before, accept and handshake were serial: one silent
 //! frontend kept every other out for the timeout, and for ever if it reconnected). At most
 //! [`MAX_HANDSHAKES`] are in progress; beyond that, new frontends wait in the listen backlog.
+//! One uid may have at most [`MAX_HANDSHAKES_PER_UID`] of them: a frontend of a uid at its
+//! cap is told to retry and dropped, so silent connections of one user cannot fill the slots
+//! other users' frontends need. (Within a uid there is nothing to protect: its processes can
+//! signal and trace each other anyway.)
 //! When accepting fails for lack of resources (the descriptor limit, memory), the listener
 //! is left alone for a while, longer each time, instead of being retried at full speed.
 
@@ -20,6 +24,9 @@ use crate::endpoint::{BackendConnection, Handshake, Listener, Step};
 
 /// Handshakes in progress at once.
 pub const MAX_HANDSHAKES: usize = 64;
+
+/// Handshakes in progress at once for frontends of one uid.
+pub const MAX_HANDSHAKES_PER_UID: usize = 16;
 
 /// The first pause after accepting failed for lack of resources, doubled each time it fails
 /// again, up to [`MAX_BACKOFF`].
@@ -143,12 +150,26 @@ impl Acceptor {
         (stopped, listener, rest.to_vec())
     }
 
-    /// Accepts every frontend waiting (up to the cap) and starts its handshake.
+    /// Accepts the frontends waiting (up to the cap, and at most [`MAX_HANDSHAKES`] per
+    /// call, so that refusing a flood leaves time to step the handshakes) and starts their
+    /// handshakes.
     fn accept_all(&mut self) -> Result<(), Gone> {
-        while self.pending.len() < MAX_HANDSHAKES {
+        for _ in 0..MAX_HANDSHAKES {
+            if self.pending.len() >= MAX_HANDSHAKES {
+                break;
+            }
             match self.listener.try_accept() {
                 Ok(Some(incoming)) => {
                     self.backoff = Duration::ZERO;
+                    let uid = incoming.peer.uid;
+                    let ongoing = self.pending.iter().filter(|h| h.peer.uid == uid).count();
+                    if ongoing >= MAX_HANDSHAKES_PER_UID {
+                        incoming.refuse(&format!(
+                            "uid {uid} has {ongoing} handshakes in progress; retry later"
+                        ));
+                        self.report(Err(XenbusError::Busy { uid }))?;
+                        continue;
+                    }
                     match incoming.start() {
                         Ok(h) => self.pending.push(h),
                         Err(e) => self.report(Err(e))?,

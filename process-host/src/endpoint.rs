@@ -162,6 +162,13 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// Turns the frontend away before the handshake, telling it why.
+    pub fn refuse(self, reason: &str) {
+        // A fresh socket's buffer takes a short message without blocking; a frontend that
+        // went already misses nothing.
+        let _ = send(&self.sock, &Message::Refused(reason.to_owned()), &[]);
+    }
+
     /// Runs the handshake: advertises the features (`InitWait`), takes the frontend's keys and
     /// descriptors, validates them, and answers `Connected`. Each step waits at most the
     /// configured timeout. An error concerns this frontend only. For a backend that checks

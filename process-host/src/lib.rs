@@ -87,7 +87,7 @@ mod remap;
 #[allow(unsafe_code)]
 mod socket;
 
-pub use acceptor::{Accepted, MAX_HANDSHAKES, spawn_acceptor};
+pub use acceptor::{Accepted, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_UID, spawn_acceptor};
 pub use doorbell::Doorbell;
 pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,

@@ -10,10 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pvnet_process_host::{BackendConfig, Listener, MAX_HANDSHAKES, Offer, connect, spawn_acceptor};
+use pvnet_process_host::{
+    BackendConfig, Listener, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_UID, Offer, connect,
+    spawn_acceptor,
+};
 use xenbus::{FrontendChoice, QueueResources, Resources, RxMode, XenbusError};
 
 const CHILD: &str = "PVNET_ACCEPTOR_CHILD_SOCKET";
+const NOBODY_ENV: &str = "PVNET_ACCEPTOR_NOBODY_SOCKET";
+const NOBODY: u32 = 65534;
 
 fn listener(path: &Path, timeout: Duration) -> Listener {
     let mut c = BackendConfig::default();
@@ -78,6 +83,149 @@ fn silent_frontends_do_not_keep_others_out() {
     assert!(start.elapsed() < timeout + Duration::from_secs(3));
     drop(silent);
     const { assert!(MAX_HANDSHAKES >= 10) };
+}
+
+/// Whether a raw client was told it is refused (and why), waiting at most `wait`.
+fn told_refused(s: &OwnedFd, wait: Duration) -> Option<String> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(s),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+    if nix::poll::poll(&mut pfd, ms).ok()? == 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; xenbus::MAX_MESSAGE];
+    let n = nix::sys::socket::recv(s.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty())
+        .ok()?;
+    match xenbus::Message::decode(&buf[..n]).ok()? {
+        xenbus::Message::Refused(r) => Some(r),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_uid_holds_at_most_its_share_of_the_handshakes() {
+    let path = common::sock_path("acceptor", "per-uid");
+    let incoming = spawn_acceptor(listener(&path, Duration::from_secs(3)), || {}).unwrap();
+    let n = MAX_HANDSHAKES_PER_UID + 4;
+    let silent: Vec<OwnedFd> = (0..n).map(|_| common::raw_client(&path)).collect();
+    // The ones over the cap are turned away at once (told why), not left to time out.
+    let mut busy = 0;
+    while busy < 4 {
+        match incoming.recv_timeout(Duration::from_secs(2)) {
+            Ok(Err(XenbusError::Busy { uid })) => {
+                assert_eq!(uid, nix::unistd::getuid().as_raw());
+                busy += 1;
+            }
+            other => panic!("expected 4 busy refusals, got {other:?} after {busy}"),
+        }
+    }
+    let told = silent
+        .iter()
+        .filter_map(|s| told_refused(s, Duration::from_millis(200)))
+        .collect::<Vec<_>>();
+    assert_eq!(told.len(), 4, "{told:?}");
+    assert!(told.iter().all(|r| r.contains("retry")), "{told:?}");
+    const { assert!(MAX_HANDSHAKES_PER_UID < MAX_HANDSHAKES) };
+}
+
+/// Before, one user's silent connections could take every one of the [`MAX_HANDSHAKES`]
+/// slots and keep every other user's frontends in the listen backlog until they timed out.
+/// Needs root, to run the silent frontends as another uid.
+#[test]
+fn another_users_silent_frontends_do_not_keep_ours_out() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "skipping another_users_silent_frontends_do_not_keep_ours_out: needs root to run frontends as uid {NOBODY} (CI runs it as root)"
+        );
+        return;
+    }
+    let path = common::sock_path("acceptor", "other-uid");
+    let timeout = Duration::from_secs(4);
+    let mut config = BackendConfig::default();
+    config.timeout = timeout;
+    config.allowed_uids = vec![0, NOBODY];
+    let l = Listener::bind(&path, config).unwrap();
+    // `nobody` must reach the socket.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(path.parent().unwrap(), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
+    let incoming = spawn_acceptor(l, || {}).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "silent_nobody_entry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(NOBODY_ENV, &path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = child.stdout.take().unwrap();
+    let _reap = Reap(child);
+    // The child's output stays open (read to the end by the reaper) until it is killed.
+    let mut lines = std::io::BufReader::new(out).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.ends_with("CONNECTED"))),
+        "the silent frontends did not connect"
+    );
+    let start = Instant::now();
+    let front = {
+        let path = path.clone();
+        std::thread::spawn(move || good(&path))
+    };
+    // Every report until ours: the other uid's over its cap are refused as busy.
+    let mut busy = 0;
+    let mut conn = loop {
+        match incoming.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Ok(c) => break c,
+            Err(XenbusError::Busy { uid: NOBODY }) => busy += 1,
+            // Without the per-uid cap: the other uid's handshakes time out first.
+            Err(XenbusError::Timeout(_)) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    };
+    let waited = start.elapsed();
+    eprintln!("our frontend's keys after {waited:?}, {busy} of the other uid's turned away");
+    assert_eq!(conn.peer.uid, 0);
+    assert!(waited < Duration::from_secs(2), "{waited:?}: kept out");
+    xenbus::BackendControl::connected(&mut conn).unwrap();
+    front.join().unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+/// The silent frontends of `another_users_silent_frontends_do_not_keep_ours_out`, as uid
+/// 65534: as many connections as the backend has handshake slots, then nothing.
+#[test]
+#[ignore = "run as uid 65534 by another_users_silent_frontends_do_not_keep_ours_out"]
+fn silent_nobody_entry() {
+    let Ok(path) = std::env::var(NOBODY_ENV) else {
+        return;
+    };
+    let silent: Vec<OwnedFd> = (0..MAX_HANDSHAKES)
+        .map(|_| common::raw_client(Path::new(&path)))
+        .collect();
+    println!("CONNECTED");
+    std::thread::sleep(Duration::from_secs(30));
+    drop(silent);
 }
 
 #[test]

@@ -14,6 +14,13 @@ pub enum XenbusError {
         /// The peer's uid (SO_PEERCRED).
         uid: u32,
     },
+    /// A frontend of this uid connected while as many of the uid's handshakes as allowed were
+    /// in progress: it was told to retry later, and dropped.
+    #[error("uid {uid} has too many handshakes in progress")]
+    Busy {
+        /// The peer's uid (SO_PEERCRED).
+        uid: u32,
+    },
     /// The backend refused us, with its reason.
     #[error("refused by the backend: {0}")]
     Refused(String),

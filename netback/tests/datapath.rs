@@ -102,25 +102,25 @@ const SIZES: [usize; 12] = [
 
 #[test]
 fn copy_tx_copy_rx_every_size() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     echo_round_trip("copy", TxMode::Copy, RxMode::Copy, false, &SIZES);
 }
 
 #[test]
 fn map_tx_every_size() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     echo_round_trip("map", TxMode::Map, RxMode::Copy, false, &SIZES);
 }
 
 #[test]
 fn flip_rx_every_size() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     echo_round_trip("flip", TxMode::Copy, RxMode::Flip, false, &SIZES);
 }
 
 #[test]
 fn flip_rx_with_remap_every_size() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     echo_round_trip("flip-remap", TxMode::Copy, RxMode::Flip, true, &SIZES);
 }
 
@@ -128,7 +128,7 @@ fn flip_rx_with_remap_every_size() {
 /// frame without GSO, GSO only of a negotiated kind; every grant revoked at close.
 #[test]
 fn frame_limits_follow_what_was_negotiated() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let backend = start(
         "limits",
         BackendFeatures::default(),
@@ -207,7 +207,7 @@ fn frame_limits_follow_what_was_negotiated() {
 /// to close; the frontend sees `Closed`, answers, and revokes every grant.
 #[test]
 fn backend_initiated_close() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     use netfront::{BackendFault, NetfrontError};
     let dir = std::env::temp_dir().join(format!("netback-detach-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -67,6 +67,8 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn frontend_processes_leave_nothing_behind() {
+    // One at a time with the other test here: both count this process's sockets.
+    let _leaks = process_host::testing::LeakCheck::new();
     assert_eq!(frontend_mappings(), 0);
     let backend = start(
         "process",
@@ -239,6 +241,7 @@ fn echo(nic: &mut Netfront, n: u32) {
 /// backend and traffic resumes.
 #[test]
 fn a_killed_backend_is_noticed_and_a_restarted_one_serves() {
+    let _leaks = process_host::testing::LeakCheck::new();
     let dir = std::env::temp_dir().join(format!("netback-kill-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");

@@ -72,29 +72,11 @@ fn storm_against_backend_counted(
     name: &str,
     storm: impl FnOnce(RawFront, &AtomicBool) + Send + 'static,
 ) -> (Duration, u32, u64) {
-    let _one_at_a_time = common::serial();
-    let before = common::resources();
-    let r = storm_against_backend(name, storm);
     // Every descriptor and mapping of both frontends and the backend is gone again (the
     // acceptor thread's listener included: the directory and socket were removed by stop).
-    let deadline = Instant::now() + T;
-    while common::resources() != before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if common::resources() != before {
-        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-            eprintln!(
-                "fd {:?} -> {:?}",
-                e.file_name(),
-                std::fs::read_link(e.path())
-            );
-        }
-    }
-    assert_eq!(
-        common::resources(),
-        before,
-        "descriptors and mappings left behind"
-    );
+    let leaks = process_host::testing::LeakCheck::new();
+    let r = storm_against_backend(name, storm);
+    drop(leaks);
     r
 }
 

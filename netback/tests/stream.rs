@@ -99,7 +99,7 @@ proptest! {
         window in 1usize..200,
         mode in 0usize..3,
     ) {
-        let _leaks = common::LeakCheck::new();
+        let _leaks = process_host::testing::LeakCheck::new();
         let (tx_mode, rx_mode) = [(TxMode::Copy, RxMode::Copy), (TxMode::Map, RxMode::Copy), (TxMode::Copy, RxMode::Flip)][mode];
         let backend = start("random", features(), { let mut c = NetbackConfig::default(); c.tx_mode = tx_mode; c.budget = 16; c }, Echo);
         let mut nic = connect(&backend.path, { let mut c = FrontendChoice::default(); c.rx_mode = rx_mode; c.mtu = 9000; c });
@@ -117,7 +117,7 @@ proptest! {
 /// back in the order sent (queues may interleave).
 #[test]
 fn multi_queue_keeps_each_flow_in_order() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let backend = start("mq", features(), NetbackConfig::default(), Echo);
     let mut nic = connect(&backend.path, {
         let mut c = FrontendChoice::default();
@@ -174,7 +174,7 @@ fn multi_queue_keeps_each_flow_in_order() {
 /// byte for byte, never its own; in flip mode each has its own pool.
 #[test]
 fn two_frontends_exchange_frames_through_the_switch() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     for rx_mode in [RxMode::Copy, RxMode::Flip] {
         let backend = start(
             "switch",
@@ -256,7 +256,7 @@ fn two_frontends_exchange_frames_through_the_switch() {
 /// dropped and counted; nothing is lost without a count, and it recovers when it receives.
 #[test]
 fn a_frontend_that_stops_receiving_is_capped() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let cap = 64 * 4096;
     let backend = start(
         "cap",
@@ -320,7 +320,7 @@ fn a_frontend_that_stops_receiving_is_capped() {
 /// rate, and the throttling is counted.
 #[test]
 fn rate_limit_paces_transmit_after_the_burst() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let limit = RateLimit {
         bytes: 20_000,
         period: Duration::from_millis(10),
@@ -356,7 +356,7 @@ fn rate_limit_paces_transmit_after_the_burst() {
 /// frontend without GSO arrives whole, without the GSO extra.
 #[test]
 fn gso_metadata_goes_only_to_frontends_that_negotiated_it() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let backend = start(
         "gso",
         features(),
@@ -409,7 +409,7 @@ fn gso_metadata_goes_only_to_frontends_that_negotiated_it() {
 /// injecting frames of its own.
 #[test]
 fn a_callback_uplink_sees_frames_and_injects_replies() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let uplink = pvnet_netback::Callback::new(
         |from: pvnet_netback::VifId,
          _packet: pvnet_netback::PacketId,
@@ -442,7 +442,7 @@ fn a_callback_uplink_sees_frames_and_injects_replies() {
 /// Split event channels (one per ring) on two queues, in both receive modes.
 #[test]
 fn split_event_channels_carry_both_directions() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     for rx_mode in [RxMode::Copy, RxMode::Flip] {
         let backend = start("split", features(), NetbackConfig::default(), Echo);
         let mut nic = connect(&backend.path, {
@@ -477,7 +477,7 @@ fn split_event_channels_carry_both_directions() {
 /// control messages: the spin looks at the control sockets now and then.
 #[test]
 fn busy_polling_sides_still_close_promptly() {
-    let _leaks = common::LeakCheck::new();
+    let _leaks = process_host::testing::LeakCheck::new();
     let spin = Duration::from_secs(60);
     let backend = start(
         "busy",

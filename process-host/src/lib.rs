@@ -78,6 +78,8 @@ mod doorbell;
 mod endpoint;
 mod handover;
 mod path;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 // The unsafe code of this crate, one module per kind (see DESIGN.md's unsafe inventory):
 // adopting a mapping, reserving and remapping a window, adopting received descriptors.
 #[allow(unsafe_code)]

@@ -5,14 +5,14 @@
 
 mod common;
 
+use pvnet_process_host::testing::LeakCheck;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pvnet_process_host::{
-    BackendConfig, Listener, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_UID, Offer, connect,
-    spawn_acceptor,
+    BackendConfig, Listener, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_UID, Offer, connect, spawn_acceptor,
 };
 use xenbus::{FrontendChoice, QueueResources, Resources, RxMode, XenbusError};
 
@@ -53,6 +53,7 @@ fn good(path: &Path) -> Result<(), XenbusError> {
 
 #[test]
 fn silent_frontends_do_not_keep_others_out() {
+    let _leaks = LeakCheck::new();
     let path = common::sock_path("acceptor", "silent");
     let timeout = Duration::from_secs(3);
     let incoming = spawn_acceptor(listener(&path, timeout), || {}).unwrap();
@@ -107,6 +108,7 @@ fn told_refused(s: &OwnedFd, wait: Duration) -> Option<String> {
 
 #[test]
 fn one_uid_holds_at_most_its_share_of_the_handshakes() {
+    let _leaks = LeakCheck::new();
     let path = common::sock_path("acceptor", "per-uid");
     let incoming = spawn_acceptor(listener(&path, Duration::from_secs(3)), || {}).unwrap();
     let n = MAX_HANDSHAKES_PER_UID + 4;
@@ -136,6 +138,7 @@ fn one_uid_holds_at_most_its_share_of_the_handshakes() {
 /// Needs root, to run the silent frontends as another uid.
 #[test]
 fn another_users_silent_frontends_do_not_keep_ours_out() {
+    let _leaks = LeakCheck::new();
     use std::io::BufRead as _;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
@@ -153,8 +156,11 @@ fn another_users_silent_frontends_do_not_keep_ours_out() {
     let l = Listener::bind(&path, config).unwrap();
     // `nobody` must reach the socket.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    std::fs::set_permissions(path.parent().unwrap(), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        path.parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     let incoming = spawn_acceptor(l, || {}).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -230,6 +236,7 @@ fn silent_nobody_entry() {
 
 #[test]
 fn at_the_descriptor_limit_the_acceptor_backs_off() {
+    let _leaks = LeakCheck::new();
     let path = common::sock_path("acceptor", "emfile");
     let child = Command::new(std::env::current_exe().unwrap())
         .args([

@@ -4,6 +4,7 @@
 
 mod common;
 
+use pvnet_process_host::testing::LeakCheck;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
@@ -73,6 +74,7 @@ fn refusal(r: Result<impl std::fmt::Debug, XenbusError>) -> String {
 
 #[test]
 fn an_unsealed_memfd_is_refused_before_it_is_mapped() {
+    let _leaks = LeakCheck::new();
     // A frontend that could shrink its frames after attach would kill the backend with
     // SIGBUS on its next copy (and every vif with it).
     let (mut conn, _front) = hand_over(
@@ -90,6 +92,7 @@ fn an_unsealed_memfd_is_refused_before_it_is_mapped() {
 
 #[test]
 fn a_partly_sealed_memfd_is_refused() {
+    let _leaks = LeakCheck::new();
     // Sealed against shrinking only: it could still grow, and have seals added later.
     let fd = unsealed_memfd(PAGE);
     nix::fcntl::fcntl(
@@ -104,6 +107,7 @@ fn a_partly_sealed_memfd_is_refused() {
 
 #[test]
 fn a_file_that_is_not_a_memfd_is_refused() {
+    let _leaks = LeakCheck::new();
     // A regular file (it could be truncated, or live on FUSE or NFS), and a device.
     let path = std::env::temp_dir().join(format!("pvnet-fds-file-{}", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
@@ -119,6 +123,7 @@ fn a_file_that_is_not_a_memfd_is_refused() {
 
 #[test]
 fn sizes_are_bounded_before_mapping() {
+    let _leaks = LeakCheck::new();
     let (mut conn, _front) = hand_over("sizes", vec![sealed(8 * PAGE), sealed(PAGE), sealed(PAGE)]);
     let why = refusal(conn.map_memory(0, "frames", 4 * PAGE));
     assert!(why.contains("up to 16384"), "{why}");
@@ -130,6 +135,7 @@ fn sizes_are_bounded_before_mapping() {
 
 #[test]
 fn sealed_memory_cannot_be_resized_by_either_side() {
+    let _leaks = LeakCheck::new();
     // What the frontend offers (create_memfd) carries the seals; the backend's duplicate of
     // the descriptor cannot shrink or grow it, so neither side can SIGBUS the other.
     let fd = sealed(4 * PAGE);

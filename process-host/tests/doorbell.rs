@@ -9,6 +9,7 @@
 //! refused. With an eventfd, the same peer hung a notify for ever (writing 2^64-2), hung a
 //! blocking wait (reading first), or turned it into a local error (`EAGAIN`).
 
+use pvnet_process_host::testing::LeakCheck;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -65,6 +66,7 @@ fn refused_unit(r: Result<(), EventError>) -> String {
 
 #[test]
 fn notify_wait_mask_and_readiness() {
+    let _leaks = LeakCheck::new();
     let (mut a, mut b) = Doorbell::pair().unwrap();
     assert!(!b.try_wait().unwrap());
     a.notify().unwrap();
@@ -90,6 +92,7 @@ fn notify_wait_mask_and_readiness() {
 
 #[test]
 fn an_end_rings_nobody_until_it_has_its_peer() {
+    let _leaks = LeakCheck::new();
     let (mut a, to_a) = Doorbell::receiving().unwrap();
     let (mut b, to_b) = Doorbell::receiving().unwrap();
     // Before the hand-over, a notify goes nowhere and fails nothing.
@@ -108,6 +111,7 @@ fn an_end_rings_nobody_until_it_has_its_peer() {
 
 #[test]
 fn a_peer_that_never_reads_cannot_block_a_notify() {
+    let _leaks = LeakCheck::new();
     for (ours, _theirs, _dups) in [handed_over(), made_by_peer()] {
         let start = Instant::now();
         // Far more than any socket queue holds: once it is full, a notify is "already pending".
@@ -120,6 +124,7 @@ fn a_peer_that_never_reads_cannot_block_a_notify() {
 
 #[test]
 fn flags_the_peer_sets_on_shared_descriptions_change_nothing() {
+    let _leaks = LeakCheck::new();
     for (mut ours, theirs, (a_dup, b_dup)) in [handed_over(), made_by_peer()] {
         for flags in [OFlag::O_NONBLOCK, OFlag::empty()] {
             // The peer sets, then clears, O_NONBLOCK on the file descriptions it shares
@@ -142,6 +147,7 @@ fn flags_the_peer_sets_on_shared_descriptions_change_nothing() {
 
 #[test]
 fn a_peer_that_shuts_down_and_closes_all_it_holds_leaves_our_end_quiet() {
+    let _leaks = LeakCheck::new();
     let (mut ours, theirs, (to_them_dup, to_us_dup)) = handed_over();
     let (their_rx, to_us) = theirs.into_fds();
     let to_us = to_us.unwrap();
@@ -165,6 +171,7 @@ fn a_peer_that_shuts_down_and_closes_all_it_holds_leaves_our_end_quiet() {
 
 #[test]
 fn a_peer_that_takes_our_events_first_costs_only_its_own() {
+    let _leaks = LeakCheck::new();
     // Only a peer that made our receiving socket can do this.
     let (mut ours, theirs, (rx_dup, _tx_dup)) = made_by_peer();
     theirs.notify().unwrap();
@@ -179,6 +186,7 @@ fn a_peer_that_takes_our_events_first_costs_only_its_own() {
 
 #[test]
 fn a_peer_that_shuts_our_receiving_socket_down_cannot_block_us() {
+    let _leaks = LeakCheck::new();
     // Only a peer that made our receiving socket can do this.
     let (mut ours, theirs, (rx_dup, tx_dup)) = made_by_peer();
     shutdown(tx_dup.as_raw_fd(), Shutdown::Both).unwrap();
@@ -198,6 +206,7 @@ fn a_peer_that_shuts_our_receiving_socket_down_cannot_block_us() {
 
 #[test]
 fn what_is_not_a_doorbell_is_refused() {
+    let _leaks = LeakCheck::new();
     let good = || Doorbell::receiving().unwrap().1;
     let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
     let why = refused(Doorbell::from_fds(pipe_r, good()));

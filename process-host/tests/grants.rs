@@ -5,6 +5,7 @@
 //! the event channel. The parent verifies every byte, the statuses, the frame accounting of
 //! both sides, and that every grant is revocable afterwards.
 
+use pvnet_process_host::testing::LeakCheck;
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Command;
@@ -88,6 +89,7 @@ fn u32s(bytes: &[u8]) -> Vec<u32> {
 
 #[test]
 fn two_processes_copy_map_flip_and_ping_pong() {
+    let _leaks = LeakCheck::new();
     // The owner's memory: frames 1 and 3 hold data, frame 2 receives the child's writes.
     let frames_fd = create_memfd(c"owner-frames", FRAMES * FRAME_SIZE).unwrap();
     let frames = map_shared(&frames_fd, FRAMES * FRAME_SIZE).unwrap();

@@ -3,6 +3,7 @@
 
 mod common;
 
+use pvnet_process_host::testing::LeakCheck;
 use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -131,6 +132,7 @@ fn raw_client(l: &Listener) -> OwnedFd {
 
 #[test]
 fn the_socket_is_private() {
+    let _leaks = LeakCheck::new();
     let l = listener("mode", vec![me()], T);
     let mode = std::fs::metadata(l.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
@@ -138,6 +140,7 @@ fn the_socket_is_private() {
 
 #[test]
 fn every_mode_negotiates_and_reconnects() {
+    let _leaks = LeakCheck::new();
     let l = listener("modes", vec![me()], T);
     let modes = [
         FrontendChoice::default(),
@@ -178,6 +181,7 @@ fn every_mode_negotiates_and_reconnects() {
 
 #[test]
 fn a_uid_outside_the_allow_list_is_refused() {
+    let _leaks = LeakCheck::new();
     let l = listener("uid", vec![me().wrapping_add(1)], T);
     let client = std::thread::spawn({
         let path = l.path().to_owned();
@@ -192,6 +196,7 @@ fn a_uid_outside_the_allow_list_is_refused() {
 
 #[test]
 fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
+    let _leaks = LeakCheck::new();
     let l = listener("hostile", vec![me()], Duration::from_millis(300));
     let good = |l: &Listener| {
         let c = good_frontend(l.path().to_owned(), FrontendChoice::default());
@@ -272,6 +277,7 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
 
 #[test]
 fn a_stalled_frontend_does_not_hold_up_the_next_one() {
+    let _leaks = LeakCheck::new();
     let l = listener("stall-many", vec![me()], Duration::from_secs(2));
     let staller = raw_client(&l);
     let stalled = l.accept().unwrap();
@@ -294,6 +300,7 @@ fn a_stalled_frontend_does_not_hold_up_the_next_one() {
 
 #[test]
 fn a_frontend_reconnects_to_a_restarted_backend() {
+    let _leaks = LeakCheck::new();
     let name = "restart";
     let l = listener(name, vec![me()], T);
     let path = l.path().to_owned();
@@ -327,6 +334,7 @@ const NOBODY: u32 = 65534;
 /// SO_PEERCRED allow-list (it is told it is refused).
 #[test]
 fn another_user_is_kept_out_by_mode_and_by_credentials() {
+    let _leaks = LeakCheck::new();
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
         eprintln!(
@@ -405,6 +413,7 @@ fn nobody_client_entry() {
 /// (SO_PEERCRED) before a byte is exchanged, and leaves when it is not one it trusts.
 #[test]
 fn a_frontend_checks_who_is_listening() {
+    let _leaks = LeakCheck::new();
     let l = listener("who-listens", vec![me()], T);
     let path = l.path().to_owned();
     let stranger = me().wrapping_add(4242);
@@ -430,6 +439,7 @@ const SQUATTER_ENV: &str = "PVNET_SQUATTER_SOCKET";
 /// squatter as another uid.
 #[test]
 fn a_squatter_of_another_user_receives_nothing() {
+    let _leaks = LeakCheck::new();
     use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
         eprintln!(

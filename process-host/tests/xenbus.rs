@@ -7,6 +7,7 @@
 //! backend releases everything before acknowledging, so the frontend can then revoke every
 //! grant.
 
+use pvnet_process_host::testing::LeakCheck;
 use std::process::Command;
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ fn choice(mode: &str) -> FrontendChoice {
 
 #[test]
 fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
+    let _leaks = LeakCheck::new();
     let dir = std::env::temp_dir().join(format!("xenbus-process-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");

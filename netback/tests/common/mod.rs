@@ -32,62 +32,6 @@ pub struct Stopped<U> {
     pub cpu: Duration,
 }
 
-/// Descriptors open in this process and mappings of netfront's memory in it: what a test
-/// that made and ended connections must leave as it found (take [`serial`] first, so that
-/// no other test of the binary opens or closes any meanwhile).
-pub fn resources() -> (usize, usize) {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains("memfd:netfront-") || l.contains("memfd:raw-"))
-        .count();
-    (fds, maps)
-}
-
-/// Checks, when dropped at the end of a test that did not fail, that the process has the
-/// descriptors and netfront mappings it had when this was made (waiting up to [`T`] for
-/// threads that are letting go); holds [`serial`] meanwhile.
-pub struct LeakCheck {
-    before: (usize, usize),
-    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
-}
-
-impl LeakCheck {
-    pub fn new() -> Self {
-        let guard = serial();
-        Self {
-            before: resources(),
-            _one_at_a_time: guard,
-        }
-    }
-}
-
-impl Drop for LeakCheck {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            return;
-        }
-        let deadline = std::time::Instant::now() + T;
-        while resources() != self.before && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            resources(),
-            self.before,
-            "descriptors and mappings left behind"
-        );
-    }
-}
-
-/// Runs the tests that count [`resources`] one at a time.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// CPU time the calling thread has used, user and system.
 pub fn thread_cpu() -> Duration {
     use nix::sys::resource::{UsageWho, getrusage};

@@ -7,7 +7,20 @@
 
 use shared_mem::SharedRegion;
 
-use crate::entry::{FRAME_SIZE, FrameNumber};
+use crate::entry::{DomId, FRAME_SIZE, FrameNumber, GrantEntryV1, flags};
+
+/// The frames `table` (an owner's v1 grant table) grants `grantee` access to right now: a
+/// snapshot, for building a strict test memory ([`StrictFrames`], or a host's guarded
+/// mapping) from what the owner granted. Entries are read once each, without ordering (the
+/// owner may change them meanwhile; a later grant is not in the snapshot).
+pub fn permitted_frames(table: &SharedRegion, grantee: DomId) -> Vec<FrameNumber> {
+    let entry = core::mem::size_of::<GrantEntryV1>();
+    (0..table.len() / entry)
+        .filter_map(|i| table.read::<GrantEntryV1>(i * entry).ok())
+        .filter(|e| e.flags & flags::TYPE_MASK == flags::PERMIT_ACCESS && e.domid == grantee.0)
+        .map(|e| FrameNumber(e.frame))
+        .collect()
+}
 
 /// The owner's memory as the grantee sees it: frame number -> 4 KiB of shared memory.
 ///

@@ -69,7 +69,7 @@ pub use entry::{
     RESERVED_REFS, flags,
 };
 pub use error::GrantError;
-pub use frames::{FrameMemory, FrameRegions, StrictFrames};
+pub use frames::{FrameMemory, FrameRegions, StrictFrames, permitted_frames};
 pub use grantee::{HeldMapping, PeerGrants, PeerMapping};
 pub use ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 pub use owner::{GrantTable, TransferEnd, TransferState};

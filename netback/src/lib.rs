@@ -83,7 +83,7 @@ pub use credit::{MIN_BURST, RateLimit};
 pub use error::{NetbackError, VifFault};
 pub use host::{BackendHost, Host, QueueParts, VifParts};
 pub use memory::{MAX_PACKET_PAGES, PacketId, PacketMemory};
-pub use process::{ProcessHost, spawn_acceptor};
+pub use process::{ProcessHost, ProcessHosts, StrictProcessHost, spawn_acceptor};
 pub use stats::VifStats;
 pub use tx::TxMode;
 pub use uplink::{Callback, Echo, LEARNT_AGE, MAX_LEARNT, Outbox, Sink, Switch, Uplink, VifId};

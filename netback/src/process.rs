@@ -1,11 +1,13 @@
 //! The process host's glue (the only file of netback that names `process_host`): the default
-//! [`ProcessHost`], packet memory in a memfd, attaching a frontend process from what it
-//! handed over the control socket, and the acceptor thread.
+//! [`ProcessHost`] and its strict test variant [`StrictProcessHost`], packet memory in a
+//! memfd, attaching a frontend process from what it handed over the control socket, and the
+//! acceptor thread.
 
 use event_channel::QueuePorts;
-use grant_table::{FRAME_SIZE, FramePool, GrantRef, PeerGrants, PoolSide};
+use grant_table::{FRAME_SIZE, FramePool, GrantRef, PeerGrants, PoolSide, permitted_frames};
 use process_host::{
-    Accepted, BACKEND_DOMID, BackendConnection, Doorbell, Listener, create_memfd, map_shared,
+    Accepted, BACKEND_DOMID, BackendConnection, Doorbell, GuardedFrames, Listener, create_memfd,
+    map_shared,
 };
 use shared_mem::SharedRegion;
 use xenbus::{BackendControl, RxMode, XenbusError};
@@ -26,6 +28,68 @@ impl BackendHost for ProcessHost {
     type Memory = SharedRegion;
     type Port = Doorbell;
     type Control = BackendConnection;
+}
+
+/// The process host in strict test mode: the backend maps only the frames the frontend's
+/// grant table names at attach, each between inaccessible guard pages
+/// ([`GuardedFrames`]), so a backend access outside a granted frame faults (`SIGSEGV`: the
+/// test dies) instead of reaching the neighbouring frame. For tests ("never outside a
+/// grant"), not for serving: it costs a mapping per frame at attach.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StrictProcessHost;
+
+impl BackendHost for StrictProcessHost {
+    type Memory = GuardedFrames;
+    type Port = Doorbell;
+    type Control = BackendConnection;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ProcessHost {}
+    impl Sealed for super::StrictProcessHost {}
+}
+
+/// The process hosts ([`ProcessHost`], [`StrictProcessHost`]): how each maps a frontend
+/// process's frames. Sealed.
+pub trait ProcessHosts:
+    BackendHost<Memory: Send, Port = Doorbell, Control = BackendConnection> + sealed::Sealed
+{
+    /// Maps the frames memfd at descriptor `index`, given the frontend's grant table.
+    #[doc(hidden)]
+    fn map_frames(
+        conn: &mut BackendConnection,
+        index: usize,
+        max_bytes: usize,
+        table: &SharedRegion,
+    ) -> Result<Self::Memory, XenbusError>;
+}
+
+impl ProcessHosts for ProcessHost {
+    fn map_frames(
+        conn: &mut BackendConnection,
+        index: usize,
+        max_bytes: usize,
+        _table: &SharedRegion,
+    ) -> Result<SharedRegion, XenbusError> {
+        conn.map_memory(index, "frames", max_bytes)
+    }
+}
+
+impl ProcessHosts for StrictProcessHost {
+    fn map_frames(
+        conn: &mut BackendConnection,
+        index: usize,
+        max_bytes: usize,
+        table: &SharedRegion,
+    ) -> Result<GuardedFrames, XenbusError> {
+        conn.map_guarded(
+            index,
+            "frames",
+            max_bytes,
+            permitted_frames(table, BACKEND_DOMID),
+        )
+    }
 }
 
 impl PacketMemory {
@@ -51,7 +115,21 @@ impl<U: Uplink> Netback<U, ProcessHost> {
         let mem = PacketMemory::new(cfg.memory_pages)?;
         Self::with_memory(cfg, uplink, mem)
     }
+}
 
+impl<U: Uplink> Netback<U, StrictProcessHost> {
+    /// As [`Netback::new`], on the strict process host ([`StrictProcessHost`]: frontends'
+    /// frames mapped one by one between guard pages), for tests.
+    ///
+    /// # Errors
+    /// As [`Netback::new`].
+    pub fn new_strict(cfg: crate::NetbackConfig, uplink: U) -> Result<Self, NetbackError> {
+        let mem = PacketMemory::new(cfg.memory_pages)?;
+        Self::with_memory(cfg, uplink, mem)
+    }
+}
+
+impl<U: Uplink, H: ProcessHosts> Netback<U, H> {
     /// Attaches a frontend process whose keys and descriptors the control plane took
     /// ([`process_host::Incoming::receive_keys`], a [`process_host::Handshake`] or
     /// [`spawn_acceptor`]): maps its memory and rings, takes its event channels, and answers
@@ -65,7 +143,7 @@ impl<U: Uplink> Netback<U, ProcessHost> {
             self.config().max_grant_frames,
             self.config().max_frontend_bytes,
         );
-        match take_parts(&mut conn, self.memory().region().clone(), limits) {
+        match take_parts::<H>(&mut conn, self.memory().region().clone(), limits) {
             Ok((grants, queues)) => {
                 let (choice, peer) = (conn.choice.clone(), conn.peer);
                 self.attach_parts(VifParts::new(choice, grants, queues, conn).with_peer(peer))
@@ -94,7 +172,7 @@ pub fn spawn_acceptor(listener: Listener, waker: Waker) -> Result<Accepted, Netb
     .map_err(|e| NetbackError::Xenbus(XenbusError::Io(e)))
 }
 
-type Taken = (PeerGrants<SharedRegion>, Vec<QueueParts<Doorbell>>);
+type Taken<M> = (PeerGrants<M>, Vec<QueueParts<Doorbell>>);
 
 /// The frontend's fault, as netback reports it.
 fn bad(e: XenbusError) -> NetbackError {
@@ -103,20 +181,22 @@ fn bad(e: XenbusError) -> NetbackError {
 
 /// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
 /// event channels. `local` is the backend's packet memory.
-fn take_parts(
+fn take_parts<H: ProcessHosts>(
     conn: &mut BackendConnection,
     local: SharedRegion,
     (max_grant_frames, max_bytes): (u32, usize),
-) -> Result<Taken, NetbackError> {
+) -> Result<Taken<H::Memory>, NetbackError> {
     let res = conn.resources.clone();
     let table_bytes = max_grant_frames as usize * FRAME_SIZE;
     // The table first: it is the one whose size costs the backend memory.
     let table = conn
         .map_memory(res.grant_table, "grant table", table_bytes)
         .map_err(bad)?;
-    let frames = conn
-        .map_memory(res.frames, "frames", max_bytes)
-        .map_err(bad)?;
+    let frames = H::map_frames(conn, res.frames, max_bytes, &table).map_err(|e| match e {
+        // Mapping the frames one by one failed here (address space, map count): ours.
+        XenbusError::Io(e) => NetbackError::Memory(grant_table::GrantError::Io(e)),
+        other => bad(other),
+    })?;
     // Netfront grants its buffers once for the connection: copies keep their claims.
     let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
     if conn.choice.rx_mode == RxMode::Flip {

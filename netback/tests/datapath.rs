@@ -4,20 +4,43 @@ mod common;
 
 use std::time::Duration;
 
-use common::{T, frame, start};
+use common::{T, frame, start, start_on};
 use netfront::{Netfront, NetfrontConfig};
 use netif::{Gso, GsoKind, Offload};
-use pvnet_netback::{Echo, NetbackConfig, TxMode};
+use pvnet_netback::{
+    Echo, Netback, NetbackConfig, NetbackError, ProcessHosts, StrictProcessHost, TxMode,
+};
 use xenbus::{BackendFeatures, FrontendChoice, RxMode};
 
 fn echo_round_trip(name: &str, tx_mode: TxMode, rx_mode: RxMode, remap: bool, sizes: &[usize]) {
+    echo_round_trip_on(name, tx_mode, rx_mode, remap, sizes, Netback::new);
+}
+
+/// Mappings of netfront's frames memfd in this process.
+fn frames_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:netfront-frames"))
+        .count()
+}
+
+fn echo_round_trip_on<H: ProcessHosts + Send + 'static>(
+    name: &str,
+    tx_mode: TxMode,
+    rx_mode: RxMode,
+    remap: bool,
+    sizes: &[usize],
+    make: fn(NetbackConfig, Echo) -> Result<Netback<Echo, H>, NetbackError>,
+) {
+    let strict = std::any::TypeId::of::<H>() == std::any::TypeId::of::<StrictProcessHost>();
     let features = {
         let mut c = BackendFeatures::default();
         c.gso_tcpv4 = true;
         c.gso_tcpv6 = true;
         c
     };
-    let backend = start(
+    let backend = start_on(
         name,
         features,
         {
@@ -26,6 +49,7 @@ fn echo_round_trip(name: &str, tx_mode: TxMode, rx_mode: RxMode, remap: bool, si
             c
         },
         Echo,
+        make,
     );
     let cfg = {
         let mut c = NetfrontConfig::default();
@@ -41,6 +65,16 @@ fn echo_round_trip(name: &str, tx_mode: TxMode, rx_mode: RxMode, remap: bool, si
         c
     };
     let mut nic = Netfront::connect(&backend.path, cfg).unwrap();
+    if strict {
+        // Netfront maps its frames once; the strict backend maps each granted frame on its
+        // own (rings, tx buffers, and rx buffers when copying: hundreds).
+        backend.wait_attached(1);
+        let n = frames_mappings();
+        assert!(
+            n > 256,
+            "{name}: {n} mappings of the frames: not one per granted frame"
+        );
+    }
     for (seq, &len) in (0u32..).zip(sizes) {
         let gso = (len > 9014).then_some(Gso {
             kind: GsoKind::TcpV4,
@@ -104,6 +138,23 @@ const SIZES: [usize; 12] = [
 fn copy_tx_copy_rx_every_size() {
     let _leaks = process_host::testing::LeakCheck::new();
     echo_round_trip("copy", TxMode::Copy, RxMode::Copy, false, &SIZES);
+}
+
+/// Never outside a grant, over real mappings: every size in every mode through a backend
+/// that maps only the frames the frontend granted, each between `PROT_NONE` guard pages
+/// (`StrictProcessHost`). A backend access one byte past a granted frame, or into a frame
+/// never granted, would have killed this test with SIGSEGV.
+#[test]
+fn every_mode_every_size_inside_guarded_frames() {
+    let _leaks = process_host::testing::LeakCheck::new();
+    for (name, tx, rx, remap) in [
+        ("strict-copy", TxMode::Copy, RxMode::Copy, false),
+        ("strict-map", TxMode::Map, RxMode::Copy, false),
+        ("strict-flip", TxMode::Copy, RxMode::Flip, false),
+        ("strict-map-flip-remap", TxMode::Map, RxMode::Flip, true),
+    ] {
+        echo_round_trip_on(name, tx, rx, remap, &SIZES, Netback::new_strict);
+    }
 }
 
 #[test]

@@ -10,12 +10,13 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use event_channel::EventError;
-use grant_table::FRAME_SIZE;
+use grant_table::{FRAME_SIZE, FrameNumber};
 use shared_mem::SharedRegion;
 use xenbus::{EventFds, FrontendChoice, Resources, XenbusError};
 
 use crate::doorbell::Doorbell;
 use crate::endpoint::{BackendConnection, FrontendConnection, FrontendPending};
+use crate::guarded::GuardedFrames;
 use crate::memfd::{check_sealed, create_memfd, map_shared};
 
 /// The largest memory a frontend may hand over in one descriptor (1 GiB): bounds what a
@@ -101,6 +102,36 @@ impl BackendConnection {
         what: &str,
         max_bytes: usize,
     ) -> Result<SharedRegion, XenbusError> {
+        let (fd, len) = self.take_memory(index, what, max_bytes)?;
+        map_shared(&fd, len).map_err(|e| XenbusError::BadFds(format!("{what}: {e}")))
+    }
+
+    /// As [`map_memory`](Self::map_memory), but only the frames `granted` lists, each between
+    /// inaccessible guard pages ([`GuardedFrames`]): the strict test mode, in which a backend
+    /// access outside a granted frame faults.
+    ///
+    /// # Errors
+    /// As [`map_memory`](Self::map_memory); [`XenbusError::Io`] if the frames cannot be
+    /// mapped (address space, `vm.max_map_count`).
+    pub fn map_guarded(
+        &mut self,
+        index: usize,
+        what: &str,
+        max_bytes: usize,
+        granted: impl IntoIterator<Item = FrameNumber>,
+    ) -> Result<GuardedFrames, XenbusError> {
+        let (fd, len) = self.take_memory(index, what, max_bytes)?;
+        Ok(GuardedFrames::map(&fd, len, granted)?)
+    }
+
+    /// Takes the descriptor at `index` if it is memory we may map: a sealed memfd of whole
+    /// pages, at most `max_bytes` (and [`MAX_MAPPED`]). Returns it with its size.
+    fn take_memory(
+        &mut self,
+        index: usize,
+        what: &str,
+        max_bytes: usize,
+    ) -> Result<(OwnedFd, usize), XenbusError> {
         let bad = |why: String| XenbusError::BadFds(format!("{what}: {why}"));
         let fd = self
             .take_fd(index)
@@ -112,7 +143,7 @@ impl BackendConnection {
                 "{len} bytes is not a whole number of pages up to {max}"
             )));
         }
-        map_shared(&fd, len).map_err(|e| bad(e.to_string()))
+        Ok((fd, len))
     }
 
     /// Our end of one of the frontend's event channels (`fds`, one of

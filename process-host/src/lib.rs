@@ -76,6 +76,7 @@
 mod acceptor;
 mod doorbell;
 mod endpoint;
+mod guarded;
 mod handover;
 mod path;
 #[cfg(feature = "test-utils")]
@@ -95,6 +96,7 @@ pub use endpoint::{
     BackendConfig, BackendConnection, FrontendConnection, FrontendPending, Handshake, Incoming,
     Listener, Step, connect, connect_to, default_backend_uids,
 };
+pub use guarded::GuardedFrames;
 pub use handover::{MAX_MAPPED, Offer};
 pub use memfd::{SEALS, check_sealed, create_memfd, map_shared};
 pub use path::default_socket_path;

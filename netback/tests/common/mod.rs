@@ -10,23 +10,25 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use process_host::{BackendConfig, Listener};
-use pvnet_netback::{ClosedVif, Netback, NetbackConfig, Uplink, VifInfo};
+use pvnet_netback::{
+    ClosedVif, Netback, NetbackConfig, ProcessHost, ProcessHosts, Uplink, VifInfo,
+};
 use xenbus::BackendFeatures;
 
 pub const T: Duration = Duration::from_secs(10);
 
 /// A running backend: stop it to get its closed vifs and final view.
-pub struct Running<U> {
+pub struct Running<U, H: ProcessHosts = ProcessHost> {
     pub path: PathBuf,
     stop: Arc<AtomicBool>,
     attached: Arc<AtomicUsize>,
     waker: pvnet_netback::Waker,
-    handle: JoinHandle<(Netback<U>, Vec<ClosedVif>, Duration)>,
+    handle: JoinHandle<(Netback<U, H>, Vec<ClosedVif>, Duration)>,
     dir: PathBuf,
 }
 
-pub struct Stopped<U> {
-    pub backend: Netback<U>,
+pub struct Stopped<U, H: ProcessHosts = ProcessHost> {
+    pub backend: Netback<U, H>,
     pub closed: Vec<ClosedVif>,
     /// CPU time the backend's thread used, user and system.
     pub cpu: Duration,
@@ -45,7 +47,7 @@ pub fn thread_cpu() -> Duration {
     d(u.user_time()) + d(u.system_time())
 }
 
-impl<U> Stopped<U> {
+impl<U, H: ProcessHosts> Stopped<U, H> {
     pub fn vifs(&self) -> Vec<VifInfo>
     where
         U: Uplink,
@@ -60,6 +62,17 @@ pub fn start<U: Uplink + Send + 'static>(
     cfg: NetbackConfig,
     uplink: U,
 ) -> Running<U> {
+    start_on(name, features, cfg, uplink, Netback::new)
+}
+
+/// As [`start`], with the backend `make` makes (on the strict process host, say).
+pub fn start_on<U: Uplink + Send + 'static, H: ProcessHosts + Send + 'static>(
+    name: &str,
+    features: BackendFeatures,
+    cfg: NetbackConfig,
+    uplink: U,
+    make: fn(NetbackConfig, U) -> Result<Netback<U, H>, pvnet_netback::NetbackError>,
+) -> Running<U, H> {
     let dir = std::env::temp_dir().join(format!("netback-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("backend.sock");
@@ -77,7 +90,7 @@ pub fn start<U: Uplink + Send + 'static>(
     let attached = Arc::new(AtomicUsize::new(0));
     let attached2 = attached.clone();
     let handle = std::thread::spawn(move || {
-        let mut backend = Netback::new(cfg, uplink).unwrap();
+        let mut backend = make(cfg, uplink).unwrap();
         tx.send(backend.waker()).unwrap();
         let incoming = pvnet_netback::spawn_acceptor(listener, backend.waker()).unwrap();
         let mut closed = Vec::new();
@@ -111,7 +124,7 @@ pub fn start<U: Uplink + Send + 'static>(
     }
 }
 
-impl<U> Running<U> {
+impl<U, H: ProcessHosts> Running<U, H> {
     /// Waits until `n` frontends have been attached in all (a frontend's `connect` returns
     /// when its handshake is done, a moment before the backend thread attaches it).
     pub fn wait_attached(&self, n: usize) {
@@ -125,7 +138,7 @@ impl<U> Running<U> {
         }
     }
 
-    pub fn stop(self) -> Stopped<U> {
+    pub fn stop(self) -> Stopped<U, H> {
         self.stop.store(true, Ordering::Release);
         self.waker.wake().unwrap();
         let (backend, closed, cpu) = self.handle.join().unwrap();

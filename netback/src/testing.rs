@@ -146,27 +146,10 @@ pub fn connect_strict<U: Uplink>(
     offered: &BackendFeatures,
     cfg: NetfrontConfig,
 ) -> Result<(VifId, LocalNetfront), ConnectError> {
-    connect_over(backend, offered, cfg, None, |frames, table| {
-        StrictFrames::new(&frames, granted_frames(table))
+    let grantee = cfg.backend_domid;
+    connect_over(backend, offered, cfg, None, move |frames, table| {
+        StrictFrames::new(&frames, grant_table::permitted_frames(table, grantee))
     })
-}
-
-/// The frames a grant table grants access to (permit_access entries), read from its memory.
-fn granted_frames(table: &SharedRegion) -> Vec<FrameNumber> {
-    let mut out = Vec::new();
-    let mut entry = [0u8; 8];
-    for at in (0..table.len()).step_by(8) {
-        if table.copy_out(at, &mut entry).is_err() {
-            break;
-        }
-        let kind = u16::from_le_bytes([entry[0], entry[1]]) & grant_table::flags::TYPE_MASK;
-        if kind == grant_table::flags::PERMIT_ACCESS {
-            out.push(FrameNumber(u32::from_le_bytes([
-                entry[4], entry[5], entry[6], entry[7],
-            ])));
-        }
-    }
-    out
 }
 
 /// [`connect`] over the frame memory `memory` makes of the frontend's frames (given its

@@ -22,9 +22,10 @@ use std::time::{Duration, Instant};
 use event_channel::{EventChannel, EventError, wait_any};
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage, getsockname,
-    getsockopt, recv, send, socketpair, sockopt,
+    AddressFamily, MsgFlags, MultiHeaders, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+    getsockname, getsockopt, recvmmsg, send, socketpair, sockopt,
 };
+use std::io::IoSliceMut;
 
 /// Datagrams one clear takes at most: the rest stay pending for the next (a peer that sends
 /// without pause buys one bounded clear per wakeup, never an unbounded loop).
@@ -179,23 +180,31 @@ impl Doorbell {
         Ok(wait_any(&[self.rx.as_fd()], Some(timeout), &mut ready)? > 0)
     }
 
-    /// Takes up to [`DRAIN`] datagrams without waiting; whether there was any.
+    /// Takes up to [`DRAIN`] datagrams without waiting, in one `recvmmsg`; whether there was
+    /// any.
     fn drain(&self) -> Result<bool, EventError> {
-        let mut buf = [0u8; 8];
-        let mut got = false;
-        // Every datagram queued, so the socket is not left readable with events that were
-        // already seen (which would make the next sleep return at once: a hidden busy loop).
-        for _ in 0..DRAIN {
-            match recv(self.rx.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(_) => got = true,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => break,
-                // A pending error on the socket (one the peer's doing could set) is taken by
-                // this recv: nothing more to read now.
-                Err(_) => break,
-            }
+        // Every datagram queued (up to DRAIN), so the socket is not left readable with events
+        // that were already seen (which would make the next sleep return at once: a hidden
+        // busy loop). One call: it returns what it took when the queue runs dry, so there is
+        // no `recv` that only finds the queue empty.
+        let mut bufs = [[0u8; 8]; DRAIN];
+        let mut slices: [[IoSliceMut<'_>; 1]; DRAIN] =
+            bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let mut headers = MultiHeaders::<()>::preallocate(DRAIN, None);
+        // Non-blocking, so never interrupted by a signal (EINTR is for calls that wait).
+        match recvmmsg(
+            self.rx.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(got) => Ok(got.count() > 0),
+            Err(Errno::EAGAIN) => Ok(false),
+            // A pending error on the socket (one the peer's doing could set) is taken by this
+            // call: nothing more to read now.
+            Err(_) => Ok(false),
         }
-        Ok(got)
     }
 }
 

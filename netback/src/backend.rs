@@ -35,6 +35,9 @@ pub enum Token {
         /// Whether this is the split receive channel.
         rx: bool,
     },
+    /// One of the uplink's descriptors ([`Uplink::readiness_fds`], by position): frames
+    /// from outside wait.
+    Uplink(u16),
 }
 
 /// What [`Netback::prepare_to_sleep`] found.
@@ -264,7 +267,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         };
         // Only now, with everything checked and mapped, is the frontend told it is attached.
         vif.answer_connected();
-        self.uplink.vif_added(id, vif.choice().mac);
+        self.uplink.vif_added(id, vif.choice());
         self.vifs.push(vif);
         self.fds_changed = true;
         Ok(id)
@@ -316,7 +319,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         let mut short = false;
         for vi in 0..self.vifs.len() {
             let vif = &mut self.vifs[vi];
-            if !vif.active() || !vif.tx_open(now) {
+            // An uplink that cannot take more from this vif leaves its requests in the rings.
+            if !vif.active() || !vif.tx_open(now) || !self.uplink.accepting(vif.id()) {
                 continue;
             }
             vif.unblock_tx();
@@ -357,6 +361,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
         if short {
             self.make_room();
         }
+        // Frames from outside (a TAP), into the backlogs before they are drained.
+        let mut out = Outbox::new(&mut self.mem, &mut self.deliveries, &self.active);
+        work += self.uplink.receive(&mut out, self.cfg.budget);
+        self.deliver_all();
         for vif in &mut self.vifs {
             if !vif.active() {
                 continue;
@@ -516,6 +524,9 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// [`descriptors`](Self::descriptors), [`wait`](Self::wait)'s sleep and its look around).
     fn listed(&self) -> Vec<(Token, BorrowedFd<'_>)> {
         let mut out = vec![(Token::Waker, self.wake.as_fd())];
+        let mut uplink = Vec::new();
+        self.uplink.readiness_fds(&mut uplink);
+        out.extend((0u16..).zip(uplink).map(|(i, fd)| (Token::Uplink(i), fd)));
         let mut fds = Vec::with_capacity(2);
         for vif in &self.vifs {
             if let Some(fd) = vif.control().and_then(BackendControl::readiness_fd) {
@@ -564,6 +575,8 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                     v.mark_control_ready();
                 }
             }
+            // The uplink is asked at every poll; nothing to record.
+            Token::Uplink(_) => {}
             Token::Event { vif, queue, rx } => {
                 if let Some(q) = self
                     .vifs
@@ -612,6 +625,7 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                 ]
             })
             .flatten()
+            .chain(self.uplink.retry_at())
             .min()
     }
 
@@ -677,7 +691,9 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
                 .filter_map(|((t, _), r)| r.then_some(*t))
                 .collect()
         };
-        let woken = fired.contains(&Token::Waker);
+        let woken = fired
+            .iter()
+            .any(|t| matches!(t, Token::Waker | Token::Uplink(_)));
         for t in fired {
             self.ready(t)?;
         }

@@ -2,8 +2,11 @@
 //! switch, echo, sink, and a callback for embedders).
 
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
 
 use netif::Offload;
+use xenbus::FrontendChoice;
 
 use crate::memory::{PacketId, PacketMemory};
 
@@ -18,14 +21,46 @@ pub trait Uplink {
     /// A frame `from` sent, held in backend memory until its last delivery is done.
     fn transmit(&mut self, from: VifId, packet: PacketId, out: &mut Outbox<'_>);
 
-    /// `vif` attached, having negotiated the MAC address `mac` (a switch binds it there).
-    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
-        let _ = (vif, mac);
+    /// `vif` attached, having negotiated `choice`: its MAC address (a switch binds it there)
+    /// and the offloads it takes on receive (an uplink that brings frames from outside does
+    /// in software what the vif did not negotiate).
+    fn vif_added(&mut self, vif: VifId, choice: &FrontendChoice) {
+        let _ = (vif, choice);
     }
 
     /// `vif` is gone: forget it (a switch drops the MAC addresses it learnt there).
     fn vif_removed(&mut self, vif: VifId) {
         let _ = vif;
+    }
+
+    /// The descriptors on which frames from outside arrive (a TAP's queues), readable when
+    /// some wait: [`Netback::wait`](crate::Netback::wait) sleeps on them too, and
+    /// [`Netback::descriptors`](crate::Netback::descriptors) lists them as
+    /// [`Token::Uplink`](crate::Token::Uplink). None by default.
+    fn readiness_fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) {
+        let _ = out;
+    }
+
+    /// Brings frames from outside to the vifs (through `out`), at most `budget` of them;
+    /// called by every [`Netback::poll`](crate::Netback::poll). Returns how many it brought
+    /// (0: none waiting). Nothing by default.
+    fn receive(&mut self, out: &mut Outbox<'_>, budget: usize) -> usize {
+        let _ = (out, budget);
+        0
+    }
+
+    /// Whether the uplink takes frames from `from` now. While it does not, netback leaves
+    /// that vif's transmit requests in its rings (back-pressure on the guest, not loss) and
+    /// looks again at every poll and by [`retry_at`](Self::retry_at). Always by default.
+    fn accepting(&self, from: VifId) -> bool {
+        let _ = from;
+        true
+    }
+
+    /// When an uplink that is not [`accepting`](Self::accepting) wants to be asked again
+    /// (a sleep ends by then). `None` by default.
+    fn retry_at(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -36,12 +71,28 @@ impl<U: Uplink + ?Sized> Uplink for Box<U> {
         (**self).transmit(from, packet, out);
     }
 
-    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
-        (**self).vif_added(vif, mac);
+    fn vif_added(&mut self, vif: VifId, choice: &FrontendChoice) {
+        (**self).vif_added(vif, choice);
     }
 
     fn vif_removed(&mut self, vif: VifId) {
         (**self).vif_removed(vif);
+    }
+
+    fn readiness_fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) {
+        (**self).readiness_fds(out);
+    }
+
+    fn receive(&mut self, out: &mut Outbox<'_>, budget: usize) -> usize {
+        (**self).receive(out, budget)
+    }
+
+    fn accepting(&self, from: VifId) -> bool {
+        (**self).accepting(from)
+    }
+
+    fn retry_at(&self) -> Option<Instant> {
+        (**self).retry_at()
     }
 }
 
@@ -179,6 +230,17 @@ impl Switch {
         self.table.get(&mac).map(|e| e.vif)
     }
 
+    /// Whether `from` may send frames with source address `src` (a learning switch learns
+    /// it here); a refusal counts as [`spoofed`](Self::spoofed). For an uplink that routes
+    /// with this switch's table and adds ports of its own (a TAP).
+    pub fn admit_source(&mut self, from: VifId, src: [u8; 6]) -> bool {
+        let ok = self.admit(from, src);
+        if !ok {
+            self.spoofed += 1;
+        }
+        ok
+    }
+
     /// Whether `from` may send with source `src` (learning it if this switch learns).
     fn admit(&mut self, from: VifId, src: [u8; 6]) -> bool {
         match self.table.get(&src) {
@@ -238,8 +300,7 @@ impl Uplink for Switch {
             dst.try_into().expect("6 bytes"),
             src.try_into().expect("6 bytes"),
         );
-        if !self.admit(from, src) {
-            self.spoofed += 1;
+        if !self.admit_source(from, src) {
             return;
         }
         match self.table.get(&dst) {
@@ -259,7 +320,8 @@ impl Uplink for Switch {
         }
     }
 
-    fn vif_added(&mut self, vif: VifId, mac: [u8; 6]) {
+    fn vif_added(&mut self, vif: VifId, choice: &FrontendChoice) {
+        let mac = choice.mac;
         self.own.insert(vif, mac);
         // First come: an address another vif owns stays its own (the newcomer, claiming it,
         // can send nothing).

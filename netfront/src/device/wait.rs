@@ -47,15 +47,25 @@ impl<H: FrontendHost> Netfront<H> {
     /// [`NetfrontError::Broken`] (with [`BackendFault::Closed`] if the backend closed);
     /// local failures.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
-        self.check()?;
-        let r = self.wait_inner(timeout);
-        self.note(r)
+        self.wait_with(&[], timeout)
     }
 
-    fn wait_inner(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
+    /// As [`wait`](Self::wait), and also returns (`true`) when one of `also` is readable:
+    /// for a loop that moves frames between this device and descriptors of its own (a TAP,
+    /// a socket). The spin looks at them about once a millisecond, as at the control channel.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_with(
+        &mut self,
+        also: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<bool, NetfrontError> {
+        self.check()?;
         let deadline = timeout.map(|t| Instant::now() + t);
         let spin = self.spin;
-        wait_for_work(&mut Waiting(self), spin, deadline)
+        let r = wait_for_work(&mut Waiting(self, also), spin, deadline);
+        self.note(r)
     }
 
     /// Whether the control channel has news (the backend changed state or went away): a
@@ -92,15 +102,22 @@ impl<H: FrontendHost> Netfront<H> {
                 .is_some_and(|c| c.readiness_fd().is_none())
     }
 
-    /// Sleeps on the event channels and the control channel; marks the channels that fired.
-    /// A control channel without a descriptor is looked at after the sleep.
-    fn sleep(&mut self, timeout: Option<Duration>) -> Result<(), NetfrontError> {
-        let (control_fired, ready) = {
-            let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + 2 * self.queues.len());
+    /// Sleeps on the event channels, the control channel and `also`; marks the channels
+    /// that fired and returns whether one of `also` did. A control channel without a
+    /// descriptor is looked at after the sleep.
+    fn sleep(
+        &mut self,
+        also: &[BorrowedFd<'_>],
+        timeout: Option<Duration>,
+    ) -> Result<bool, NetfrontError> {
+        let (control_fired, also_fired, ready) = {
+            let mut fds: Vec<BorrowedFd<'_>> =
+                Vec::with_capacity(1 + also.len() + 2 * self.queues.len());
             let control = self.conn.as_ref().and_then(FrontendControl::readiness_fd);
             if let Some(fd) = control {
                 fds.push(fd);
             }
+            fds.extend_from_slice(also);
             for q in &self.queues {
                 q.events.fds(&mut fds);
             }
@@ -108,7 +125,8 @@ impl<H: FrontendHost> Netfront<H> {
             wait_any(&fds, timeout, &mut ready)?;
             let mut it = ready.into_iter();
             let fired = control.is_some() && it.next() == Some(true);
-            (fired, it.collect::<Vec<_>>())
+            let also_fired = it.by_ref().take(also.len()).fold(false, |a, r| a | r);
+            (fired, also_fired, it.collect::<Vec<_>>())
         };
         if let Some(c) = self.conn.as_mut()
             && (control_fired || c.readiness_fd().is_none())
@@ -123,15 +141,15 @@ impl<H: FrontendHost> Netfront<H> {
                 q.events.mark_ready(&mut it);
             }
         }
-        Ok(())
+        Ok(also_fired)
     }
 }
 
 /// The device as [`wait_for_work`] sees it (a wrapper, so the hooks stay out of the public
 /// API).
-struct Waiting<'a, H: FrontendHost>(&'a mut Netfront<H>);
+struct Waiting<'a, 'b, H: FrontendHost>(&'a mut Netfront<H>, &'a [BorrowedFd<'b>]);
 
-impl<H: FrontendHost> Sleeper for Waiting<'_, H> {
+impl<H: FrontendHost> Sleeper for Waiting<'_, '_, H> {
     type Error = NetfrontError;
 
     fn end_of_interrupt(&mut self) -> Result<(), NetfrontError> {
@@ -145,7 +163,14 @@ impl<H: FrontendHost> Sleeper for Waiting<'_, H> {
     // The control channel needs a system call: looked at about once a millisecond, so a
     // long spin still notices a closing backend.
     fn look_around(&mut self) -> Result<bool, NetfrontError> {
-        self.0.control_ready()
+        if self.0.control_ready()? {
+            return Ok(true);
+        }
+        if self.1.is_empty() {
+            return Ok(false);
+        }
+        let mut ready = vec![false; self.1.len()];
+        Ok(wait_any(self.1, Some(Duration::ZERO), &mut ready)? > 0)
     }
 
     fn final_check(&mut self) -> Result<bool, NetfrontError> {
@@ -158,6 +183,6 @@ impl<H: FrontendHost> Sleeper for Waiting<'_, H> {
 
     // A closing backend is an error (`BackendFault::Closed`), not a wakeup.
     fn sleep(&mut self, timeout: Option<Duration>) -> Result<bool, NetfrontError> {
-        self.0.sleep(timeout).map(|()| false)
+        self.0.sleep(self.1, timeout)
     }
 }

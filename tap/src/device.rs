@@ -163,7 +163,8 @@ impl Tap {
     }
 
     /// Reads the next frame waiting on queue `q` into `buf`: its header and length, or
-    /// `None` when none waits. A frame longer than `buf` is cut (the kernel drops the rest).
+    /// `None` when none waits (or the interface is down: the kernel answers `EIO` then). A
+    /// frame longer than `buf` is cut (the kernel drops the rest).
     ///
     /// # Errors
     /// The read failed (the device went away).
@@ -178,14 +179,15 @@ impl Tap {
                 }
                 Ok(n) => return Ok(Some((VnetHdr::from_bytes(hdr), n - VNET_HDR_LEN))),
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EAGAIN | Errno::EIO) => return Ok(None),
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// Writes one frame with its header to queue `q`. Returns `false` when the kernel cannot
-    /// take it now (`EAGAIN`, `ENOBUFS`): keep it and try again later.
+    /// take it now (`EAGAIN`, `ENOBUFS`, or `EIO` while the interface is down): keep it and
+    /// try again later, or drop it.
     ///
     /// # Errors
     /// The write failed otherwise (a frame the kernel refused as malformed: `EINVAL`).
@@ -199,7 +201,7 @@ impl Tap {
             match writev(fd, &iov) {
                 Ok(_) => return Ok(true),
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::ENOBUFS) => return Ok(false),
+                Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::EIO) => return Ok(false),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -10,6 +10,9 @@
 //!   headers; UDP segmentation has no netif form and is never enabled).
 //! - [`fill_checksum`] and [`segment`]: the same offloads in software, for a peer that did
 //!   not negotiate them.
+//! - [`TapUplink`] (feature `netback`): a TAP as netback's uplink, the host one more port of
+//!   a switch between the vifs.
+//! - [`TapBridge`] (feature `netfront`): a netfront as a Linux interface.
 //!
 //! ```
 //! use pvnet_tap::{VnetHdr, flags, gso};
@@ -27,9 +30,13 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "netfront")]
+mod bridge;
 mod error;
 mod headers;
 mod soft;
+#[cfg(feature = "netback")]
+mod uplink;
 mod vnet;
 // The unsafe code of this crate: the TUN ioctls.
 #[allow(unsafe_code)]
@@ -37,7 +44,11 @@ mod device;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
+#[cfg(feature = "netfront")]
+pub use bridge::{BridgeError, BridgeStats, TapBridge};
 pub use device::{Tap, TapOffloads};
 pub use error::{OffloadError, TapError};
 pub use soft::{fill_checksum, segment};
+#[cfg(feature = "netback")]
+pub use uplink::{TapStats, TapUplink};
 pub use vnet::{VNET_HDR_LEN, VnetHdr, flags, gso};

@@ -1,0 +1,259 @@
+//! A netfront as a Linux interface (feature `netfront`): frames move between a [`Netfront`]
+//! and a TAP, so the kernel's own stack uses the paravirtual NIC as its NIC, offloads
+//! included: the kernel's large TCP segments cross as 64 KiB GSO packets when the backend
+//! negotiated GSO, and partial checksums stay partial when it negotiated checksum offload.
+
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use netfront::{FrontendHost, Netfront, NetfrontError, SendError};
+use netif::Offload;
+
+use crate::device::{Tap, TapOffloads};
+use crate::headers::Headers;
+use crate::soft::{fill_checksum, segment};
+use crate::vnet::VnetHdr;
+
+const FRAME_MAX: usize = 65535 + 14 + 4;
+
+/// What a [`TapBridge`] moved, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Frames the kernel sent that went out through netfront.
+    pub to_backend: u64,
+    /// Frames netfront received that went to the kernel.
+    pub to_host: u64,
+    /// Frames the kernel sent that were segmented or checksummed here first (an offload the
+    /// backend did not negotiate).
+    pub soft: u64,
+    /// Frames dropped: an offload that cannot be translated, or a frame netfront refused.
+    pub dropped: u64,
+}
+
+/// Moves frames between a TAP and a netfront. One owner (the thread that pumps it).
+#[derive(Debug)]
+pub struct TapBridge {
+    tap: Tap,
+    buf: Vec<u8>,
+    /// A frame the transmit ring had no room for.
+    held: Option<(Vec<u8>, Offload)>,
+    stats: BridgeStats,
+    budget: usize,
+}
+
+/// Why pumping stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The netfront failed (its backend misbehaved or went away, or a local failure).
+    #[error(transparent)]
+    Netfront(#[from] NetfrontError),
+    /// The TAP failed.
+    #[error("tap: {0}")]
+    Tap(#[from] std::io::Error),
+}
+
+impl TapBridge {
+    /// A bridge between `tap` and `nic`: the TAP is told to hand over the offloads the
+    /// backend negotiated (partial checksums, TCP GSO when scatter-gather came with it).
+    ///
+    /// # Errors
+    /// `TUNSETOFFLOAD` failed.
+    pub fn new<H: FrontendHost>(tap: Tap, nic: &Netfront<H>) -> std::io::Result<Self> {
+        let c = nic.choice();
+        tap.set_offloads(TapOffloads {
+            csum: c.ipv4_csum_offload,
+            tso4: c.ipv4_csum_offload && c.sg && c.gso_tcpv4,
+            tso6: c.ipv4_csum_offload && c.ipv6_csum_offload && c.sg && c.gso_tcpv6,
+        })?;
+        Ok(Self {
+            tap,
+            buf: vec![0; FRAME_MAX],
+            held: None,
+            stats: BridgeStats::default(),
+            budget: 64,
+        })
+    }
+
+    /// The TAP.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+
+    /// What it moved.
+    pub fn stats(&self) -> BridgeStats {
+        self.stats
+    }
+
+    /// Sends one frame the kernel wrote; `false` when the ring is full (it is held).
+    fn send<H: FrontendHost>(
+        &mut self,
+        nic: &mut Netfront<H>,
+        frame: &mut [u8],
+        off: Offload,
+    ) -> Result<bool, BridgeError> {
+        match nic.send(frame, off) {
+            Ok(()) => {
+                self.stats.to_backend += 1;
+                Ok(true)
+            }
+            Err(SendError::Full) => {
+                self.held = Some((frame.to_vec(), off));
+                Ok(false)
+            }
+            Err(SendError::Broken(f)) => Err(NetfrontError::Broken(f).into()),
+            Err(SendError::OffloadNotNegotiated | SendError::TooLong { .. }) => {
+                self.stats.soft += 1;
+                self.send_soft(nic, frame, off)
+            }
+            Err(_) => {
+                self.stats.dropped += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// What the backend would not take, done here: segmented, or checksummed.
+    fn send_soft<H: FrontendHost>(
+        &mut self,
+        nic: &mut Netfront<H>,
+        frame: &mut [u8],
+        off: Offload,
+    ) -> Result<bool, BridgeError> {
+        if let Some(g) = off.gso {
+            let mut segs = Vec::new();
+            if segment(frame, g.size, |s| segs.push(s.to_vec())).is_err() {
+                self.stats.dropped += 1;
+                return Ok(true);
+            }
+            let whole = Offload {
+                csum_blank: false,
+                data_validated: true,
+                gso: None,
+            };
+            for s in segs {
+                // A ring too full for every segment loses the rest, as a NIC queue would.
+                if nic.send(&s, whole).is_ok() {
+                    self.stats.to_backend += 1;
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
+            return Ok(true);
+        }
+        if off.csum_blank && fill_checksum(frame).is_ok() {
+            let whole = Offload {
+                csum_blank: false,
+                ..off
+            };
+            if nic.send(frame, whole).is_ok() {
+                self.stats.to_backend += 1;
+                return Ok(true);
+            }
+        }
+        self.stats.dropped += 1;
+        Ok(true)
+    }
+
+    /// Moves what waits, both ways: the kernel's frames out through netfront (until its
+    /// ring is full), netfront's received frames into the kernel. Returns frames moved.
+    ///
+    /// # Errors
+    /// The netfront broke, or the TAP failed.
+    pub fn pump<H: FrontendHost>(&mut self, nic: &mut Netfront<H>) -> Result<usize, BridgeError> {
+        let mut moved = 0;
+        nic.poll()?;
+        if let Some((mut frame, off)) = self.held.take() {
+            if !self.send(nic, &mut frame, off)? {
+                return Ok(moved);
+            }
+            moved += 1;
+        }
+        'queues: for q in 0..self.tap.queues() {
+            for _ in 0..self.budget {
+                let mut buf = std::mem::take(&mut self.buf);
+                let Some((hdr, len)) = self.tap.recv(q, &mut buf)? else {
+                    self.buf = buf;
+                    continue 'queues;
+                };
+                let frame = &mut buf[..len];
+                let sent = match hdr.to_offload(frame) {
+                    Ok(off) => {
+                        // A partial IPv6 checksum the backend did not agree to take.
+                        let off = if off.csum_blank
+                            && !nic.choice().ipv6_csum_offload
+                            && Headers::parse(frame).is_ok_and(|h| h.ipv6)
+                            && off.gso.is_none()
+                            && fill_checksum(frame).is_ok()
+                        {
+                            self.stats.soft += 1;
+                            Offload {
+                                csum_blank: false,
+                                ..off
+                            }
+                        } else {
+                            off
+                        };
+                        self.send(nic, frame, off)
+                    }
+                    Err(_) => {
+                        self.stats.dropped += 1;
+                        Ok(true)
+                    }
+                };
+                self.buf = buf;
+                moved += 1;
+                if !sent? {
+                    break 'queues;
+                }
+            }
+        }
+        let tap = &self.tap;
+        let stats = &mut self.stats;
+        let mut failed = None;
+        moved += nic.receive(self.budget, |rx| {
+            let mut frame = rx.data.to_vec();
+            let q = rx.queue % tap.queues();
+            match VnetHdr::from_offload(&mut frame, rx.offload) {
+                Ok(hdr) => match tap.send(q, &hdr, &[&frame]) {
+                    Ok(true) => stats.to_host += 1,
+                    Ok(false) => stats.dropped += 1,
+                    Err(e) => failed = Some(e),
+                },
+                Err(_) => stats.dropped += 1,
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(moved)
+    }
+
+    /// Pumps until `stop` is set (looked at least every `tick`), sleeping on netfront's
+    /// channels and the TAP when nothing moves.
+    ///
+    /// # Errors
+    /// As [`pump`](Self::pump).
+    pub fn run<H: FrontendHost>(
+        &mut self,
+        nic: &mut Netfront<H>,
+        stop: &AtomicBool,
+        tick: Duration,
+    ) -> Result<(), BridgeError> {
+        while !stop.load(Ordering::Acquire) {
+            if self.pump(nic)? == 0 {
+                // A held frame waits for transmit completions only, not for the TAP.
+                let fds: Vec<BorrowedFd<'_>> = if self.held.is_some() {
+                    Vec::new()
+                } else {
+                    (0..self.tap.queues())
+                        .filter_map(|q| self.tap.fd(q))
+                        .collect()
+                };
+                nic.wait_with(&fds, Some(tick))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -50,6 +50,8 @@ mod device;
 mod error;
 mod flip;
 mod host;
+#[cfg(feature = "smoltcp")]
+mod phy;
 mod process;
 mod rxq;
 mod stats;
@@ -60,6 +62,8 @@ mod txq;
 pub use device::{CloseReport, Netfront, NetfrontConfig, PendingNetfront, TxBatch};
 pub use error::{BackendFault, NetfrontError, SendError};
 pub use host::{FlipWindow, FrontMemory, FrontendHost, Host, Layout, RingRefs};
+#[cfg(feature = "smoltcp")]
+pub use phy::{RxToken, SmoltcpDevice, TxToken};
 pub use process::ProcessHost;
 pub use rxq::RxFrame;
 pub use stats::Stats;

@@ -63,6 +63,12 @@ impl TxQueue {
         self.in_flight.len() - self.free.len()
     }
 
+    /// Whether a frame of `len` bytes (with a GSO extra if `gso`) fits now.
+    pub(crate) fn has_room(&self, len: usize, gso: bool) -> bool {
+        let slots = len.div_ceil(FRAME_SIZE).max(1);
+        self.free.len() >= slots && self.ring.free_requests() as usize >= slots + usize::from(gso)
+    }
+
     /// Copies a frame made of `parts` into buffers and pushes its request chain (not
     /// published).
     pub(crate) fn push_frame(

@@ -560,3 +560,48 @@ fn a_frontend_without_gso_beside_one_with_it_gets_correct_traffic() {
     );
     assert_eq!(stats.bad_offload + stats.refused, 0, "{stats:?}");
 }
+
+/// The `smoltcp_client` example of this crate (built by `cargo test` beside this binary).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("examples");
+    dir.join(name)
+}
+
+#[test]
+fn smoltcp_sends_checked_tcp_to_a_linux_server() {
+    needs_root!("smoltcp_sends_checked_tcp_to_a_linux_server");
+    let _one = serial();
+    let (b, _, _) = names("s");
+    let back_ns = Netns::new(format!("{b}ns"));
+    let backend = Backend::start("s", Tap::open(&b, 1).unwrap());
+    back_ns.adopt(
+        &b,
+        [0x02, 0, 0, 0x77, 3, 1],
+        "10.80.0.1/24",
+        "fd80::1/64",
+        1500,
+    );
+    let bytes: u64 = 64 << 20;
+    let mut server = back_ns.child("tcp-server", &["10.80.0.1:5209".into(), bytes.to_string()]);
+    let mut out = server.stdout.take().unwrap();
+    wait_for_line(&mut out, "LISTENING");
+    let client = Command::new(example("smoltcp_client"))
+        .args(["--socket", backend.path.to_str().unwrap()])
+        .args(["--ip", "10.80.0.2/24", "--server", "10.80.0.1:5209"])
+        .args(["--bytes", &bytes.to_string()])
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&client.stdout).trim());
+    assert!(
+        client.status.success(),
+        "the smoltcp client failed: {}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(
+        server.wait().unwrap().success(),
+        "the Linux server found the stream wrong"
+    );
+    let stats = backend.stop();
+    assert_eq!(stats.bad_offload + stats.refused, 0, "{stats:?}");
+}

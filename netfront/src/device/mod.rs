@@ -27,7 +27,7 @@ mod wait;
 /// Buffers per ring: the slots of the smaller of a queue's two rings, each one page (256 for
 /// the netif rings), from io-ring's own rule, so the buffer pools cannot disagree with the
 /// rings.
-const RING_SLOTS: u32 = {
+pub(crate) const RING_SLOTS: u32 = {
     let tx = ring_size(FRAME_SIZE, slot_bytes::<TxRequest, TxResponse>());
     let rx = ring_size(FRAME_SIZE, slot_bytes::<RxRequest, RxResponse>());
     match (tx, rx) {
@@ -181,6 +181,13 @@ impl<H: FrontendHost> Netfront<H> {
     /// Answers are collected by [`poll`](Self::poll) and [`wait`](Self::wait)'s callers.
     pub fn tx_in_flight(&self) -> usize {
         self.queues.iter().map(|q| q.tx.in_flight()).sum()
+    }
+
+    /// Whether a frame of `len` bytes (a GSO packet if `gso`) would be queued now, whichever
+    /// queue its flow maps to: every queue has the buffers and ring slots for it. A `false`
+    /// clears as [`poll`](Self::poll) reclaims completed transmits.
+    pub fn can_send(&self, len: usize, gso: bool) -> bool {
+        self.broken.is_none() && self.queues.iter().all(|q| q.tx.has_room(len, gso))
     }
 
     /// Why the device is broken, if it is.

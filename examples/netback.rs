@@ -38,6 +38,10 @@ struct Args {
     /// Where frames go.
     #[arg(long, value_enum, default_value_t = UplinkKind::Switch)]
     uplink: UplinkKind,
+    /// Use the TAP of this name as the uplink instead (made if needed; needs
+    /// CAP_NET_ADMIN): the host and the frontends on one L2 segment, offloads included.
+    #[arg(long)]
+    tap: Option<String>,
     /// How guest transmit bytes are read.
     #[arg(long, value_enum, default_value_t = TxModeArg::Copy)]
     tx_mode: TxModeArg,
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             }
         },
         uplink: args.uplink,
+        tap: args.tap,
         tx_mode: match args.tx_mode {
             TxModeArg::Copy => TxMode::Copy,
             TxModeArg::Map => TxMode::Map,

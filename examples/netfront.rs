@@ -27,6 +27,10 @@ enum Mode {
     PingPong,
     /// Stream through an echo uplink and check every returned frame byte for byte.
     Verify,
+    /// Be a Linux interface: expose the netfront as the TAP `--tap` (made if needed; needs
+    /// CAP_NET_ADMIN), so the kernel's stack uses it as its NIC, until killed or `--secs`.
+    /// Give the TAP the netfront's MAC address (printed), then address it and bring it up.
+    Tap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,6 +72,44 @@ struct Args {
     /// The last byte of the destination MAC address (default: our own, for an echo).
     #[arg(long)]
     dst: Option<u8>,
+    /// Tap mode: the TAP's name.
+    #[arg(long, default_value = "pvnet0")]
+    tap: String,
+    /// Tap mode: the MTU to negotiate (the TAP's must match).
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Tap mode: negotiate no checksum offload, GSO or scatter-gather (the kernel then
+    /// sends every frame whole and checksummed).
+    #[arg(long)]
+    no_offloads: bool,
+    /// Tap mode: stop after this many seconds (default: run until killed).
+    #[arg(long)]
+    secs: Option<u64>,
+}
+
+/// Tap mode: moves frames between the netfront and the TAP until stopped.
+fn tap(args: &Args, mut nic: Netfront) -> Res<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tap = pvnet::tap::Tap::open(&args.tap, 1)?;
+    let mut bridge = pvnet::tap::TapBridge::new(tap, &nic)?;
+    let m = nic.choice().mac;
+    println!(
+        "netfront: TAP {} ready; give it the address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        args.tap, m[0], m[1], m[2], m[3], m[4], m[5]
+    );
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    if let Some(secs) = args.secs {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(secs));
+            stop.store(true, Ordering::Release);
+        });
+    }
+    bridge.run(&mut nic, &stop, Duration::from_millis(100))?;
+    println!("netfront: {:?}", bridge.stats());
+    drop(bridge);
+    nic.close()?;
+    Ok(())
 }
 
 fn mac(last: u8) -> [u8; 6] {
@@ -87,6 +129,12 @@ fn run(args: &Args) -> Res<()> {
             c.gso_tcpv4 = true;
             c.queues = args.queues;
             c.mac = mac(args.mac);
+            if args.mode == Mode::Tap {
+                c.mtu = args.mtu;
+                let on = !args.no_offloads;
+                (c.sg, c.gso_tcpv4, c.gso_tcpv6) = (on, on, on);
+                (c.ipv4_csum_offload, c.ipv6_csum_offload) = (on, on);
+            }
             c
         };
         c.flip_remap = args.remap;
@@ -100,6 +148,7 @@ fn run(args: &Args) -> Res<()> {
     let mut nic = Netfront::connect(&socket, cfg)?;
     let pattern = Pattern::new(args.size, mac(args.mac), mac(args.dst.unwrap_or(args.mac)));
     match args.mode {
+        Mode::Tap => return tap(args, nic),
         Mode::Verify => {
             let r = stream(&mut nic, &pattern, args.frames)?;
             println!(

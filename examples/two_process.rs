@@ -103,6 +103,7 @@ fn backend_role(args: &Args) -> Res<()> {
     let setup = BackendSetup {
         socket,
         uplink: UplinkKind::Echo,
+        tap: None,
         tx_mode: if args.tx_map {
             TxMode::Map
         } else {

@@ -15,6 +15,7 @@
 //! | [`process`] | `process-host` | the Linux process host: memfds, eventfds, the control socket, the acceptor |
 //! | [`front`] | `netfront` | the guest side: send / receive frames, buffer pools, offloads |
 //! | [`back`] | `netback` | the driver side: serves many frontends into an uplink (switch, echo, ...) |
+//! | [`tap`] | `tap` | Linux TAP devices: netback's TAP uplink, netfront as a Linux interface, vnet_hdr offloads |
 //!
 //! ```
 //! use pvnet::ring::{BackRing, FrontRing, SharedRegion};
@@ -38,6 +39,7 @@ pub use netback as back;
 pub use netfront as front;
 pub use netif;
 pub use process_host as process;
+pub use tap;
 pub use shared_mem as mem;
 pub use xenbus as bus;
 

@@ -45,6 +45,8 @@ impl UplinkKind {
 pub struct BackendSetup {
     pub socket: PathBuf,
     pub uplink: UplinkKind,
+    /// A TAP to use as the uplink instead (the host joins the frontends' segment).
+    pub tap: Option<String>,
     pub tx_mode: TxMode,
     pub spin: Duration,
     pub rate_mbit: Option<u64>,
@@ -93,7 +95,11 @@ pub fn run_backend(setup: &BackendSetup, stop: &Arc<AtomicBool>) -> Res<Vec<Clos
         });
         c
     };
-    let mut backend = Netback::new(cfg, setup.uplink.build())?;
+    let uplink: Box<dyn Uplink> = match &setup.tap {
+        Some(name) => Box::new(pvnet::tap::TapUplink::new(pvnet::tap::Tap::open(name, 1)?)?),
+        None => setup.uplink.build(),
+    };
+    let mut backend = Netback::new(cfg, uplink)?;
     let waker = backend.waker();
     let incoming = pvnet::back::spawn_acceptor(listener, waker.clone())?;
     {

@@ -36,6 +36,8 @@ pub struct BridgeStats {
 pub struct TapBridge {
     tap: Tap,
     buf: Vec<u8>,
+    /// A received frame on its way to the kernel (reused: no allocation per frame).
+    rx_buf: Vec<u8>,
     /// A frame the transmit ring had no room for.
     held: Option<(Vec<u8>, Offload)>,
     stats: BridgeStats,
@@ -70,6 +72,7 @@ impl TapBridge {
         Ok(Self {
             tap,
             buf: vec![0; FRAME_MAX],
+            rx_buf: Vec::with_capacity(FRAME_MAX),
             held: None,
             stats: BridgeStats::default(),
             budget: 64,
@@ -211,12 +214,15 @@ impl TapBridge {
         }
         let tap = &self.tap;
         let stats = &mut self.stats;
+        let frame = &mut self.rx_buf;
         let mut failed = None;
         moved += nic.receive(self.budget, |rx| {
-            let mut frame = rx.data.to_vec();
+            // A copy: the header fix-up of a GSO packet writes into it.
+            frame.clear();
+            frame.extend_from_slice(rx.data);
             let q = rx.queue % tap.queues();
-            match VnetHdr::from_offload(&mut frame, rx.offload) {
-                Ok(hdr) => match tap.send(q, &hdr, &[&frame]) {
+            match VnetHdr::from_offload(frame, rx.offload) {
+                Ok(hdr) => match tap.send(q, &hdr, &[frame]) {
                     Ok(true) => stats.to_host += 1,
                     Ok(false) => stats.dropped += 1,
                     Err(e) => failed = Some(e),

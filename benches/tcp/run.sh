@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# TCP through pvnet against a veth pair, in the same run: iperf3 between two network
+# namespaces, one stream and four, with and without offloads, in interleaved rounds (pvnet
+# then veth within every round). pvnet: the netback example with a TAP uplink in namespace
+# pvtA (the "host"), the netfront example as a TAP in pvtB (the "guest"), two processes
+# joined by memfds, doorbells and a Unix socket. veth: a pair between pvtC and pvtD.
+# Prints CSV (round,path,offloads,streams,gbit,cpu_s_per_gbit) then a summary with the
+# median, quartiles and the per-round pvnet/veth ratio; then round-trip latency (ping).
+# CPU is the whole machine's busy time during the transfer (/proc/stat: user, system, irq,
+# softirq), per Gbit carried. Needs root, iperf3, ping, ethtool.
+#
+#   benches/tcp/run.sh [ROUNDS] [SECONDS]      # e.g. benches/tcp/run.sh 10 5
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${1:-5}
+SECS=${2:-5}
+[ "$(id -u)" = 0 ] || { echo "benches/tcp/run.sh: needs root (namespaces, TAPs)" >&2; exit 1; }
+for t in iperf3 ping ethtool ip; do
+    command -v "$t" > /dev/null || { echo "benches/tcp/run.sh: needs $t" >&2; exit 1; }
+done
+cargo build --release --quiet --example netback --example netfront
+bin=target/release/examples
+dir=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
+    wait 2> /dev/null || true
+    for ns in pvtA pvtB pvtC pvtD; do ip netns del "$ns" 2> /dev/null || true; done
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+for ns in pvtA pvtB pvtC pvtD; do
+    ip netns del "$ns" 2> /dev/null || true
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+done
+
+# veth between pvtC (10.91.0.1) and pvtD (10.91.0.2).
+ip link add pvtvc type veth peer name pvtvd
+ip link set pvtvc netns pvtC
+ip link set pvtvd netns pvtD
+ip -n pvtC addr add 10.91.0.1/24 dev pvtvc
+ip -n pvtD addr add 10.91.0.2/24 dev pvtvd
+ip -n pvtC link set pvtvc up
+ip -n pvtD link set pvtvd up
+
+# pvnet: the backend's TAP in pvtA (10.90.0.1), the frontend's in pvtB (10.90.0.2).
+sock=$dir/b.sock
+"$bin/netback" --socket "$sock" --tap pvtba > "$dir/back.log" 2>&1 &
+backend=$!
+pids+=("$backend")
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+ip link set pvtba netns pvtA
+ip -n pvtA addr add 10.90.0.1/24 dev pvtba
+ip -n pvtA link set pvtba up
+
+frontend=
+start_frontend() { # offloads: on | off
+    [ -n "$frontend" ] && { kill "$frontend"; wait "$frontend" 2> /dev/null || true; }
+    local extra=()
+    [ "$1" = off ] && extra=(--no-offloads)
+    "$bin/netfront" --socket "$sock" --mode tap --tap pvtfb --mac 2 "${extra[@]}" \
+        > "$dir/front.log" 2>&1 &
+    frontend=$!
+    pids+=("$frontend")
+    for _ in $(seq 100); do ip link show pvtfb > /dev/null 2>&1 && break; sleep 0.1; done
+    ip link set pvtfb address 02:00:00:00:00:02
+    ip link set pvtfb netns pvtB
+    ip -n pvtB addr add 10.90.0.2/24 dev pvtfb
+    ip -n pvtB link set pvtfb up
+    for _ in $(seq 50); do ip netns exec pvtB ping -c 1 -W 1 10.90.0.1 > /dev/null 2>&1 && break; done
+}
+
+veth_offloads() { # on | off
+    local mode=$1 ns dev
+    for side in "pvtC pvtvc" "pvtD pvtvd"; do
+        read -r ns dev <<< "$side"
+        ip netns exec "$ns" ethtool -K "$dev" tx "$mode" tso "$mode" gso "$mode" gro "$mode" \
+            sg "$mode" > /dev/null 2>&1 || true
+    done
+}
+
+busy() { # the machine's busy jiffies so far
+    awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat
+}
+
+# One iperf3 transfer from the "guest" namespace to the "host" one: Gbit/s and CPU s/Gbit.
+transfer() { # client_ns server_ns server_ip streams
+    ip netns exec "$2" iperf3 -s -1 -p 5299 > /dev/null 2>&1 &
+    local server=$!
+    sleep 0.3
+    local b0 t0 b1 t1 gbit
+    b0=$(busy)
+    t0=$(date +%s.%N)
+    gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" -J 2> /dev/null |
+        awk -F: '/"sum_received"/{r=1} r && /"bits_per_second"/{gsub(/[ ,]/,"",$2); printf "%.3f", $2/1e9; exit}')
+    b1=$(busy)
+    t1=$(date +%s.%N)
+    wait "$server" 2> /dev/null || true
+    local hz
+    hz=$(getconf CLK_TCK)
+    awk -v g="${gbit:-0}" -v b="$((b1 - b0))" -v hz="$hz" -v s="$SECS" \
+        'BEGIN { cpu = b / hz; printf "%s,%.3f\n", g, (g > 0 ? cpu / (g * s) : 0) }'
+}
+
+echo "round,path,offloads,streams,gbit,cpu_s_per_gbit" | tee "$dir/tcp.csv"
+for off in on off; do
+    start_frontend "$off"
+    veth_offloads "$off"
+    for r in $(seq "$ROUNDS"); do
+        for p in 1 4; do
+            echo "$r,pvnet,$off,$p,$(transfer pvtB pvtA 10.90.0.1 "$p")" | tee -a "$dir/tcp.csv"
+            echo "$r,veth,$off,$p,$(transfer pvtD pvtC 10.91.0.1 "$p")" | tee -a "$dir/tcp.csv"
+        done
+    done
+done
+
+echo
+echo "summary: median Gbit/s (quartiles), median CPU s per Gbit, per-round pvnet/veth median (quartiles)"
+awk -F, 'NR > 1 {
+    k = $3 "," $4; v[$2 "," k, ++n[$2 "," k]] = $5; c[$2 "," k, n[$2 "," k]] = $6
+    if ($2 == "pvnet") pv[k, $1] = $5; else ve[k, $1] = $5
+    keys[k] = 1; rounds[$1] = 1
+}
+function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
+function q(a, m, f) { return a[int(f * (m - 1)) + 1] }
+END {
+    for (k in keys) {
+        for (pth = 0; pth < 2; pth++) {
+            p = pth ? "veth" : "pvnet"; m = n[p "," k]
+            for (i = 1; i <= m; i++) { x[i] = v[p "," k, i]; y[i] = c[p "," k, i] }
+            sort(x, m); sort(y, m)
+            printf "  %-5s offloads %-3s %s stream(s): %6.2f Gbit/s (%.2f-%.2f), %.3f CPU s/Gbit\n",
+                p, substr(k, 1, index(k, ",") - 1), substr(k, index(k, ",") + 1), q(x, m, .5), q(x, m, .25), q(x, m, .75), q(y, m, .5)
+        }
+        m = 0
+        for (r in rounds) if (ve[k, r] > 0) z[++m] = pv[k, r] / ve[k, r]
+        sort(z, m)
+        printf "  pvnet/veth, offloads %s: %.3f (%.3f-%.3f)\n", k, q(z, m, .5), q(z, m, .25), q(z, m, .75)
+    }
+}' "$dir/tcp.csv"
+
+echo
+echo "round trips (ping -c 1000 -i 0.001, 56 bytes, offloads off):"
+for pair in "pvnet pvtB 10.90.0.1" "veth pvtD 10.91.0.1"; do
+    read -r name ns to <<< "$pair"
+    printf "  %-5s " "$name"
+    ip netns exec "$ns" ping -q -c 1000 -i 0.001 "$to" |
+        awk '/^rtt/{print}'
+done

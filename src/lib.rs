@@ -39,8 +39,8 @@ pub use netback as back;
 pub use netfront as front;
 pub use netif;
 pub use process_host as process;
-pub use tap;
 pub use shared_mem as mem;
+pub use tap;
 pub use xenbus as bus;
 
 /// The README's examples, compiled and run as doctests so they stay true.

@@ -10,6 +10,8 @@
 # softirq), per Gbit carried. Needs root, iperf3, ping, ethtool.
 #
 #   benches/tcp/run.sh [ROUNDS] [SECONDS]      # e.g. benches/tcp/run.sh 10 5
+#   BACK_ARGS="--spin-us 50" FRONT_ARGS="--spin-us 50" benches/tcp/run.sh   # extra arguments
+#   OFFLOADS="on" STREAMS="1" benches/tcp/run.sh                        # fewer configurations
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -46,7 +48,8 @@ ip -n pvtD link set pvtvd up
 
 # pvnet: the backend's TAP in pvtA (10.90.0.1), the frontend's in pvtB (10.90.0.2).
 sock=$dir/b.sock
-"$bin/netback" --socket "$sock" --tap pvtba > "$dir/back.log" 2>&1 &
+# shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
+"$bin/netback" --socket "$sock" --tap pvtba ${BACK_ARGS:-} > "$dir/back.log" 2>&1 &
 backend=$!
 pids+=("$backend")
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -59,8 +62,9 @@ start_frontend() { # offloads: on | off
     [ -n "$frontend" ] && { kill "$frontend"; wait "$frontend" 2> /dev/null || true; }
     local extra=()
     [ "$1" = off ] && extra=(--no-offloads)
+    # shellcheck disable=SC2086
     "$bin/netfront" --socket "$sock" --mode tap --tap pvtfb --mac 2 "${extra[@]}" \
-        > "$dir/front.log" 2>&1 &
+        ${FRONT_ARGS:-} > "$dir/front.log" 2>&1 &
     frontend=$!
     pids+=("$frontend")
     for _ in $(seq 100); do ip link show pvtfb > /dev/null 2>&1 && break; sleep 0.1; done
@@ -96,7 +100,12 @@ transfer() { # client_ns server_ns server_ip streams
         awk -F: '/"sum_received"/{r=1} r && /"bits_per_second"/{gsub(/[ ,]/,"",$2); printf "%.3f", $2/1e9; exit}')
     b1=$(busy)
     t1=$(date +%s.%N)
+    kill "$server" 2> /dev/null || true
     wait "$server" 2> /dev/null || true
+    if [ -z "$gbit" ]; then
+        echo "benches/tcp/run.sh: a transfer failed; the processes said:" >&2
+        tail -5 "$dir/back.log" "$dir/front.log" >&2
+    fi
     local hz
     hz=$(getconf CLK_TCK)
     awk -v g="${gbit:-0}" -v b="$((b1 - b0))" -v hz="$hz" -v s="$SECS" \
@@ -104,11 +113,11 @@ transfer() { # client_ns server_ns server_ip streams
 }
 
 echo "round,path,offloads,streams,gbit,cpu_s_per_gbit" | tee "$dir/tcp.csv"
-for off in on off; do
+for off in ${OFFLOADS:-on off}; do
     start_frontend "$off"
     veth_offloads "$off"
     for r in $(seq "$ROUNDS"); do
-        for p in 1 4; do
+        for p in ${STREAMS:-1 4}; do
             echo "$r,pvnet,$off,$p,$(transfer pvtB pvtA 10.90.0.1 "$p")" | tee -a "$dir/tcp.csv"
             echo "$r,veth,$off,$p,$(transfer pvtD pvtC 10.91.0.1 "$p")" | tee -a "$dir/tcp.csv"
         done

@@ -7,7 +7,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use netfront::{FrontendHost, Netfront, NetfrontError, SendError};
+use netfront::{FrontendHost, Netfront, NetfrontError, SendError, TxBatch};
 use netif::Offload;
 
 use crate::device::{Tap, TapOffloads};
@@ -89,74 +89,131 @@ impl TapBridge {
         self.stats
     }
 
-    /// Sends one frame the kernel wrote; `false` when the ring is full (it is held).
-    fn send<H: FrontendHost>(
-        &mut self,
-        nic: &mut Netfront<H>,
+    /// Queues one frame the kernel wrote into `b` (published when the batch ends); `false`
+    /// when the ring is full (the frame is held for the next pump).
+    fn queue<H: FrontendHost>(
+        b: &mut TxBatch<'_, H>,
+        held: &mut Option<(Vec<u8>, Offload)>,
+        stats: &mut BridgeStats,
         frame: &mut [u8],
         off: Offload,
     ) -> Result<bool, BridgeError> {
-        match nic.send(frame, off) {
+        match b.send(frame, off) {
             Ok(()) => {
-                self.stats.to_backend += 1;
+                stats.to_backend += 1;
                 Ok(true)
             }
             Err(SendError::Full) => {
-                self.held = Some((frame.to_vec(), off));
+                *held = Some((frame.to_vec(), off));
                 Ok(false)
             }
             Err(SendError::Broken(f)) => Err(NetfrontError::Broken(f).into()),
             Err(SendError::OffloadNotNegotiated | SendError::TooLong { .. }) => {
-                self.stats.soft += 1;
-                self.send_soft(nic, frame, off)
+                stats.soft += 1;
+                Self::queue_soft(b, stats, frame, off);
+                Ok(true)
             }
             Err(_) => {
-                self.stats.dropped += 1;
+                stats.dropped += 1;
                 Ok(true)
             }
         }
     }
 
     /// What the backend would not take, done here: segmented, or checksummed.
-    fn send_soft<H: FrontendHost>(
-        &mut self,
-        nic: &mut Netfront<H>,
+    fn queue_soft<H: FrontendHost>(
+        b: &mut TxBatch<'_, H>,
+        stats: &mut BridgeStats,
         frame: &mut [u8],
         off: Offload,
-    ) -> Result<bool, BridgeError> {
+    ) {
         if let Some(g) = off.gso {
-            let mut segs = Vec::new();
-            if segment(frame, g.size, |s| segs.push(s.to_vec())).is_err() {
-                self.stats.dropped += 1;
-                return Ok(true);
-            }
             let whole = Offload {
                 csum_blank: false,
                 data_validated: true,
                 gso: None,
             };
-            for s in segs {
-                // A ring too full for every segment loses the rest, as a NIC queue would.
-                if nic.send(&s, whole).is_ok() {
-                    self.stats.to_backend += 1;
+            // A ring too full for every segment loses the rest, as a NIC queue would.
+            let r = segment(frame, g.size, |s| {
+                if b.send(s, whole).is_ok() {
+                    stats.to_backend += 1;
                 } else {
-                    self.stats.dropped += 1;
+                    stats.dropped += 1;
                 }
+            });
+            if r.is_err() {
+                stats.dropped += 1;
             }
-            return Ok(true);
+            return;
         }
         if off.csum_blank && fill_checksum(frame).is_ok() {
             let whole = Offload {
                 csum_blank: false,
                 ..off
             };
-            if nic.send(frame, whole).is_ok() {
-                self.stats.to_backend += 1;
-                return Ok(true);
+            if b.send(frame, whole).is_ok() {
+                stats.to_backend += 1;
+                return;
             }
         }
-        self.stats.dropped += 1;
-        Ok(true)
+        stats.dropped += 1;
+    }
+
+    /// Frames the kernel sent, through netfront, in one batch (one publish, at most one
+    /// notification): until the TAP has no more, the budget is spent or the ring is full.
+    fn pump_from_host<H: FrontendHost>(&mut self, nic: &mut Netfront<H>) -> Result<usize, BridgeError> {
+        let ipv6_csum = nic.choice().ipv6_csum_offload;
+        let Self {
+            tap,
+            buf,
+            held,
+            stats,
+            budget,
+            ..
+        } = self;
+        nic.batch(|b| {
+            let mut moved = 0;
+            if let Some((mut frame, off)) = held.take() {
+                if !Self::queue(b, held, stats, &mut frame, off)? {
+                    return Ok(moved);
+                }
+                moved += 1;
+            }
+            for q in 0..tap.queues() {
+                for _ in 0..*budget {
+                    let Some((hdr, len)) = tap.recv(q, buf)? else {
+                        break;
+                    };
+                    moved += 1;
+                    let frame = &mut buf[..len];
+                    let Ok(mut off) = hdr.to_offload(frame) else {
+                        stats.dropped += 1;
+                        continue;
+                    };
+                    // A partial IPv6 checksum the backend did not agree to take.
+                    if off.csum_blank
+                        && off.gso.is_none()
+                        && !ipv6_csum
+                        && Headers::parse(frame).is_ok_and(|h| h.ipv6)
+                        && fill_checksum(frame).is_ok()
+                    {
+                        stats.soft += 1;
+                        off.csum_blank = false;
+                    }
+                    if !Self::queue(b, held, stats, frame, off)? {
+                        return Ok(moved);
+                    }
+                }
+            }
+            Ok(moved)
+        })
+        .unwrap_or_else(|e| match e {
+            // Queued and published; the backend sees them at its next look.
+            SendError::Notify => Ok(1),
+            SendError::Broken(f) => Err(NetfrontError::Broken(f).into()),
+            // `batch` itself fails with nothing else.
+            _ => Ok(0),
+        })
     }
 
     /// Moves what waits, both ways: the kernel's frames out through netfront (until its
@@ -165,53 +222,8 @@ impl TapBridge {
     /// # Errors
     /// The netfront broke, or the TAP failed.
     pub fn pump<H: FrontendHost>(&mut self, nic: &mut Netfront<H>) -> Result<usize, BridgeError> {
-        let mut moved = 0;
         nic.poll()?;
-        if let Some((mut frame, off)) = self.held.take() {
-            if !self.send(nic, &mut frame, off)? {
-                return Ok(moved);
-            }
-            moved += 1;
-        }
-        'queues: for q in 0..self.tap.queues() {
-            for _ in 0..self.budget {
-                let mut buf = std::mem::take(&mut self.buf);
-                let Some((hdr, len)) = self.tap.recv(q, &mut buf)? else {
-                    self.buf = buf;
-                    continue 'queues;
-                };
-                let frame = &mut buf[..len];
-                let sent = match hdr.to_offload(frame) {
-                    Ok(off) => {
-                        // A partial IPv6 checksum the backend did not agree to take.
-                        let off = if off.csum_blank
-                            && !nic.choice().ipv6_csum_offload
-                            && Headers::parse(frame).is_ok_and(|h| h.ipv6)
-                            && off.gso.is_none()
-                            && fill_checksum(frame).is_ok()
-                        {
-                            self.stats.soft += 1;
-                            Offload {
-                                csum_blank: false,
-                                ..off
-                            }
-                        } else {
-                            off
-                        };
-                        self.send(nic, frame, off)
-                    }
-                    Err(_) => {
-                        self.stats.dropped += 1;
-                        Ok(true)
-                    }
-                };
-                self.buf = buf;
-                moved += 1;
-                if !sent? {
-                    break 'queues;
-                }
-            }
-        }
+        let mut moved = self.pump_from_host(nic)?;
         let tap = &self.tap;
         let stats = &mut self.stats;
         let frame = &mut self.rx_buf;

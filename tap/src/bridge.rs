@@ -161,7 +161,10 @@ impl TapBridge {
 
     /// Frames the kernel sent, through netfront, in one batch (one publish, at most one
     /// notification): until the TAP has no more, the budget is spent or the ring is full.
-    fn pump_from_host<H: FrontendHost>(&mut self, nic: &mut Netfront<H>) -> Result<usize, BridgeError> {
+    fn pump_from_host<H: FrontendHost>(
+        &mut self,
+        nic: &mut Netfront<H>,
+    ) -> Result<usize, BridgeError> {
         let ipv6_csum = nic.choice().ipv6_csum_offload;
         let Self {
             tap,

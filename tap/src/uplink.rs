@@ -25,6 +25,11 @@ const FRAME_MAX: usize = 65535 + 14 + 4;
 /// How long a refused write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(1);
 
+/// Most segments one GSO packet is split into here (a 64 KiB packet at a 256-byte MSS). A
+/// guest choosing a tiny segment size would otherwise buy thousands of segments, each
+/// checksummed, with one packet.
+const MAX_SEGMENTS: usize = 256;
+
 /// Most host MAC addresses remembered (those the TAP's frames came from).
 const MAX_HOST_MACS: usize = 1024;
 
@@ -153,6 +158,10 @@ impl TapUplink {
             }
         };
         if let Some(g) = meta.gso.filter(|g| !caps.takes_gso(g.kind)) {
+            if bytes.len() / usize::from(g.size.max(1)) > MAX_SEGMENTS {
+                stats.bad_offload += 1;
+                return;
+            }
             // Every segment complete and checksummed: validated, nothing partial.
             let whole = Offload {
                 csum_blank: false,

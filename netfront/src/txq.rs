@@ -29,6 +29,20 @@ pub(crate) struct TxQueue {
     pub(crate) unpublished: bool,
 }
 
+/// Buffers taken for one frame and not yet pushed (or given back).
+#[derive(Debug)]
+pub(crate) struct Taken {
+    ids: [u16; netif::MAX_DATA_SLOTS],
+    n: usize,
+}
+
+impl Taken {
+    /// Bytes the taken buffers hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.n * FRAME_SIZE
+    }
+}
+
 /// The limits a frame is checked against.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TxLimits {
@@ -69,15 +83,8 @@ impl TxQueue {
         self.free.len() >= slots && self.ring.free_requests() as usize >= slots + usize::from(gso)
     }
 
-    /// Copies a frame made of `parts` into buffers and pushes its request chain (not
-    /// published).
-    pub(crate) fn push_frame(
-        &mut self,
-        parts: &[&[u8]],
-        meta: Offload,
-        limits: TxLimits,
-    ) -> Result<usize, SendError> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+    /// Checks a frame of `len` bytes with `meta` against what was negotiated.
+    pub(crate) fn check(len: usize, meta: Offload, limits: TxLimits) -> Result<(), SendError> {
         if len < usize::from(ETH_HLEN) {
             return Err(SendError::TooShort(len));
         }
@@ -98,26 +105,73 @@ impl TxQueue {
                 return Err(SendError::OffloadNotNegotiated);
             }
         }
-        let slots = len.div_ceil(FRAME_SIZE);
-        let extra = usize::from(meta.gso.is_some());
-        if self.free.len() < slots || (self.ring.free_requests() as usize) < slots + extra {
-            return Err(SendError::Full);
+        Ok(())
+    }
+
+    /// Takes `pages` free buffers for one frame, with ring room for them and a GSO extra if
+    /// `gso`; `None` when there is not enough of either.
+    pub(crate) fn take(&mut self, pages: usize, gso: bool) -> Option<Taken> {
+        let pages = pages.max(1);
+        if pages > netif::MAX_DATA_SLOTS
+            || self.free.len() < pages
+            || (self.ring.free_requests() as usize) < pages + usize::from(gso)
+        {
+            return None;
         }
-        // Copy the parts into successive buffer pages.
-        let mut ids = [0u16; netif::MAX_DATA_SLOTS];
-        for id in &mut ids[..slots] {
+        let mut t = Taken {
+            ids: [0; netif::MAX_DATA_SLOTS],
+            n: pages,
+        };
+        for id in &mut t.ids[..pages] {
             *id = self.free.pop().expect("counted");
         }
-        let ids = &ids[..slots];
+        Some(t)
+    }
+
+    /// Returns buffers taken and not sent.
+    pub(crate) fn give_back(&mut self, t: &Taken) {
+        self.free.extend_from_slice(&t.ids[..t.n]);
+    }
+
+    /// The frames region and, into `spans`, each taken buffer page as `(offset, 4096)`.
+    pub(crate) fn spans<'s>(
+        &self,
+        t: &Taken,
+        spans: &'s mut [(usize, usize); netif::MAX_DATA_SLOTS],
+    ) -> (&SharedRegion, &'s [(usize, usize)]) {
+        for (span, &id) in spans.iter_mut().zip(&t.ids[..t.n]) {
+            *span = (self.page_offset(id), FRAME_SIZE);
+        }
+        (&self.frames, &spans[..t.n])
+    }
+
+    /// Where buffer `id`'s page starts in the frames region.
+    fn page_offset(&self, id: u16) -> usize {
+        (self.first_frame as usize + usize::from(id)) * FRAME_SIZE
+    }
+
+    /// Copies a frame made of `parts` into buffers and pushes its request chain (not
+    /// published).
+    pub(crate) fn push_frame(
+        &mut self,
+        parts: &[&[u8]],
+        meta: Offload,
+        limits: TxLimits,
+    ) -> Result<usize, SendError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        Self::check(len, meta, limits)?;
+        let t = self
+            .take(len.div_ceil(FRAME_SIZE), meta.gso.is_some())
+            .ok_or(SendError::Full)?;
+        // Copy the parts into successive buffer pages.
         let mut page = 0;
         let mut within = 0;
         for part in parts {
             let mut part: &[u8] = part;
             while !part.is_empty() {
                 let n = (FRAME_SIZE - within).min(part.len());
-                let frame = (self.first_frame + u32::from(ids[page])) as usize;
                 self.frames
-                    .copy_in(frame * FRAME_SIZE + within, &part[..n])
+                    .copy_in(self.page_offset(t.ids[page]) + within, &part[..n])
                     .expect("buffer pages lie inside our frames");
                 part = &part[n..];
                 within += n;
@@ -127,8 +181,19 @@ impl TxQueue {
                 }
             }
         }
+        self.push_taken(t, len, meta);
+        Ok(len)
+    }
+
+    /// Pushes the request chain of a frame of `len` bytes (checked) written into the taken
+    /// buffers, giving back the pages it does not use. Not published.
+    pub(crate) fn push_taken(&mut self, t: Taken, len: usize, meta: Offload) {
+        let slots = len.div_ceil(FRAME_SIZE).max(1);
+        debug_assert!(slots <= t.n, "a frame longer than its buffers");
+        self.free.extend_from_slice(&t.ids[slots..t.n]);
+        let extra = meta.gso_extra();
         let size = u16::try_from(len).expect("checked against 65535");
-        for (k, &id) in ids.iter().enumerate() {
+        for (k, &id) in t.ids[..slots].iter().enumerate() {
             let last = k + 1 == slots;
             let mut flags = if last { 0 } else { tx_flags::MORE_DATA };
             let chunk = if last {
@@ -138,7 +203,7 @@ impl TxQueue {
             };
             if k == 0 {
                 flags |= meta.tx_flags();
-                if extra == 1 {
+                if extra.is_some() {
                     flags |= tx_flags::EXTRA_INFO;
                 }
             }
@@ -154,19 +219,22 @@ impl TxQueue {
                     u16::try_from(chunk).expect("a page")
                 },
             };
-            self.ring.push_request(&req).map_err(|_| SendError::Full)?;
+            // Room was counted when the buffers were taken, and nothing else pushes
+            // in between (both need `&mut self`).
+            self.ring
+                .push_request(&req)
+                .expect("ring room counted at take");
             self.in_flight[usize::from(id)] = true;
             self.head[usize::from(id)] = k == 0;
             if k == 0
-                && let Some(e) = meta.gso_extra()
+                && let Some(e) = extra
             {
                 self.ring
                     .push_request(&e.to_tx_slot())
-                    .map_err(|_| SendError::Full)?;
+                    .expect("ring room counted at take");
             }
         }
         self.unpublished = true;
-        Ok(len)
     }
 
     /// Validates and reclaims every completion published. Returns how many buffers came back.

@@ -26,7 +26,7 @@
 #![deny(unsafe_code)]
 
 extern crate alloc;
-#[cfg(any(test, loom))]
+#[cfg(any(test, loom, feature = "std"))]
 extern crate std;
 
 // The unsafe code of this crate (see DESIGN.md's unsafe inventory).
@@ -34,4 +34,4 @@ extern crate std;
 mod region;
 mod sync;
 
-pub use region::{RegionError, SharedRegion};
+pub use region::{MAX_SPANS, RegionError, SharedRegion};

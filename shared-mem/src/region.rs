@@ -544,6 +544,100 @@ impl SharedRegion {
     }
 }
 
+/// The most spans one vectored read or write takes (besides its local head): a 64 KiB frame
+/// in 4 KiB pages is 17.
+pub const MAX_SPANS: usize = 32;
+
+#[cfg(all(feature = "std", unix, not(loom)))]
+impl SharedRegion {
+    /// The `iovec`s of `spans` (`(offset, len)` pairs) after `first`, every span checked
+    /// against the region.
+    fn iovecs(
+        &self,
+        first: libc::iovec,
+        spans: &[(usize, usize)],
+    ) -> std::io::Result<([libc::iovec; MAX_SPANS + 1], usize)> {
+        let empty = libc::iovec {
+            iov_base: core::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_SPANS + 1];
+        if spans.len() > MAX_SPANS {
+            return Err(std::io::ErrorKind::InvalidInput.into());
+        }
+        iov[0] = first;
+        for (v, &(offset, len)) in iov[1..].iter_mut().zip(spans) {
+            self.check_bytes(offset, len)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            *v = libc::iovec {
+                iov_base: self.byte_ptr(offset).cast(),
+                iov_len: len,
+            };
+        }
+        Ok((iov, spans.len() + 1))
+    }
+
+    /// Reads from `fd` with one `readv(2)`: first into the local buffer `head` (a TAP's
+    /// virtio header, say), then into `spans` of this region (`(offset, len)` pairs), in
+    /// order; so a frame lands in shared memory with no copy of ours. Returns the bytes read
+    /// (head included). The kernel writes the region as the peer may: no Rust reference to
+    /// it is made.
+    ///
+    /// # Errors
+    /// A span outside the region or more than [`MAX_SPANS`] of them (`InvalidInput`), or the
+    /// read's own error (`Interrupted` and `WouldBlock` included: the caller decides).
+    pub fn read_vectored_from(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        head: &mut [u8],
+        spans: &[(usize, usize)],
+    ) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let first = libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        };
+        let (iov, n) = self.iovecs(first, spans)?;
+        let count = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `iov[..n]` lives on this stack for the call; its first entry is `head`, an
+        // exclusively borrowed local buffer, and every other lies inside this region (checked
+        // by `iovecs`), which is valid for writes while `self` is borrowed. The kernel writes
+        // those bytes as a peer may write them at any time (the contract of
+        // `from_raw_parts`): no Rust reference into the region exists to be invalidated, and
+        // a hostile peer writing the same bytes meanwhile only garbles its own data.
+        let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), count) };
+        usize::try_from(r).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    /// Writes to `fd` with one `writev(2)`: the local buffer `head`, then `spans` of this
+    /// region in order (a frame straight out of shared memory). Returns the bytes written.
+    /// Bytes a peer changes meanwhile may go out old or new, as with
+    /// [`copy_out`](Self::copy_out).
+    ///
+    /// # Errors
+    /// As [`read_vectored_from`](Self::read_vectored_from), for the write.
+    pub fn write_vectored_to(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        head: &[u8],
+        spans: &[(usize, usize)],
+    ) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let first = libc::iovec {
+            iov_base: head.as_ptr().cast_mut().cast(),
+            iov_len: head.len(),
+        };
+        let (iov, n) = self.iovecs(first, spans)?;
+        let count = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `iov[..n]` lives on this stack for the call; `writev` only reads through
+        // it: `head` is a borrowed local buffer, every other entry lies inside this region
+        // (checked by `iovecs`), valid for reads while `self` is borrowed. The kernel's
+        // reads are not Rust accesses, so a peer writing the same bytes is no data race.
+        let r = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count) };
+        usize::try_from(r).map_err(|_| std::io::Error::last_os_error())
+    }
+}
+
 /// Copies `len` bytes from `src` to `dst`, front to back, as one opaque operation.
 ///
 /// On x86-64 this is `rep movsb` (fast-string copy, within a few percent of `memcpy` for packet
@@ -692,5 +786,43 @@ mod tests {
         assert_eq!(region.len(), 16);
         drop(region);
         assert_eq!(buf[3], 5);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn vectored_io_lands_in_the_spans_and_checks_them() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        use std::os::unix::net::UnixStream;
+
+        let r = SharedRegion::new_zeroed(64);
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(b"HDRabcdefghij").unwrap();
+        let mut head = [0u8; 3];
+        let n = r
+            .read_vectored_from(b.as_fd(), &mut head, &[(40, 4), (8, 16)])
+            .unwrap();
+        assert_eq!((n, &head), (13, b"HDR"));
+        let mut out = [0u8; 4];
+        r.copy_out(40, &mut out).unwrap();
+        assert_eq!(&out, b"abcd");
+        let mut out = [0u8; 6];
+        r.copy_out(8, &mut out).unwrap();
+        assert_eq!(&out, b"efghij");
+
+        let n = r
+            .write_vectored_to(b.as_fd(), b"<", &[(8, 6), (40, 4)])
+            .unwrap();
+        assert_eq!(n, 11);
+        let mut back = [0u8; 11];
+        a.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"<efghijabcd");
+
+        let err = |res: std::io::Result<usize>| res.unwrap_err().kind();
+        let out_of_bounds = r.read_vectored_from(b.as_fd(), &mut head, &[(60, 8)]);
+        assert_eq!(err(out_of_bounds), std::io::ErrorKind::InvalidInput);
+        let too_many = [(0, 1); MAX_SPANS + 1];
+        let res = r.write_vectored_to(b.as_fd(), b"", &too_many);
+        assert_eq!(err(res), std::io::ErrorKind::InvalidInput);
     }
 }

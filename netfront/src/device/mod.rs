@@ -19,8 +19,11 @@ use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::{TxLimits, TxQueue};
 
+pub use inplace::TxBuffer;
+
 mod close;
 mod data;
+mod inplace;
 mod layout;
 mod wait;
 

@@ -12,6 +12,7 @@
 #   benches/tcp/run.sh [ROUNDS] [SECONDS]      # e.g. benches/tcp/run.sh 10 5
 #   BACK_ARGS="--spin-us 50" FRONT_ARGS="--spin-us 50" benches/tcp/run.sh   # extra arguments
 #   OFFLOADS="on" STREAMS="1" benches/tcp/run.sh                        # fewer configurations
+#   BIN=/other/checkout/target/release/examples benches/tcp/run.sh       # another build
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -20,8 +21,14 @@ SECS=${2:-5}
 for t in iperf3 ping ethtool ip; do
     command -v "$t" > /dev/null || { echo "benches/tcp/run.sh: needs $t" >&2; exit 1; }
 done
-cargo build --release --quiet --example netback --example netfront
-bin=target/release/examples
+# BIN: the netback and netfront examples to run (another build's, for an A/B); built here
+# when not given.
+if [ -n "${BIN:-}" ]; then
+    bin=$BIN
+else
+    cargo build --release --quiet --example netback --example netfront
+    bin=target/release/examples
+fi
 dir=$(mktemp -d)
 pids=()
 cleanup() {

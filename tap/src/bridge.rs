@@ -17,6 +17,10 @@ use crate::vnet::VnetHdr;
 
 const FRAME_MAX: usize = 65535 + 14 + 4;
 
+/// Bytes of a frame copied out of shared memory to find its headers (Ethernet, VLAN tags,
+/// IPv6 extension headers, TCP with options).
+const HEAD_COPY: usize = 256;
+
 /// What a [`TapBridge`] moved, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BridgeStats {
@@ -38,8 +42,8 @@ pub struct TapBridge {
     buf: Vec<u8>,
     /// A received frame on its way to the kernel (reused: no allocation per frame).
     rx_buf: Vec<u8>,
-    /// A frame the transmit ring had no room for.
-    held: Option<(Vec<u8>, Offload)>,
+    /// The transmit ring had no room at the last pump: wait for completions, not the TAP.
+    ring_full: bool,
     stats: BridgeStats,
     budget: usize,
 }
@@ -73,7 +77,7 @@ impl TapBridge {
             tap,
             buf: vec![0; FRAME_MAX],
             rx_buf: Vec::with_capacity(FRAME_MAX),
-            held: None,
+            ring_full: false,
             stats: BridgeStats::default(),
             budget: 64,
         })
@@ -87,37 +91,6 @@ impl TapBridge {
     /// What it moved.
     pub fn stats(&self) -> BridgeStats {
         self.stats
-    }
-
-    /// Queues one frame the kernel wrote into `b` (published when the batch ends); `false`
-    /// when the ring is full (the frame is held for the next pump).
-    fn queue<H: FrontendHost>(
-        b: &mut TxBatch<'_, H>,
-        held: &mut Option<(Vec<u8>, Offload)>,
-        stats: &mut BridgeStats,
-        frame: &mut [u8],
-        off: Offload,
-    ) -> Result<bool, BridgeError> {
-        match b.send(frame, off) {
-            Ok(()) => {
-                stats.to_backend += 1;
-                Ok(true)
-            }
-            Err(SendError::Full) => {
-                *held = Some((frame.to_vec(), off));
-                Ok(false)
-            }
-            Err(SendError::Broken(f)) => Err(NetfrontError::Broken(f).into()),
-            Err(SendError::OffloadNotNegotiated | SendError::TooLong { .. }) => {
-                stats.soft += 1;
-                Self::queue_soft(b, stats, frame, off);
-                Ok(true)
-            }
-            Err(_) => {
-                stats.dropped += 1;
-                Ok(true)
-            }
-        }
     }
 
     /// What the backend would not take, done here: segmented, or checksummed.
@@ -161,6 +134,9 @@ impl TapBridge {
 
     /// Frames the kernel sent, through netfront, in one batch (one publish, at most one
     /// notification): until the TAP has no more, the budget is spent or the ring is full.
+    /// Each frame is read straight into netfront's transmit buffers (one `readv`: the
+    /// virtio header here, the frame there); only a frame that needs work in software
+    /// (an offload the backend did not negotiate) is copied out.
     fn pump_from_host<H: FrontendHost>(
         &mut self,
         nic: &mut Netfront<H>,
@@ -169,42 +145,73 @@ impl TapBridge {
         let Self {
             tap,
             buf,
-            held,
+            ring_full,
             stats,
             budget,
             ..
         } = self;
+        *ring_full = false;
         nic.batch(|b| {
             let mut moved = 0;
-            if let Some((mut frame, off)) = held.take() {
-                if !Self::queue(b, held, stats, &mut frame, off)? {
-                    return Ok(moved);
-                }
-                moved += 1;
-            }
             for q in 0..tap.queues() {
                 for _ in 0..*budget {
-                    let Some((hdr, len)) = tap.recv(q, buf)? else {
+                    let mut slot = match b.reserve(q, FRAME_MAX) {
+                        Ok(slot) => slot,
+                        Err(SendError::Broken(f)) => return Err(NetfrontError::Broken(f).into()),
+                        // Full: the frames wait in the TAP's queue until completions come.
+                        Err(_) => {
+                            *ring_full = true;
+                            return Ok(moved);
+                        }
+                    };
+                    let Some((hdr, len)) = tap.recv_with(q, |fd, h| slot.read_from(fd, h))? else {
                         break;
                     };
                     moved += 1;
-                    let frame = &mut buf[..len];
-                    let Ok(mut off) = hdr.to_offload(frame) else {
+                    let mut head = [0u8; HEAD_COPY];
+                    let n = slot.read(0, &mut head[..len.min(HEAD_COPY)]);
+                    let head = &head[..n];
+                    let Ok(mut off) = hdr.to_offload(head) else {
                         stats.dropped += 1;
                         continue;
                     };
                     // A partial IPv6 checksum the backend did not agree to take.
-                    if off.csum_blank
+                    let fill = off.csum_blank
                         && off.gso.is_none()
                         && !ipv6_csum
-                        && Headers::parse(frame).is_ok_and(|h| h.ipv6)
-                        && fill_checksum(frame).is_ok()
-                    {
-                        stats.soft += 1;
-                        off.csum_blank = false;
+                        && Headers::parse_head(head).is_ok_and(|h| h.ipv6);
+                    if !fill {
+                        match slot.commit(len, off) {
+                            Ok(()) => {
+                                stats.to_backend += 1;
+                                continue;
+                            }
+                            Err(SendError::OffloadNotNegotiated | SendError::TooLong { .. }) => {}
+                            Err(SendError::Broken(f)) => {
+                                return Err(NetfrontError::Broken(f).into());
+                            }
+                            Err(_) => {
+                                stats.dropped += 1;
+                                continue;
+                            }
+                        }
                     }
-                    if !Self::queue(b, held, stats, frame, off)? {
-                        return Ok(moved);
+                    // Done in software, on a copy; the buffers go back first, so the
+                    // frame (or its first segments) has room.
+                    let len = len.min(buf.len());
+                    let frame = &mut buf[..len];
+                    slot.read(0, frame);
+                    drop(slot);
+                    stats.soft += 1;
+                    if fill && fill_checksum(frame).is_ok() {
+                        off.csum_blank = false;
+                        if b.send(frame, off).is_ok() {
+                            stats.to_backend += 1;
+                        } else {
+                            stats.dropped += 1;
+                        }
+                    } else {
+                        Self::queue_soft(b, stats, frame, off);
                     }
                 }
             }
@@ -264,8 +271,8 @@ impl TapBridge {
     ) -> Result<(), BridgeError> {
         while !stop.load(Ordering::Acquire) {
             if self.pump(nic)? == 0 {
-                // A held frame waits for transmit completions only, not for the TAP.
-                let fds: Vec<BorrowedFd<'_>> = if self.held.is_some() {
+                // A full ring waits for transmit completions only, not for the TAP.
+                let fds: Vec<BorrowedFd<'_>> = if self.ring_full {
                     Vec::new()
                 } else {
                     (0..self.tap.queues())

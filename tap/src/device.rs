@@ -169,18 +169,40 @@ impl Tap {
     /// # Errors
     /// The read failed (the device went away).
     pub fn recv(&self, q: usize, buf: &mut [u8]) -> io::Result<Option<(VnetHdr, usize)>> {
+        self.recv_with(q, |fd, hdr| {
+            let mut iov = [IoSliceMut::new(hdr), IoSliceMut::new(buf)];
+            readv(fd, &mut iov).map_err(io::Error::from)
+        })
+    }
+
+    /// As [`recv`](Self::recv), the read done by `read`: given queue `q`'s descriptor and
+    /// the header to fill first, it makes one `read`/`readv` and returns its result (bytes,
+    /// header included). For frames read straight into shared memory
+    /// (`netfront::TxBuffer::read_from`). Interrupted reads are made again.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    pub fn recv_with(
+        &self,
+        q: usize,
+        mut read: impl FnMut(BorrowedFd<'_>, &mut [u8; VNET_HDR_LEN]) -> io::Result<usize>,
+    ) -> io::Result<Option<(VnetHdr, usize)>> {
         let fd = self.queues.get(q).ok_or(io::ErrorKind::NotFound)?;
         let mut hdr = [0u8; VNET_HDR_LEN];
         loop {
-            let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(buf)];
-            match readv(fd, &mut iov) {
+            match read(fd.as_fd(), &mut hdr) {
                 Ok(n) if n < VNET_HDR_LEN => {
                     return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a short read"));
                 }
                 Ok(n) => return Ok(Some((VnetHdr::from_bytes(hdr), n - VNET_HDR_LEN))),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::EIO) => return Ok(None),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.raw_os_error() == Some(libc::EIO) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

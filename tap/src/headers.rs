@@ -3,7 +3,7 @@
 //! or IPv6 with extension headers, then TCP or UDP. Parsed with etherparse; a fragment is
 //! refused (its L4 header is not in every piece).
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{LaxNetSlice, LaxSlicedPacket, NetSlice, SlicedPacket, TransportSlice};
 
 use crate::OffloadError;
 
@@ -66,10 +66,53 @@ impl Headers {
             Some(NetSlice::Ipv6(ip)) => (offset_in(frame, ip.header().slice()), true, ip.payload()),
             _ => return Err(OffloadError::BadFrame("neither IPv4 nor IPv6")),
         };
-        if payload.fragmented {
+        Self::from_slices(
+            frame,
+            (l3_offset, ipv6),
+            (payload.fragmented, payload.payload),
+            p.transport.as_ref(),
+        )
+    }
+
+    /// Finds the headers from the first bytes of a frame only (`head`: a copy of what lies
+    /// in shared memory, long enough for its headers), its payload cut short. The
+    /// lengths the IP header gives are not checked against it.
+    ///
+    /// # Errors
+    /// As [`parse`](Self::parse), for the headers.
+    pub(crate) fn parse_head(head: &[u8]) -> Result<Self, OffloadError> {
+        let p = LaxSlicedPacket::from_ethernet(head)
+            .map_err(|_| OffloadError::BadFrame("headers cut short or malformed"))?;
+        let (l3_offset, ipv6, payload) = match &p.net {
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                (offset_in(head, ip.header().slice()), false, ip.payload())
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                (offset_in(head, ip.header().slice()), true, ip.payload())
+            }
+            _ => return Err(OffloadError::BadFrame("neither IPv4 nor IPv6")),
+        };
+        if p.transport.is_none() && p.stop_err.is_some() {
+            return Err(OffloadError::BadFrame("headers cut short or malformed"));
+        }
+        Self::from_slices(
+            head,
+            (l3_offset, ipv6),
+            (payload.fragmented, payload.payload),
+            p.transport.as_ref(),
+        )
+    }
+
+    fn from_slices(
+        frame: &[u8],
+        (l3_offset, ipv6): (usize, bool),
+        (fragmented, payload): (bool, &[u8]),
+        transport: Option<&TransportSlice<'_>>,
+    ) -> Result<Self, OffloadError> {
+        if fragmented {
             return Err(OffloadError::BadFrame("an IP fragment"));
         }
-        let (l4_offset, l4) = match &p.transport {
+        let (l4_offset, l4) = match transport {
             Some(TransportSlice::Tcp(t)) => (
                 offset_in(frame, t.header_slice()),
                 L4::Tcp {
@@ -77,7 +120,7 @@ impl Headers {
                 },
             ),
             Some(TransportSlice::Udp(u)) => (offset_in(frame, u.header_slice()), L4::Udp),
-            _ => (offset_in(frame, payload.payload), L4::Other),
+            _ => (offset_in(frame, payload), L4::Other),
         };
         if l4_offset > frame.len() || l3_offset >= l4_offset {
             return Err(OffloadError::BadFrame("headers out of order"));

@@ -83,7 +83,9 @@ impl VnetHdr {
     /// host for a guest): `NEEDS_CSUM` is `csum_blank` and `data_validated` (as Linux
     /// netback marks a `CHECKSUM_PARTIAL` skb), `DATA_VALID` is `data_validated`, TCP GSO is
     /// the GSO extra. The header must agree with the frame's own headers: netif has no
-    /// `csum_start` of its own (a frontend finds the L4 header itself).
+    /// `csum_start` of its own (a frontend finds the L4 header itself). `frame` may be the
+    /// frame's first bytes only, as long as they hold its headers (a copy out of shared
+    /// memory): only they are looked at.
     ///
     /// # Errors
     /// [`OffloadError::Unsupported`] for UDP GSO, an unknown GSO type or a checksum netif cannot
@@ -105,7 +107,7 @@ impl VnetHdr {
         if !partial && kind.is_none() {
             return Ok(off);
         }
-        let h = Headers::parse(frame)?;
+        let h = Headers::parse_head(frame)?;
         if partial {
             let offset = h.l4.csum_offset().ok_or(OffloadError::Unsupported(
                 "a partial checksum outside TCP and UDP",

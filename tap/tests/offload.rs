@@ -142,6 +142,28 @@ fn the_headers_linux_writes_translate_to_netif() {
 }
 
 #[test]
+fn the_first_bytes_are_enough_and_a_cut_header_is_refused() {
+    // What the TAP bridge does: the frame stays in shared memory, its head is copied out.
+    let v4 = tcp_frame(false, 32, 3000);
+    let v6 = tcp_frame(true, 32, 3000);
+    let gso4 = hdr(1, 1, 66, 1448, 34, 16);
+    let gso6 = hdr(1, 4, 86, 1428, 54, 16);
+    assert_eq!(gso4.to_offload(&v4[..256]), gso4.to_offload(&v4));
+    assert_eq!(gso6.to_offload(&v6[..128]), gso6.to_offload(&v6));
+    assert_eq!(
+        gso4.to_offload(&v4[..66]),
+        Ok(with_gso(GsoKind::TcpV4, 1448))
+    );
+    // The TCP header itself cut short.
+    for cut in [14, 30, 40, 60] {
+        assert!(
+            matches!(gso4.to_offload(&v4[..cut]), Err(OffloadError::BadFrame(_))),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
 fn netif_offloads_translate_to_the_headers_linux_expects() {
     let mut v4 = tcp_frame(false, 32, 3000);
     let mut v6 = tcp_frame(true, 32, 3000);

@@ -29,7 +29,9 @@ fn pair() -> (LocalNetfront, RawBackend) {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| u8::try_from(i * 13 % 251).expect("< 251")).collect()
+    (0..len)
+        .map(|i| u8::try_from(i * 13 % 251).expect("< 251"))
+        .collect()
 }
 
 /// The bytes of the frame whose data requests are `reqs`, read through the backend's grants.

@@ -11,15 +11,11 @@ use netfront::{FrontendHost, Netfront, NetfrontError, SendError, TxBatch};
 use netif::Offload;
 
 use crate::device::{Tap, TapOffloads};
-use crate::headers::Headers;
+use crate::headers::{HEAD_COPY, Headers};
 use crate::soft::{fill_checksum, segment};
 use crate::vnet::VnetHdr;
 
 const FRAME_MAX: usize = 65535 + 14 + 4;
-
-/// Bytes of a frame copied out of shared memory to find its headers (Ethernet, VLAN tags,
-/// IPv6 extension headers, TCP with options).
-const HEAD_COPY: usize = 256;
 
 /// What a [`TapBridge`] moved, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -214,17 +214,40 @@ impl Tap {
     /// # Errors
     /// The write failed otherwise (a frame the kernel refused as malformed: `EINVAL`).
     pub fn send(&self, q: usize, hdr: &VnetHdr, frame: &[&[u8]]) -> io::Result<bool> {
+        self.send_with(q, hdr, |fd, hdr| {
+            let mut iov = Vec::with_capacity(frame.len() + 1);
+            iov.push(IoSlice::new(hdr));
+            iov.extend(frame.iter().map(|p| IoSlice::new(p)));
+            writev(fd, &iov).map_err(io::Error::from)
+        })
+    }
+
+    /// As [`send`](Self::send), the write done by `write`: given queue `q`'s descriptor and
+    /// the header's bytes, it makes one `write`/`writev` of the header and the frame and
+    /// returns its result. For frames written straight from shared memory
+    /// (`netback::PacketMemory::write_to`). Interrupted writes are made again.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_with(
+        &self,
+        q: usize,
+        hdr: &VnetHdr,
+        mut write: impl FnMut(BorrowedFd<'_>, &[u8]) -> io::Result<usize>,
+    ) -> io::Result<bool> {
         let fd = self.queues.get(q).ok_or(io::ErrorKind::NotFound)?;
         let hdr = hdr.to_bytes();
-        let mut iov = Vec::with_capacity(frame.len() + 1);
-        iov.push(IoSlice::new(&hdr));
-        iov.extend(frame.iter().map(|p| IoSlice::new(p)));
         loop {
-            match writev(fd, &iov) {
+            match write(fd.as_fd(), &hdr) {
                 Ok(_) => return Ok(true),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::EIO) => return Ok(false),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EIO)) =>
+                {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

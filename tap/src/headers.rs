@@ -7,6 +7,11 @@ use etherparse::{LaxNetSlice, LaxSlicedPacket, NetSlice, SlicedPacket, Transport
 
 use crate::OffloadError;
 
+/// Bytes of a frame copied out of shared memory to find its headers
+/// ([`Headers::parse_head`]): Ethernet, VLAN tags, IPv6 extension headers, TCP with options.
+#[cfg(any(feature = "netback", feature = "netfront"))]
+pub(crate) const HEAD_COPY: usize = 256;
+
 /// The transport header, as far as offloads care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum L4 {

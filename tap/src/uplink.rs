@@ -15,7 +15,7 @@ use netif::{GsoKind, Offload};
 use xenbus::FrontendChoice;
 
 use crate::device::{Tap, TapOffloads};
-use crate::headers::Headers;
+use crate::headers::{HEAD_COPY, Headers};
 use crate::soft::{fill_checksum, segment};
 use crate::vnet::VnetHdr;
 
@@ -215,7 +215,9 @@ impl TapUplink {
         self.buf = bytes;
     }
 
-    /// Writes a vif's packet to the host.
+    /// Writes a vif's packet to the host: straight from packet memory (one `writev`), its
+    /// headers read from a copy of its first bytes; a GSO packet that must be made partial
+    /// first (its checksum field written) goes through a copy.
     fn send_to_host(&mut self, from: VifId, packet: PacketId, out: &Outbox<'_>) {
         if self.pending.is_some() {
             // Not accepting: netback stops taking from the rings, but frames it took in the
@@ -223,16 +225,41 @@ impl TapUplink {
             self.stats.no_room += 1;
             return;
         }
-        let meta = out.memory().meta(packet);
-        let len = out.memory().read(packet, 0, &mut self.buf);
-        let hdr = match VnetHdr::from_offload(&mut self.buf[..len], meta) {
-            Ok(h) => h,
-            Err(_) => {
-                self.stats.bad_offload += 1;
-                return;
-            }
+        let mem = out.memory();
+        let meta = mem.meta(packet);
+        if meta.gso.is_some() && !meta.csum_blank {
+            let len = mem.read(packet, 0, &mut self.buf);
+            let hdr = match VnetHdr::from_offload(&mut self.buf[..len], meta) {
+                Ok(h) => h,
+                Err(_) => {
+                    self.stats.bad_offload += 1;
+                    return;
+                }
+            };
+            self.write(from, hdr, len);
+            return;
+        }
+        let mut head = [0u8; HEAD_COPY];
+        let n = mem.read(packet, 0, &mut head);
+        let Ok(hdr) = VnetHdr::from_offload(&mut head[..n], meta) else {
+            self.stats.bad_offload += 1;
+            return;
         };
-        self.write(from, hdr, len);
+        let q = usize::try_from(from.0).unwrap_or(0) % self.tap.queues();
+        match self
+            .tap
+            .send_with(q, &hdr, |fd, h| mem.write_to(packet, fd, h))
+        {
+            Ok(true) => self.stats.to_host += 1,
+            Ok(false) => {
+                // Kept for a retry: the packet's memory goes back to netback when this returns.
+                let len = mem.read(packet, 0, &mut self.buf);
+                self.stats.deferred += 1;
+                self.pending = Some((from, hdr, self.buf[..len].to_vec()));
+                self.retry = Some(Instant::now() + RETRY);
+            }
+            Err(_) => self.stats.refused += 1,
+        }
     }
 
     /// Writes `self.buf[..len]` with `hdr`; keeps it for a retry if the kernel cannot take

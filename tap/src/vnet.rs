@@ -144,7 +144,8 @@ impl VnetHdr {
     /// from the frame's own headers: `csum_start` is the L4 header, `csum_offset` TCP's or
     /// UDP's, `hdr_len` the headers before a GSO payload. A GSO packet without `csum_blank`
     /// is made partial here (its checksum field set to the pseudo-header sum), as Linux
-    /// netback fixes such a packet up; so `frame` may change.
+    /// netback fixes such a packet up; so `frame` may change. Otherwise `frame` may be the
+    /// frame's first bytes only, as long as they hold its headers.
     ///
     /// # Errors
     /// [`OffloadError::BadFrame`] if the frame's headers cannot carry the offload (GSO of a
@@ -158,7 +159,7 @@ impl VnetHdr {
             }
             return Ok(hdr);
         }
-        let h = Headers::parse(frame)?;
+        let h = Headers::parse_head(frame)?;
         let csum_offset = h.l4.csum_offset().ok_or(OffloadError::BadFrame(
             "a partial checksum outside TCP and UDP",
         ))?;

@@ -42,6 +42,9 @@ struct Args {
     /// CAP_NET_ADMIN): the host and the frontends on one L2 segment, offloads included.
     #[arg(long)]
     tap: Option<String>,
+    /// The TAP's queues (a multi-queue TAP when more than 1).
+    #[arg(long, default_value_t = 1)]
+    tap_queues: usize,
     /// How guest transmit bytes are read.
     #[arg(long, value_enum, default_value_t = TxModeArg::Copy)]
     tx_mode: TxModeArg,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         },
         uplink: args.uplink,
         tap: args.tap,
+        tap_queues: args.tap_queues,
         tx_mode: match args.tx_mode {
             TxModeArg::Copy => TxMode::Copy,
             TxModeArg::Map => TxMode::Map,

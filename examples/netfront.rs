@@ -90,7 +90,8 @@ struct Args {
 /// Tap mode: moves frames between the netfront and the TAP until stopped.
 fn tap(args: &Args, mut nic: Netfront) -> Res<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let tap = pvnet::tap::Tap::open(&args.tap, 1)?;
+    // A TAP queue per netfront queue (`--queues`): the kernel keeps each flow on one.
+    let tap = pvnet::tap::Tap::open(&args.tap, nic.queues())?;
     let mut bridge = pvnet::tap::TapBridge::new(tap, &nic)?;
     let m = nic.choice().mac;
     println!(

@@ -104,6 +104,7 @@ fn backend_role(args: &Args) -> Res<()> {
         socket,
         uplink: UplinkKind::Echo,
         tap: None,
+        tap_queues: 1,
         tx_mode: if args.tx_map {
             TxMode::Map
         } else {

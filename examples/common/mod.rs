@@ -45,8 +45,10 @@ impl UplinkKind {
 pub struct BackendSetup {
     pub socket: PathBuf,
     pub uplink: UplinkKind,
-    /// A TAP to use as the uplink instead (the host joins the frontends' segment).
+    /// A TAP to use as the uplink instead (the host joins the frontends' segment), and its
+    /// queues (a vif's frames go to queue `vif % queues`; all are read).
     pub tap: Option<String>,
+    pub tap_queues: usize,
     pub tx_mode: TxMode,
     pub spin: Duration,
     pub rate_mbit: Option<u64>,
@@ -96,7 +98,10 @@ pub fn run_backend(setup: &BackendSetup, stop: &Arc<AtomicBool>) -> Res<Vec<Clos
         c
     };
     let uplink: Box<dyn Uplink> = match &setup.tap {
-        Some(name) => Box::new(pvnet::tap::TapUplink::new(pvnet::tap::Tap::open(name, 1)?)?),
+        Some(name) => Box::new(pvnet::tap::TapUplink::new(pvnet::tap::Tap::open(
+            name,
+            setup.tap_queues,
+        )?)?),
         None => setup.uplink.build(),
     };
     let mut backend = Netback::new(cfg, uplink)?;

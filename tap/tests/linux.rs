@@ -221,7 +221,8 @@ impl Front {
         let mut cfg = NetfrontConfig::default();
         cfg.choice = choice;
         let mut nic = Netfront::connect(backend, cfg).unwrap();
-        let tap = Tap::open(dev, 1).unwrap();
+        // A TAP queue per netfront queue: the kernel keeps each flow on one.
+        let tap = Tap::open(dev, nic.queues()).unwrap();
         let mut bridge = TapBridge::new(tap, &nic).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -483,6 +484,43 @@ fn the_kernel_stack_runs_over_pvnet_ipv4_ipv6_tcp_udp() {
     eprintln!("backend {stats:?}\nfrontend {bridge:?}");
     assert_eq!(stats.bad_offload + stats.refused, 0, "{stats:?}");
     assert!(stats.to_host > 0 && stats.from_host > 0);
+}
+
+#[test]
+fn several_queues_carry_checked_tcp_both_ways() {
+    needs_root!("several_queues_carry_checked_tcp_both_ways");
+    let _one = serial();
+    let (b, f, _) = names("q");
+    let back_ns = Netns::new(format!("{b}ns"));
+    let front_ns = Netns::new(format!("{f}ns"));
+    let backend = Backend::start("q", Tap::open(&b, 2).unwrap());
+    back_ns.adopt(
+        &b,
+        [0x02, 0, 0, 0x77, 2, 1],
+        "10.76.0.1/24",
+        "fd76::1/64",
+        1500,
+    );
+    let mut c = choice(4, 1500, true);
+    c.queues = 2;
+    let front = Front::start(&backend.path, &f, c.clone());
+    front_ns.adopt(&f, c.mac, "10.76.0.2/24", "fd76::2/64", 1500);
+    front_ns.ping("10.76.0.1", 56);
+    back_ns.ping("fd76::2", 56);
+    // Several connections: the kernel spreads them over the TAP's queues by flow.
+    for port in 5211..5214 {
+        tcp(&front_ns, &back_ns, &format!("10.76.0.1:{port}"), 64 << 20);
+        tcp(
+            &back_ns,
+            &front_ns,
+            &format!("[fd76::2]:{}", port + 10),
+            16 << 20,
+        );
+    }
+    let bridge = front.stop();
+    let stats = backend.stop();
+    eprintln!("backend {stats:?}\nfrontend {bridge:?}");
+    assert_eq!(stats.bad_offload + stats.refused, 0, "{stats:?}");
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub struct TapBridge {
     rx_buf: Vec<u8>,
     /// The transmit ring had no room at the last pump: wait for completions, not the TAP.
     ring_full: bool,
+    /// Bytes of transmit buffers taken for each read from the TAP (one page at MTU 1500
+    /// without GSO, 17 with it).
+    reserve: usize,
     stats: BridgeStats,
     budget: usize,
 }
@@ -64,12 +67,21 @@ impl TapBridge {
     /// `TUNSETOFFLOAD` failed.
     pub fn new<H: FrontendHost>(tap: Tap, nic: &Netfront<H>) -> std::io::Result<Self> {
         let c = nic.choice();
-        tap.set_offloads(TapOffloads {
+        let offloads = TapOffloads {
             csum: c.ipv4_csum_offload,
             tso4: c.ipv4_csum_offload && c.sg && c.gso_tcpv4,
             tso6: c.ipv4_csum_offload && c.ipv6_csum_offload && c.sg && c.gso_tcpv6,
-        })?;
+        };
+        tap.set_offloads(offloads)?;
+        // The largest frame the kernel sends with these offloads (a VLAN tag included), and
+        // a byte more: a read that fills the buffers may have been cut.
+        let largest = if offloads.tso4 || offloads.tso6 {
+            FRAME_MAX
+        } else {
+            usize::try_from(c.mtu).unwrap_or(FRAME_MAX).min(FRAME_MAX) + 14 + 4
+        };
         Ok(Self {
+            reserve: largest + 1,
             tap,
             buf: vec![0; FRAME_MAX],
             rx_buf: Vec::with_capacity(FRAME_MAX),
@@ -142,6 +154,7 @@ impl TapBridge {
             tap,
             buf,
             ring_full,
+            reserve,
             stats,
             budget,
             ..
@@ -151,7 +164,7 @@ impl TapBridge {
             let mut moved = 0;
             for q in 0..tap.queues() {
                 for _ in 0..*budget {
-                    let mut slot = match b.reserve(q, FRAME_MAX) {
+                    let mut slot = match b.reserve(q, *reserve) {
                         Ok(slot) => slot,
                         Err(SendError::Broken(f)) => return Err(NetfrontError::Broken(f).into()),
                         // Full: the frames wait in the TAP's queue until completions come.
@@ -164,6 +177,11 @@ impl TapBridge {
                         break;
                     };
                     moved += 1;
+                    if len >= slot.capacity() {
+                        // Longer than the interface's MTU allows (cut by the read).
+                        stats.dropped += 1;
+                        continue;
+                    }
                     let mut head = [0u8; HEAD_COPY];
                     let n = slot.read(0, &mut head[..len.min(HEAD_COPY)]);
                     let head = &head[..n];

@@ -8,6 +8,8 @@
 //!   rx flip, rx flip with remap: a netback sources frames to a netfront) and frame size:
 //!   frames/s, Gbit/s, CPU seconds of both processes per GB;
 //! - pvnet round trips (echo) per mode and size, event-driven and busy-polling: p50, p99;
+//! - DPDK memif and virtio-user -> vhost-user at the same sizes, when `dpdk-testpmd` is
+//!   installed (`dpdk.rs` says how each is configured);
 //! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes, a single-core
 //!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
 //!   spin ping-pong between two processes;
@@ -18,6 +20,7 @@
 
 mod baselines;
 mod child;
+mod dpdk;
 mod pvnet_runs;
 mod report;
 mod syscalls;
@@ -135,6 +138,8 @@ fn main() {
         if opts.quick { ", quick" } else { "" }
     );
     let mut results = report::Results::default();
+    // First: testpmd's cores must be free to choose (the other baselines pin this process).
+    dpdk::run_all(&opts, &mut results);
     baselines::run_all(&opts, &mut results);
     pvnet_runs::run_all(&opts, &mut results);
     if opts.no_syscalls {

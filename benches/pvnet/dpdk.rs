@@ -183,8 +183,12 @@ fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<Throughput> 
     let sock = opts.scratch.join(format!("dpdk-{tag}.sock"));
     let _ = std::fs::remove_file(&sock);
     let (rx_vdev, tx_vdev) = peer.vdevs(&sock);
-    let rx_log = opts.scratch.join(format!("dpdk-rx-{tag}.log"));
-    let tx_log = opts.scratch.join(format!("dpdk-tx-{tag}.log"));
+    // The logs stay with the results, to see what each testpmd said.
+    let logs = opts.out.join("dpdk-logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let kind = peer.name().rsplit(' ').next().unwrap_or("peer");
+    let rx_log = logs.join(format!("{kind}-{size}-rx.log"));
+    let tx_log = logs.join(format!("{kind}-{size}-tx.log"));
     let secs = if opts.quick { 4 } else { 8 };
     let rx = spawn(
         bin,

@@ -1,7 +1,10 @@
 //! pvnet against what users would otherwise use, in one run on one machine.
 //!
 //! `cargo bench --bench pvnet` (add `-- --quick` for a short run, `-- --out DIR` for where the
-//! CSV, JSON and SVG chart go; default `target/pvnet-bench`).
+//! CSV, JSON and SVG chart go, default `target/pvnet-bench`; `-- --rounds N` for how many
+//! rounds of every configuration, default 3, 2 with `--quick`). Tables show the median round;
+//! every goal ratio is computed per round, then its median and spread printed, with a verdict
+//! only when every round falls on the same side of the goal.
 //!
 //! Every measurement runs two real processes (this binary, re-run in a child role):
 //! - pvnet throughput per mode (tx copy, tx map: a netfront streams to a sink netback; rx copy,
@@ -44,6 +47,8 @@ pub struct Opts {
     pub sizes: Vec<usize>,
     /// Skip the strace run.
     pub no_syscalls: bool,
+    /// Rounds of every configuration (`--rounds`; 3, or 2 with `--quick`).
+    pub rounds: usize,
 }
 
 impl Opts {
@@ -96,6 +101,16 @@ pub fn pin(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
 }
 
+/// Lets this process (and the children it spawns) run on both CPUs of the pair again.
+pub fn unpin() {
+    if let Some((a, b)) = cpu_pair() {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(a).expect("cpu index");
+        set.set(b).expect("cpu index");
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("unpin");
+    }
+}
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -124,6 +139,14 @@ fn main() {
             },
         ),
         no_syscalls: args.iter().any(|a| a == "--no-syscalls"),
+        rounds: arg_value(&args, "--rounds").map_or(
+            if args.iter().any(|a| a == "--quick") {
+                2
+            } else {
+                3
+            },
+            |v| v.parse().expect("--rounds: a number"),
+        ),
         scratch: std::env::temp_dir().join(format!("pvnet-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
@@ -137,16 +160,25 @@ fn main() {
         opts.sizes,
         if opts.quick { ", quick" } else { "" }
     );
-    let mut results = report::Results::default();
-    // First: testpmd's cores must be free to choose (the other baselines pin this process).
-    dpdk::run_all(&opts, &mut results);
-    baselines::run_all(&opts, &mut results);
-    pvnet_runs::run_all(&opts, &mut results);
+    // Every configuration once per round, rounds one after the other, so a slow spell of
+    // the machine hits all configurations alike and shows as spread, not as a ratio.
+    let mut rounds = Vec::new();
+    for k in 0..opts.rounds {
+        println!("round {} of {}", k + 1, opts.rounds);
+        let mut round = report::Results::default();
+        // First: testpmd chooses its own cores (the other baselines pin this process).
+        unpin();
+        dpdk::run_all(&opts, &mut round);
+        baselines::run_all(&opts, &mut round);
+        pvnet_runs::run_all(&opts, &mut round);
+        rounds.push(round);
+    }
+    let mut results = report::merge(&rounds);
     if opts.no_syscalls {
         println!("syscalls: skipped (--no-syscalls)");
     } else {
         syscalls::run(&opts, &mut results);
     }
-    report::print_and_write(&opts, &results);
+    report::print_and_write(&opts, &results, &rounds);
     let _ = std::fs::remove_dir_all(&opts.scratch);
 }

@@ -55,6 +55,8 @@ pub struct Results {
     /// Bytes per second of a single-core memcpy, per size.
     pub memcpy: Vec<(usize, f64)>,
     pub syscalls: Vec<Syscalls>,
+    /// Merged results only: each configuration's lowest and highest frames/s over the rounds.
+    pub spread: Vec<(String, usize, f64, f64)>,
 }
 
 impl Results {
@@ -76,31 +78,44 @@ impl Results {
     }
 }
 
-fn goal(ok: bool) -> &'static str {
-    if ok { "met" } else { "NOT met" }
-}
-
-pub fn print_and_write(opts: &Opts, r: &Results) {
+/// Prints and writes the medians `r` of `rounds`, with each ratio's spread over the rounds.
+pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results]) {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "\n{:<20} {:>6} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9}",
-        "throughput", "size", "Mpps", "Gbit/s", "CPU s/GB", "x AF_UNIX", "x AF_UNIX", "x memcpy"
+        "\n{:<20} {:>6} {:>9} {:>15} {:>8} {:>9} {:>8} {:>9} {:>9}",
+        "throughput",
+        "size",
+        "Mpps",
+        "Mpps spread",
+        "Gbit/s",
+        "CPU s/GB",
+        "x AF_UNIX",
+        "x AF_UNIX",
+        "x memcpy"
     );
     let _ = writeln!(
         t,
-        "{:<20} {:>6} {:>9} {:>8} {:>9} {:>8} {:>9} {:>9}",
-        "", "B", "", "", "", "frames/s", "Gbit/s", "Gbit/s"
+        "{:<20} {:>6} {:>9} {:>15} {:>8} {:>9} {:>8} {:>9} {:>9}",
+        "", "B", "median", "over rounds", "", "", "frames/s", "Gbit/s", "Gbit/s"
     );
     for tp in &r.throughput {
         let unix = r.tp("AF_UNIX seqpacket", tp.size);
         let mc = r.memcpy_gbps(tp.size);
+        let spread = r
+            .spread
+            .iter()
+            .find(|(n, s, _, _)| *n == tp.name && *s == tp.size)
+            .map_or("-".into(), |(_, _, lo, hi)| {
+                format!("{:.3}-{:.3}", lo / 1e6, hi / 1e6)
+            });
         let _ = writeln!(
             t,
-            "{:<20} {:>6} {:>9.3} {:>8.2} {:>9.3} {:>8} {:>9} {:>9}",
+            "{:<20} {:>6} {:>9.3} {:>15} {:>8.2} {:>9.3} {:>8} {:>9} {:>9}",
             tp.name,
             tp.size,
             tp.fps() / 1e6,
+            spread,
             tp.gbps(),
             tp.cpu_per_gb(),
             unix.map_or("-".into(), |u| format!("{:.2}x", tp.fps() / u.fps())),
@@ -157,7 +172,7 @@ pub fn print_and_write(opts: &Opts, r: &Results) {
             s.top
         );
     }
-    t.push_str(&goals(r));
+    t.push_str(&goals(rounds, r));
     print!("{t}");
     let _ = std::fs::write(opts.out.join("summary.txt"), &t);
     write_csv(opts, r);
@@ -168,72 +183,111 @@ pub fn print_and_write(opts: &Opts, r: &Results) {
     }
 }
 
-fn goals(r: &Results) -> String {
-    let mut g = String::from("\ngoals (ratios in this run)\n");
+/// One goal line: the ratio `f` in every round, its median and spread, and a verdict
+/// against `goal` (`(">=", 10.0)`, say) only when every round falls on the same side.
+fn goal_line(
+    g: &mut String,
+    rounds: &[Results],
+    label: &str,
+    f: impl Fn(&Results) -> Option<f64>,
+    goal: Option<(&str, f64)>,
+) {
+    let mut xs: Vec<f64> = rounds.iter().filter_map(f).collect();
+    if xs.is_empty() {
+        return;
+    }
+    xs.sort_by(f64::total_cmp);
+    let (lo, hi, mid) = (xs[0], xs[xs.len() - 1], median(&xs));
+    let verdict = match goal {
+        None => String::new(),
+        Some((op, limit)) => {
+            let ok = |x: f64| if op == ">=" { x >= limit } else { x <= limit };
+            let v = if xs.len() < 2 {
+                "inconclusive: one round"
+            } else if ok(lo) && ok(hi) {
+                "met"
+            } else if !ok(lo) && !ok(hi) {
+                "NOT met"
+            } else {
+                "inconclusive: the rounds straddle it"
+            };
+            format!("; goal {op} {limit}x: {v}")
+        }
+    };
+    let _ = writeln!(
+        g,
+        "  {label}: {mid:.2}x (rounds {lo:.2}-{hi:.2}, n={}){verdict}",
+        xs.len()
+    );
+}
+
+/// The median of sorted values.
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The goals: every ratio computed per round, then its median and spread.
+fn goals(rounds: &[Results], r: &Results) -> String {
+    let mut g = String::from(
+        "\ngoals (per-round ratios: median, spread, verdict only when every round agrees)\n",
+    );
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
-    let unix = |size| r.tp("AF_UNIX seqpacket", size);
+    let fps = |r: &Results, name: &str, size| r.tp(name, size).map(Throughput::fps);
+    let gbps = |r: &Results, name: &str, size| r.tp(name, size).map(Throughput::gbps);
+    let unix = "AF_UNIX seqpacket";
     for mode in ["pvnet tx copy", "pvnet rx copy"] {
-        if let Some(x) = ratio(
-            r.tp(mode, 64).map(Throughput::fps),
-            unix(64).map(Throughput::fps),
-        ) {
-            let _ = writeln!(
-                g,
-                "  64 B {mode}: {x:.2}x AF_UNIX frames/s (goal >= 10x: {})",
-                goal(x >= 10.0)
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("64 B {mode} / AF_UNIX frames/s"),
+            |r| ratio(fps(r, mode, 64), fps(r, unix, 64)),
+            Some((">=", 10.0)),
+        );
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("1500 B {mode} / AF_UNIX Gbit/s"),
+            |r| ratio(gbps(r, mode, 1500), gbps(r, unix, 1500)),
+            Some((">=", 3.0)),
+        );
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("65535 B {mode} / AF_UNIX Gbit/s"),
+            |r| ratio(gbps(r, mode, 65535), gbps(r, unix, 65535)),
+            Some((">=", 1.5)),
+        );
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("65535 B {mode} / the memcpy bound"),
+            |r| ratio(gbps(r, mode, 65535), r.memcpy_gbps(65535)),
+            Some((">=", 0.5)),
+        );
+        // Against DPDK (issue 13).
+        for size in [64, 1500] {
+            goal_line(
+                &mut g,
+                rounds,
+                &format!("{size} B {mode} / DPDK memif frames/s"),
+                |r| ratio(fps(r, mode, size), fps(r, "DPDK memif", size)),
+                Some((">=", 1.0)),
             );
         }
-        if let Some(x) = ratio(
-            r.tp(mode, 1500).map(Throughput::gbps),
-            unix(1500).map(Throughput::gbps),
-        ) {
-            let _ = writeln!(
-                g,
-                "  1500 B {mode}: {x:.2}x AF_UNIX Gbit/s (goal >= 3x: {})",
-                goal(x >= 3.0)
-            );
-        }
-        if let Some(x) = ratio(
-            r.tp(mode, 65535).map(Throughput::gbps),
-            unix(65535).map(Throughput::gbps),
-        ) {
-            let _ = writeln!(
-                g,
-                "  65535 B {mode}: {x:.2}x AF_UNIX Gbit/s (goal >= 1.5x: {})",
-                goal(x >= 1.5)
-            );
-        }
-        if let Some(x) = ratio(
-            r.tp(mode, 65535).map(Throughput::gbps),
-            r.memcpy_gbps(65535),
-        ) {
-            let _ = writeln!(
-                g,
-                "  65535 B {mode}: {x:.2}x the memcpy bound (goal >= 0.5x: {})",
-                goal(x >= 0.5)
-            );
-        }
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("64 B {mode} / DPDK vhost-user frames/s"),
+            |r| ratio(fps(r, mode, 64), fps(r, "DPDK vhost-user", 64)),
+            Some((">=", 2.0)),
+        );
     }
-    // Against DPDK (issue 13): one round each, so a ratio with no verdict yet.
-    for (peer, sizes) in [
-        ("DPDK memif", &[64, 1500][..]),
-        ("DPDK vhost-user", &[64][..]),
-    ] {
-        for &size in sizes {
-            for mode in ["pvnet tx copy", "pvnet rx copy"] {
-                if let Some(x) = ratio(
-                    r.tp(mode, size).map(Throughput::fps),
-                    r.tp(peer, size).map(Throughput::fps),
-                ) {
-                    let _ = writeln!(
-                        g,
-                        "  {size} B {mode}: {x:.2}x {peer} frames/s (one round: no verdict)"
-                    );
-                }
-            }
-        }
-    }
-    let bound = |busy: bool| {
+    let bound = |r: &Results, busy: bool| {
         r.latency
             .iter()
             .find(|l| l.size == 0 && l.busy == busy)
@@ -250,17 +304,21 @@ fn goals(r: &Results) -> String {
             (false, 1.5, "eventfd ping-pong"),
             (true, 3.0, "spin ping-pong"),
         ] {
-            if let Some(x) = ratio(
-                r.lat("pvnet copy", size, busy).map(|l| l.p50_ns as f64),
-                bound(busy),
-            ) {
-                let _ = writeln!(
-                    g,
-                    "  {size} B round trip {}: {x:.2}x the {what} (goal <= {limit}x: {})",
-                    if busy { "busy-poll" } else { "event-driven" },
-                    goal(x <= limit)
-                );
-            }
+            goal_line(
+                &mut g,
+                rounds,
+                &format!(
+                    "{size} B round trip {} / the {what}",
+                    if busy { "busy-poll" } else { "event-driven" }
+                ),
+                |r| {
+                    ratio(
+                        r.lat("pvnet copy", size, busy).map(|l| l.p50_ns as f64),
+                        bound(r, busy),
+                    )
+                },
+                Some(("<=", limit)),
+            );
         }
     }
     for flip in ["pvnet rx flip", "pvnet rx flip+remap"] {
@@ -271,15 +329,11 @@ fn goals(r: &Results) -> String {
             .map(|t| t.size)
             .collect();
         let cross = sizes.iter().copied().find(|&s| {
-            ratio(
-                r.tp(flip, s).map(Throughput::gbps),
-                r.tp("pvnet rx copy", s).map(Throughput::gbps),
-            )
-            .is_some_and(|x| x >= 1.0)
+            ratio(gbps(r, flip, s), gbps(r, "pvnet rx copy", s)).is_some_and(|x| x >= 1.0)
         });
         let _ = writeln!(
             g,
-            "  copy vs {}: {}",
+            "  copy vs {} (medians): {}",
             flip.trim_start_matches("pvnet rx "),
             cross.map_or("copy is faster at every size measured".into(), |s| format!(
                 "flip at least as fast from {s} B on"
@@ -287,6 +341,58 @@ fn goals(r: &Results) -> String {
         );
     }
     g
+}
+
+/// One result set from several rounds: per configuration the round with the median frame
+/// rate (its CPU and seconds with it), round-trip and memcpy medians, and each
+/// configuration's frame-rate spread (`spread`).
+pub fn merge(rounds: &[Results]) -> Results {
+    let mut m = Results::default();
+    let Some(first) = rounds.first() else {
+        return m;
+    };
+    for t in &first.throughput {
+        let mut all: Vec<&Throughput> = rounds
+            .iter()
+            .filter_map(|r| r.tp(&t.name, t.size))
+            .collect();
+        all.sort_by(|a, b| a.fps().total_cmp(&b.fps()));
+        m.throughput.push(all[all.len() / 2].clone());
+        m.spread.push((
+            t.name.clone(),
+            t.size,
+            all[0].fps(),
+            all[all.len() - 1].fps(),
+        ));
+    }
+    for l in &first.latency {
+        let mut p50: Vec<f64> = Vec::new();
+        let mut p99: Vec<f64> = Vec::new();
+        for r in rounds {
+            if let Some(x) = r.lat(&l.name, l.size, l.busy) {
+                p50.push(x.p50_ns as f64);
+                p99.push(x.p99_ns as f64);
+            }
+        }
+        p50.sort_by(f64::total_cmp);
+        p99.sort_by(f64::total_cmp);
+        // Round-trip medians in whole nanoseconds: far inside a u128.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        m.latency.push(Latency {
+            p50_ns: median(&p50) as u128,
+            p99_ns: median(&p99) as u128,
+            ..l.clone()
+        });
+    }
+    for &(size, _) in &first.memcpy {
+        let mut b: Vec<f64> = rounds
+            .iter()
+            .flat_map(|r| r.memcpy.iter().filter(|(s, _)| *s == size).map(|(_, b)| *b))
+            .collect();
+        b.sort_by(f64::total_cmp);
+        m.memcpy.push((size, median(&b)));
+    }
+    m
 }
 
 fn write_csv(opts: &Opts, r: &Results) {

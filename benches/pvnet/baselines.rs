@@ -53,30 +53,50 @@ fn child(role: &str, extra: &[String]) -> Command {
     c
 }
 
+/// Socket buffers of the tuned AF_UNIX baseline: what a user tuning it would ask for.
+pub const TUNED_BUF: usize = 4 << 20;
+
+/// Sets both socket buffers of `fd` to `bytes`: with the `*BUFFORCE` options when allowed
+/// (root: past `net.core.[rw]mem_max`, as a tuned host would have raised them), else
+/// plainly (the kernel caps them).
+pub fn set_buffers(fd: &OwnedFd, bytes: usize) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(fd, sockopt::SndBufForce, &bytes).is_err() {
+        let _ = setsockopt(fd, sockopt::SndBuf, &bytes);
+    }
+    if setsockopt(fd, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(fd, sockopt::RcvBuf, &bytes);
+    }
+}
+
 /// AF_UNIX SOCK_SEQPACKET: the parent sends `frames` messages, the child receives them all
-/// and acknowledges.
-fn unix(opts: &Opts, size: usize) -> Throughput {
+/// and acknowledges; `tuned`: both sockets with [`TUNED_BUF`] buffers.
+fn unix(opts: &Opts, size: usize, tuned: bool) -> Throughput {
     let frames = opts.frames(size);
     let path = opts.scratch.join("unix.sock");
-    let mut c = child(
-        "unix-sink",
-        &[
-            "--socket".into(),
-            path.display().to_string(),
-            "--size".into(),
-            size.to_string(),
-            "--frames".into(),
-            frames.to_string(),
-        ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("spawn");
+    let mut extra = vec![
+        "--socket".into(),
+        path.display().to_string(),
+        "--size".into(),
+        size.to_string(),
+        "--frames".into(),
+        frames.to_string(),
+    ];
+    if tuned {
+        extra.extend(["--buf".into(), TUNED_BUF.to_string()]);
+    }
+    let mut c = child("unix-sink", &extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut out = BufReader::new(c.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("ready");
     assert_eq!(line.trim(), "READY");
     let s = seqpacket_socket();
+    if tuned {
+        set_buffers(&s, TUNED_BUF);
+    }
     connect(s.as_raw_fd(), &UnixAddr::new(&path).expect("path")).expect("connect");
     let buf = crate::child::frame(size).0;
     let cpu0 = cpu_seconds();
@@ -98,7 +118,11 @@ fn unix(opts: &Opts, size: usize) -> Throughput {
         .and_then(|v| v.parse().ok())
         .expect("child CPU");
     Throughput {
-        name: "AF_UNIX seqpacket".into(),
+        name: if tuned {
+            "AF_UNIX 4 MiB".into()
+        } else {
+            "AF_UNIX seqpacket".into()
+        },
         size,
         frames,
         secs,
@@ -210,15 +234,19 @@ pub fn run_all(opts: &Opts, results: &mut Results) {
     for &size in &opts.sizes {
         let bps = memcpy(size);
         results.memcpy.push((size, bps));
-        let t = unix(opts, size);
+        let t = unix(opts, size, false);
+        let tuned = unix(opts, size, true);
         println!(
-            "baseline {:>6} B: memcpy {:6.2} GB/s; AF_UNIX seqpacket {:7.3} Mpps {:6.2} Gbit/s",
+            "baseline {:>6} B: memcpy {:6.2} GB/s; AF_UNIX seqpacket {:7.3} Mpps {:6.2} Gbit/s, with 4 MiB buffers {:7.3} Mpps {:6.2} Gbit/s",
             size,
             bps / 1e9,
             t.fps() / 1e6,
-            t.gbps()
+            t.gbps(),
+            tuned.fps() / 1e6,
+            tuned.gbps()
         );
         results.throughput.push(t);
+        results.throughput.push(tuned);
     }
     let trips = opts.trips(false) * 3;
     let (p50, p99) = eventfd_ping_pong(trips);

@@ -300,6 +300,9 @@ fn unix_sink(args: &[String]) {
     println!("READY");
     std::io::stdout().flush().unwrap();
     let conn = crate::baselines::seqpacket_accept(&sock);
+    if let Some(bytes) = arg_value(args, "--buf").and_then(|v| v.parse().ok()) {
+        crate::baselines::set_buffers(&conn, bytes);
+    }
     let mut buf = vec![0u8; size.max(1)];
     for _ in 0..frames {
         let n = nix::sys::socket::recv(

@@ -13,7 +13,8 @@
 //! - pvnet round trips (echo) per mode and size, event-driven and busy-polling: p50, p99;
 //! - DPDK memif and virtio-user -> vhost-user at the same sizes, when `dpdk-testpmd` is
 //!   installed (`dpdk.rs` says how each is configured);
-//! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes, a single-core
+//! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes (default
+//!   buffers, and 4 MiB ones as a user tuning it would set: "AF_UNIX 4 MiB"), a single-core
 //!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
 //!   spin ping-pong between two processes;
 //! - system calls per million frames while both sides are busy (`perf stat`, if usable).

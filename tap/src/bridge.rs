@@ -38,8 +38,9 @@ pub struct TapBridge {
     buf: Vec<u8>,
     /// A received frame on its way to the kernel (reused: no allocation per frame).
     rx_buf: Vec<u8>,
-    /// The transmit ring had no room at the last pump: wait for completions, not the TAP.
-    ring_full: bool,
+    /// Per TAP queue: its transmit ring had no room at the last pump, so wait for
+    /// completions there, not for that TAP queue (the other queues go on).
+    ring_full: Vec<bool>,
     /// Bytes of transmit buffers taken for each read from the TAP (one page at MTU 1500
     /// without GSO, 17 with it).
     reserve: usize,
@@ -80,12 +81,13 @@ impl TapBridge {
         } else {
             usize::try_from(c.mtu).unwrap_or(FRAME_MAX).min(FRAME_MAX) + 14 + 4
         };
+        let queues = tap.queues();
         Ok(Self {
             reserve: largest + 1,
             tap,
             buf: vec![0; FRAME_MAX],
             rx_buf: Vec::with_capacity(FRAME_MAX),
-            ring_full: false,
+            ring_full: vec![false; queues],
             stats: BridgeStats::default(),
             budget: 64,
         })
@@ -159,18 +161,19 @@ impl TapBridge {
             budget,
             ..
         } = self;
-        *ring_full = false;
+        ring_full.fill(false);
         nic.batch(|b| {
             let mut moved = 0;
-            for q in 0..tap.queues() {
+            for (q, full) in ring_full.iter_mut().enumerate() {
                 for _ in 0..*budget {
                     let mut slot = match b.reserve(q, *reserve) {
                         Ok(slot) => slot,
                         Err(SendError::Broken(f)) => return Err(NetfrontError::Broken(f).into()),
-                        // Full: the frames wait in the TAP's queue until completions come.
+                        // Full: this queue's frames wait in the TAP until completions come;
+                        // the next queue goes on.
                         Err(_) => {
-                            *ring_full = true;
-                            return Ok(moved);
+                            *full = true;
+                            break;
                         }
                     };
                     let Some((hdr, len)) = tap.recv_with(q, |fd, h| slot.read_from(fd, h))? else {
@@ -285,14 +288,11 @@ impl TapBridge {
     ) -> Result<(), BridgeError> {
         while !stop.load(Ordering::Acquire) {
             if self.pump(nic)? == 0 {
-                // A full ring waits for transmit completions only, not for the TAP.
-                let fds: Vec<BorrowedFd<'_>> = if self.ring_full {
-                    Vec::new()
-                } else {
-                    (0..self.tap.queues())
-                        .filter_map(|q| self.tap.fd(q))
-                        .collect()
-                };
+                // A queue whose ring is full waits for transmit completions, not its TAP queue.
+                let fds: Vec<BorrowedFd<'_>> = (0..self.tap.queues())
+                    .filter(|&q| !self.ring_full[q])
+                    .filter_map(|q| self.tap.fd(q))
+                    .collect();
                 nic.wait_with(&fds, Some(tick))?;
             }
         }

@@ -256,15 +256,35 @@ fn front_rx(args: &[String]) {
     println!("RESULT {} {secs} {cpu}", got.saturating_sub(1));
 }
 
-/// One frame at a time through an echo backend.
+/// One frame at a time through an echo backend: `--trips` round trips back to back, or
+/// (`--run-ms`, for the polling curve) as many as fit in that time with `--gap-us` of sleep
+/// between a reply and the next request, bracketed by `START` and `END trips` lines, then
+/// held until the parent (which reads both processes' CPU time there) writes a line.
 fn front_ping(args: &[String]) {
     let size: usize = req(args, "--size");
-    let trips: u32 = req(args, "--trips");
+    let run = arg_value(args, "--run-ms")
+        .map(|v| Duration::from_millis(v.parse().expect("--run-ms: a number")));
+    let trips: u32 = if run.is_some() {
+        u32::MAX
+    } else {
+        req(args, "--trips")
+    };
+    let gap = Duration::from_micros(
+        arg_value(args, "--gap-us").map_or(0, |v| v.parse().expect("--gap-us: a number")),
+    );
+    if !gap.is_zero() {
+        // The default 50 us timer slack would stretch every short gap.
+        nix::sys::prctl::set_timerslack(1000).expect("timer slack");
+    }
     let (mode, remap) = rx_mode(args);
     let mut nic = connect(args, mode, remap);
     let (bytes, meta) = frame(size);
-    let mut times = Vec::with_capacity(trips as usize);
-    for _ in 0..trips + 10 {
+    let mut times = Vec::with_capacity(if run.is_some() {
+        1 << 16
+    } else {
+        trips as usize
+    });
+    let trip = |nic: &mut Netfront| {
         let t = Instant::now();
         nic.send(&bytes, meta).expect("send");
         let mut back = false;
@@ -278,11 +298,31 @@ fn front_ping(args: &[String]) {
                 nic.wait(Some(T)).expect("wait");
             }
         }
-        times.push(t.elapsed());
+        let took = t.elapsed();
         nic.poll().expect("poll");
-    }
+        took
+    };
     // The first trips warm up (page faults, caches).
-    let mut times = times.split_off(10);
+    for _ in 0..10 {
+        trip(&mut nic);
+    }
+    if run.is_some() {
+        println!("START");
+        std::io::stdout().flush().expect("flush");
+    }
+    let start = Instant::now();
+    while times.len() < trips as usize && run.is_none_or(|r| start.elapsed() < r) {
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+        times.push(trip(&mut nic));
+    }
+    if run.is_some() {
+        println!("END {}", times.len());
+        std::io::stdout().flush().expect("flush");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).expect("parent's go");
+    }
     times.sort();
     let p = |q: usize| times[(times.len() - 1) * q / 100].as_nanos();
     nic.close().expect("close");

@@ -2,7 +2,8 @@
 //!
 //! `cargo bench --bench pvnet` (add `-- --quick` for a short run, `-- --out DIR` for where the
 //! CSV, JSON and SVG chart go, default `target/pvnet-bench`; `-- --rounds N` for how many
-//! rounds of every configuration, default 3, 2 with `--quick`). Tables show the median round;
+//! rounds of every configuration, default 3, 2 with `--quick`; `-- --only polling,pvnet` for
+//! some parts only: `dpdk`, `baselines`, `pvnet`, `polling`). Tables show the median round;
 //! every goal ratio is computed per round, then its median and spread printed, with a verdict
 //! only when every round falls on the same side of the goal.
 //!
@@ -11,6 +12,8 @@
 //!   rx flip, rx flip with remap: a netback sources frames to a netfront) and frame size:
 //!   frames/s, Gbit/s, CPU seconds of both processes per GB;
 //! - pvnet round trips (echo) per mode and size, event-driven and busy-polling: p50, p99;
+//! - the polling curve: 64 B round trips and CPU per trip against the spin budget of both
+//!   sides (0, 10 us, 50 us, always) and the client's pause between trips (`polling.rs`);
 //! - DPDK memif and virtio-user -> vhost-user at the same sizes, when `dpdk-testpmd` is
 //!   installed (`dpdk.rs` says how each is configured);
 //! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes (default
@@ -25,6 +28,7 @@
 mod baselines;
 mod child;
 mod dpdk;
+mod polling;
 mod pvnet_runs;
 mod report;
 mod syscalls;
@@ -50,6 +54,17 @@ pub struct Opts {
     pub no_syscalls: bool,
     /// Rounds of every configuration (`--rounds`; 3, or 2 with `--quick`).
     pub rounds: usize,
+    /// Parts to run (`--only dpdk,baselines,pvnet,polling`; all by default).
+    pub only: Option<Vec<String>>,
+}
+
+impl Opts {
+    /// Whether the part `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == name))
+    }
 }
 
 impl Opts {
@@ -148,6 +163,7 @@ fn main() {
             },
             |v| v.parse().expect("--rounds: a number"),
         ),
+        only: arg_value(&args, "--only").map(|s| s.split(',').map(String::from).collect()),
         scratch: std::env::temp_dir().join(format!("pvnet-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
@@ -169,9 +185,18 @@ fn main() {
         let mut round = report::Results::default();
         // First: testpmd chooses its own cores (the other baselines pin this process).
         unpin();
-        dpdk::run_all(&opts, &mut round);
-        baselines::run_all(&opts, &mut round);
-        pvnet_runs::run_all(&opts, &mut round);
+        if opts.runs("dpdk") {
+            dpdk::run_all(&opts, &mut round);
+        }
+        if opts.runs("baselines") {
+            baselines::run_all(&opts, &mut round);
+        }
+        if opts.runs("pvnet") {
+            pvnet_runs::run_all(&opts, &mut round);
+        }
+        if opts.runs("polling") {
+            polling::run_all(&opts, &mut round);
+        }
         rounds.push(round);
     }
     let mut results = report::merge(&rounds);

@@ -52,8 +52,8 @@ pub const MODES: [Mode; 5] = [
 ];
 
 /// Spawns a child role; the backend runs on the first CPU of the pair, the frontend on the
-/// second.
-fn spawn(role: &str, args: &[String]) -> Child {
+/// second. Its standard output and input are pipes.
+pub fn spawn(role: &str, args: &[String]) -> Child {
     let cpu = crate::cpu_pair().map(|(b, f)| if role == "backend" { b } else { f });
     Command::new(std::env::current_exe().expect("own path"))
         .args(["--role", role])
@@ -62,12 +62,14 @@ fn spawn(role: &str, args: &[String]) -> Child {
                 .unwrap_or_default(),
         )
         .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn")
 }
 
-fn output(mut c: Child) -> String {
+/// Everything `c` prints, once it has exited successfully.
+pub fn output(mut c: Child) -> String {
     let mut s = String::new();
     c.stdout
         .take()

@@ -39,6 +39,26 @@ pub struct Latency {
     pub p99_ns: u128,
 }
 
+/// One point of the polling curve (`polling.rs`).
+#[derive(Clone, Debug)]
+pub struct PollPoint {
+    /// Both sides' spin budget in microseconds; `None`: always.
+    pub spin_us: Option<u64>,
+    /// The client's pause between a reply and its next request.
+    pub gap_us: u64,
+    pub trips: u64,
+    pub p50_ns: u128,
+    pub p99_ns: u128,
+    /// CPU time of both processes per round trip.
+    pub cpu_ns_per_trip: f64,
+}
+
+impl PollPoint {
+    pub fn spin_label(&self) -> String {
+        self.spin_us.map_or("always".into(), |s| format!("{s} us"))
+    }
+}
+
 /// System calls of both processes over a busy stream.
 #[derive(Clone, Debug)]
 pub struct Syscalls {
@@ -55,6 +75,7 @@ pub struct Results {
     /// Bytes per second of a single-core memcpy, per size.
     pub memcpy: Vec<(usize, f64)>,
     pub syscalls: Vec<Syscalls>,
+    pub polling: Vec<PollPoint>,
     /// Merged results only: each configuration's lowest and highest frames/s over the rounds.
     pub spread: Vec<(String, usize, f64, f64)>,
 }
@@ -161,6 +182,24 @@ pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results]) {
             x
         );
     }
+    if !r.polling.is_empty() {
+        let _ = writeln!(
+            t,
+            "\n{:<30} {:>8} {:>10} {:>10} {:>14}",
+            "polling curve, 64 B copy", "gap us", "p50 us", "p99 us", "CPU us / trip"
+        );
+        for p in &r.polling {
+            let _ = writeln!(
+                t,
+                "{:<30} {:>8} {:>10.2} {:>10.2} {:>14.2}",
+                format!("spin {}", p.spin_label()),
+                p.gap_us,
+                p.p50_ns as f64 / 1e3,
+                p.p99_ns as f64 / 1e3,
+                p.cpu_ns_per_trip / 1e3
+            );
+        }
+    }
     for s in &r.syscalls {
         let _ = writeln!(
             t,
@@ -180,6 +219,12 @@ pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results]) {
     match chart(opts, r) {
         Ok(p) => println!("chart: {}", p.display()),
         Err(e) => println!("chart: failed: {e}"),
+    }
+    if !r.polling.is_empty() {
+        match polling_chart(opts, &r.polling) {
+            Ok(p) => println!("chart: {}", p.display()),
+            Err(e) => println!("chart: failed: {e}"),
+        }
     }
 }
 
@@ -391,6 +436,26 @@ pub fn merge(rounds: &[Results]) -> Results {
             ..l.clone()
         });
     }
+    for p in &first.polling {
+        let same: Vec<&PollPoint> = rounds
+            .iter()
+            .flat_map(|r| &r.polling)
+            .filter(|q| q.spin_us == p.spin_us && q.gap_us == p.gap_us)
+            .collect();
+        let med = |f: &dyn Fn(&PollPoint) -> f64| {
+            let mut v: Vec<f64> = same.iter().map(|q| f(q)).collect();
+            v.sort_by(f64::total_cmp);
+            median(&v)
+        };
+        // Medians of whole nanoseconds: far inside a u128.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        m.polling.push(PollPoint {
+            p50_ns: med(&|q| q.p50_ns as f64) as u128,
+            p99_ns: med(&|q| q.p99_ns as f64) as u128,
+            cpu_ns_per_trip: med(&|q| q.cpu_ns_per_trip),
+            ..p.clone()
+        });
+    }
     for &(size, _) in &first.memcpy {
         let mut b: Vec<f64> = rounds
             .iter()
@@ -439,6 +504,18 @@ fn write_csv(opts: &Opts, r: &Results) {
             l.p99_ns
         );
     }
+    for p in &r.polling {
+        let _ = writeln!(
+            c,
+            "polling,spin {} gap {} us,64,{},,{},,,,{},{}",
+            p.spin_label(),
+            p.gap_us,
+            p.trips,
+            p.cpu_ns_per_trip * p.trips as f64 / 1e9,
+            p.p50_ns,
+            p.p99_ns
+        );
+    }
     let _ = std::fs::write(opts.out.join("results.csv"), c);
 }
 
@@ -485,12 +562,28 @@ fn write_json(opts: &Opts, r: &Results) {
             )
         })
         .collect();
+    let poll: Vec<String> = r
+        .polling
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"spin_us\":{},\"gap_us\":{},\"trips\":{},\"p50_ns\":{},\"p99_ns\":{},\"cpu_ns_per_trip\":{}}}",
+                p.spin_us.map_or("null".into(), |s| s.to_string()),
+                p.gap_us,
+                p.trips,
+                p.p50_ns,
+                p.p99_ns,
+                p.cpu_ns_per_trip
+            )
+        })
+        .collect();
     let json = format!(
-        "{{\"throughput\":[{}],\"memcpy\":[{}],\"latency\":[{}],\"syscalls\":[{}]}}\n",
+        "{{\"throughput\":[{}],\"memcpy\":[{}],\"latency\":[{}],\"syscalls\":[{}],\"polling\":[{}]}}\n",
         tp.join(","),
         mc.join(","),
         lat.join(","),
-        sc.join(",")
+        sc.join(","),
+        poll.join(",")
     );
     let _ = std::fs::write(opts.out.join("results.json"), json);
 }
@@ -568,6 +661,81 @@ fn chart(opts: &Opts, r: &Results) -> Result<std::path::PathBuf, Box<dyn std::er
         .draw()?;
     root.present()?;
     drop(chart);
+    drop(root);
+    Ok(path)
+}
+
+/// The polling curve: round-trip p50 and CPU per trip against the spin budget, one line per
+/// gap, side by side.
+fn polling_chart(
+    opts: &Opts,
+    points: &[PollPoint],
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let path = opts.out.join("polling.svg");
+    let spins: Vec<Option<u64>> = crate::polling::SPINS.to_vec();
+    let x_of = |p: &PollPoint| spins.iter().position(|s| *s == p.spin_us).unwrap_or(0) as f64;
+    let label = |x: &f64| {
+        (0..spins.len())
+            .find(|&k| (k as f64 - x).abs() < 1e-6)
+            .map_or(String::new(), |k| {
+                spins[k].map_or("always".into(), |v| format!("{v} us"))
+            })
+    };
+    let root = SVGBackend::new(&path, (1100, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(550);
+    let p50_us: fn(&PollPoint) -> f64 = |p| p.p50_ns as f64 / 1e3;
+    let cpu_us: fn(&PollPoint) -> f64 = |p| p.cpu_ns_per_trip / 1e3;
+    let panels = [
+        (&left, "64 B round trip, p50", p50_us),
+        (&right, "CPU of both processes per trip", cpu_us),
+    ];
+    for (area, title, f) in panels {
+        let ys: Vec<f64> = points.iter().map(f).collect();
+        // Room above the highest point for the legend.
+        let ymax = ys.iter().copied().fold(1.0, f64::max) * 12.0;
+        let ymin = ys.iter().copied().fold(ymax, f64::min).max(0.01) / 2.0;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                -0.2f64..(spins.len() as f64 - 0.8),
+                (ymin..ymax).log_scale(),
+            )?;
+        chart
+            .configure_mesh()
+            .x_labels(spins.len())
+            .x_label_formatter(&label)
+            .x_desc("spin budget, both sides")
+            .y_desc("us (log)")
+            .draw()?;
+        for (i, gap) in crate::polling::GAPS.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.gap_us == *gap)
+                .map(|p| (x_of(p), f(p)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(format!("{gap} us between trips"))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+            chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    drop(left);
+    drop(right);
     drop(root);
     Ok(path)
 }

@@ -2,7 +2,7 @@
 //! namespace, a netfront exposed as a TAP in another (two, for the mixed-offload case), and
 //! real traffic between them: ping both ways over IPv4 and IPv6, TCP transfers with every
 //! byte checked, UDP of mixed sizes, MTU 1500 and 9000, a frontend without GSO behind the
-//! same switch as one with it. Needs root (namespaces, TAPs); elsewhere each test skips,
+//! same switch as one with it, a segment size too small to be segmented refused. Needs root (namespaces, TAPs); elsewhere each test skips,
 //! saying why. Namespaces are deleted however a test ends (their TAPs go with their
 //! descriptors).
 
@@ -642,4 +642,91 @@ fn smoltcp_sends_checked_tcp_to_a_linux_server() {
     );
     let stats = backend.stop();
     assert_eq!(stats.bad_offload + stats.refused, 0, "{stats:?}");
+}
+
+/// An Ethernet + IPv4 + TCP frame of `payload` bytes from `src` to `dst`, its TCP checksum
+/// left blank (a GSO packet as a guest's stack hands it down).
+fn tcp4_frame(src: [u8; 6], dst: [u8; 6], payload: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(54 + payload);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = u16::try_from(40 + payload).unwrap();
+    let mut ip = [
+        0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 81, 0, 2, 10, 81, 0, 3,
+    ];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let sum = ip
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = !u16::try_from((sum & 0xffff) + (sum >> 16)).unwrap();
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    f.extend_from_slice(&ip);
+    // Ports 5300 -> 5301, sequence 1, ack 0, data offset 5, ACK|PSH, window 65535.
+    f.extend_from_slice(&[
+        0x14, 0xb4, 0x14, 0xb5, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    f.extend((0..payload).map(|i| stream_byte(i as u64)));
+    f
+}
+
+/// Frames `nic` receives within `for_how_long`, with their lengths.
+fn drain(nic: &mut Netfront, for_how_long: Duration) -> Vec<usize> {
+    let mut got = Vec::new();
+    let end = Instant::now() + for_how_long;
+    while Instant::now() < end {
+        if nic.receive(256, |rx| got.push(rx.data.len())).unwrap() == 0 {
+            nic.wait(Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+    got
+}
+
+#[test]
+fn a_tiny_segment_size_is_refused_not_segmented() {
+    needs_root!("a_tiny_segment_size_is_refused_not_segmented");
+    let _one = serial();
+    // Two netfronts of this process behind the TAP uplink's switch: one with GSO, one
+    // without. The switch segments the first one's GSO packets for the second, up to 256
+    // segments a packet: a guest choosing a tiny segment size cannot make the backend cut
+    // and checksum thousands of frames for one packet.
+    let (b, _, _) = names("c");
+    let backend = Backend::start("c", Tap::open(&b, 1).unwrap());
+    let with = choice(8, 1500, true);
+    let without = choice(9, 1500, false);
+    let connect = |choice: &FrontendChoice| {
+        let mut cfg = NetfrontConfig::default();
+        cfg.choice = choice.clone();
+        Netfront::connect(&backend.path, cfg).unwrap()
+    };
+    let mut sender = connect(&with);
+    let mut plain = connect(&without);
+    let frame = tcp4_frame(with.mac, without.mac, 60_000);
+    let gso = |size| netif::Offload {
+        csum_blank: true,
+        gso: Some(netif::Gso {
+            kind: netif::GsoKind::TcpV4,
+            size,
+        }),
+        ..netif::Offload::default()
+    };
+    // 60,000 bytes at 100 a segment: 600 segments, refused.
+    sender.send(&frame, gso(100)).unwrap();
+    let refused = drain(&mut plain, Duration::from_millis(300));
+    // At 1000 a segment: 60 segments of 1054 bytes, delivered.
+    sender.send(&frame, gso(1000)).unwrap();
+    let segmented = drain(&mut plain, Duration::from_millis(300));
+    drop((sender, plain));
+    let stats = backend.stop();
+    eprintln!("backend {stats:?}");
+    assert!(
+        refused.is_empty(),
+        "{} frames of the refused packet",
+        refused.len()
+    );
+    assert_eq!(segmented, vec![14 + 40 + 1000; 60]);
+    assert_eq!(stats.bad_offload, 1, "{stats:?}");
+    assert_eq!(stats.segmented, 1, "{stats:?}");
 }

@@ -89,18 +89,36 @@ impl fmt::Debug for SharedRegion {
     }
 }
 
+/// Words in one page of a heap region.
+#[cfg(not(loom))]
+const HEAP_PAGE_WORDS: usize = 1024;
+
+/// One page of a heap region: page-aligned, and `size_of` a multiple of its alignment, so a
+/// slice of them is one contiguous run of words.
+#[cfg(not(loom))]
+#[repr(C, align(4096))]
+struct HeapPage([AtomicU32; HEAP_PAGE_WORDS]);
+
+#[cfg(not(loom))]
+const _: () = assert!(core::mem::size_of::<HeapPage>() == 4096);
+
 impl SharedRegion {
-    /// Allocates a zeroed region of `len` bytes on the heap (rounded down to whole words).
+    /// Allocates a zeroed region of `len` bytes on the heap (rounded down to whole words),
+    /// starting on a 4096-byte boundary, as the memory of every real host does (so frames
+    /// and cache lines fall where they would in a mapping).
     ///
     /// For tests and for rings between threads of one process.
     pub fn new_zeroed(len: usize) -> Self {
         let words = len / 4;
         #[cfg(not(loom))]
         {
-            let cells: alloc::boxed::Box<[AtomicU32]> =
-                (0..words).map(|_| AtomicU32::new(0)).collect();
+            let cells: alloc::boxed::Box<[HeapPage]> = (0..words.div_ceil(HEAP_PAGE_WORDS))
+                .map(|_| HeapPage([const { AtomicU32::new(0) }; HEAP_PAGE_WORDS]))
+                .collect();
             // A boxed slice's pointer is never null (dangling but aligned when empty), and the
-            // heap memory it points to stays put when the box moves into the `Arc` below.
+            // heap memory it points to stays put when the box moves into the `Arc` below. The
+            // pages are contiguous arrays of atomics, so the first page's first word starts
+            // `words` consecutive `AtomicU32`s.
             let base = NonNull::from(&*cells).cast::<AtomicU32>();
             Self {
                 base,
@@ -675,6 +693,20 @@ unsafe fn raw_copy(src: *const u8, dst: *mut u8, len: usize) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_regions_start_on_a_page_and_hold_every_word() {
+        for len in [0, 4, 4095, 4096, 3 * 4096 + 12] {
+            let r = SharedRegion::new_zeroed(len);
+            assert_eq!(r.as_ptr() as usize % 4096, 0, "len {len}");
+            assert_eq!(r.len(), len / 4 * 4);
+            if len >= 4 {
+                let last = r.len() - 4;
+                r.store_u32(last, 7, Ordering::Relaxed).unwrap();
+                assert_eq!(r.load_u32(last, Ordering::Relaxed).unwrap(), 7);
+            }
+        }
+    }
 
     #[test]
     fn read_write_round_trip_and_padding() {

@@ -86,7 +86,13 @@ impl PacketMemory {
         // Filled in place: a slot is 100 bytes, and this runs once per packet.
         let slot = &mut self.slots[id as usize];
         let from = self.free_pages.len() - n;
-        slot.pages[..n].copy_from_slice(&self.free_pages[from..]);
+        if n == 1 {
+            // Most packets: one page, without the `memcpy` call a slice copy of unknown
+            // length makes.
+            slot.pages[0] = self.free_pages[from];
+        } else {
+            slot.pages[..n].copy_from_slice(&self.free_pages[from..]);
+        }
         self.free_pages.truncate(from);
         slot.npages = u8::try_from(n).ok()?;
         slot.len = len;
@@ -196,7 +202,11 @@ impl PacketMemory {
         s.refs = s.refs.saturating_sub(1);
         if s.refs == 0 {
             let n = usize::from(s.npages);
-            self.free_pages.extend_from_slice(&s.pages[..n]);
+            if n == 1 {
+                self.free_pages.push(s.pages[0]);
+            } else {
+                self.free_pages.extend_from_slice(&s.pages[..n]);
+            }
             s.npages = 0;
             self.free_slots.push(id.0);
         }

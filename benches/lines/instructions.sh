@@ -29,14 +29,20 @@ def load(path):
             d[m.group(2).strip()] = int(m.group(1).replace(",", ""))
     return d
 a, b, frames = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3])
-rows = sorted(((b[k] - a.get(k, 0)) / frames, k) for k in b)
 total = (b.get("PROGRAM TOTALS", 0) - a.get("PROGRAM TOTALS", 0)) / frames
 print(f"instructions per frame: {total:.1f}")
-for v, k in reversed(rows):
-    name = re.sub(r"\s*\[.*\]$", "", k.split(":", 1)[-1])
-    if v < 0.05 * total or "lang_start" in k or "main" in name or "(below" in k or k.startswith("PROGRAM") or "???" in k:
+# A function inlined into several files appears once per file: keep its largest count.
+best = {}
+for k in b:
+    if k.startswith("PROGRAM") or "???" in k or "(below" in k:
         continue
-    print(f"  {v:8.1f}  {name[:110]}")
+    name = re.sub(r"\s*\[.*\]$", "", k.split(":", 1)[-1])
+    if re.search(r"lang_start|backtrace|::main$|^main$|libc_start", name):
+        continue
+    best[name] = max(best.get(name, 0), (b[k] - a.get(k, 0)) / frames)
+for name, v in sorted(best.items(), key=lambda x: -x[1]):
+    if v >= 0.03 * total:
+        print(f"  {v:8.1f}  {name[:110]}")
 EOF
 }
 

@@ -47,24 +47,7 @@ fn next_line(r: &mut impl BufRead, want: &str) -> String {
 /// One point of the curve.
 fn point(opts: &Opts, spin: Option<u64>, gap_us: u64) -> PollPoint {
     let spin_us = spin.unwrap_or(crate::BUSY_SPIN.as_secs() * 1_000_000);
-    let sock = opts.scratch.join("poll.sock");
-    let _ = std::fs::remove_file(&sock);
-    let common = vec![
-        "--socket".to_string(),
-        sock.display().to_string(),
-        "--size".into(),
-        "64".into(),
-        "--spin-us".into(),
-        spin_us.to_string(),
-    ];
-    let mut b_args = common.clone();
-    b_args.extend([
-        "--uplink".into(),
-        "echo".into(),
-        "--tx-mode".into(),
-        "copy".into(),
-    ]);
-    let back = crate::pvnet_runs::spawn("backend", &b_args);
+    let (back, common) = crate::pvnet_runs::echo_backend(opts, "poll", 64, spin_us);
     let run_ms = if opts.quick { 100 } else { 600 };
     let mut f_args = common;
     f_args.extend([

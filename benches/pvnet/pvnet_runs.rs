@@ -147,17 +147,17 @@ fn throughput(opts: &Opts, mode: Mode, size: usize) -> Throughput {
     }
 }
 
-/// Echo round trips for one receive mode and size, event-driven or busy-polling.
-fn latency(opts: &Opts, rx_mode: &str, size: usize, busy: bool) -> Latency {
-    let sock = socket_path(opts, "lat");
-    let spin = if busy { BUSY_SPIN } else { Duration::ZERO };
+/// An echo backend (copy mode) for `size`-byte frames spinning `spin_us`, at a socket named
+/// `tag`; returns it and the arguments its frontend shares with it.
+pub fn echo_backend(opts: &Opts, tag: &str, size: usize, spin_us: u64) -> (Child, Vec<String>) {
+    let sock = socket_path(opts, tag);
     let common = vec![
         "--socket".to_string(),
         sock.display().to_string(),
         "--size".into(),
         size.to_string(),
         "--spin-us".into(),
-        spin.as_micros().to_string(),
+        spin_us.to_string(),
     ];
     let mut b_args = common.clone();
     b_args.extend([
@@ -166,7 +166,14 @@ fn latency(opts: &Opts, rx_mode: &str, size: usize, busy: bool) -> Latency {
         "--tx-mode".into(),
         "copy".into(),
     ]);
-    let back = spawn("backend", &b_args);
+    (spawn("backend", &b_args), common)
+}
+
+/// Echo round trips for one receive mode and size, event-driven or busy-polling.
+fn latency(opts: &Opts, rx_mode: &str, size: usize, busy: bool) -> Latency {
+    let spin = if busy { BUSY_SPIN } else { Duration::ZERO };
+    let spin_us = u64::try_from(spin.as_micros()).expect("a spin of under 584,000 years");
+    let (back, common) = echo_backend(opts, "lat", size, spin_us);
     let mut f_args = common;
     f_args.extend([
         "--trips".into(),

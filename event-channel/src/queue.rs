@@ -61,6 +61,31 @@ impl<P: EventChannel> QueuePorts<P> {
         self.rx.as_ref().unwrap_or(&self.tx).notify()
     }
 
+    /// Sends the notifications a poll owes: `tx` for the transmit ring, `rx` for the receive
+    /// ring. Rings that share a channel get one event for both (the peer drains both rings
+    /// on any event of the channel); split channels get one each.
+    ///
+    /// # Errors
+    /// [`EventError::Io`].
+    pub fn notify_owed(&self, tx: bool, rx: bool) -> Result<(), EventError> {
+        match &self.rx {
+            Some(r) => {
+                if tx {
+                    self.tx.notify()?;
+                }
+                if rx {
+                    r.notify()?;
+                }
+            }
+            None => {
+                if tx || rx {
+                    self.tx.notify()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends the descriptors to sleep on (one, or two if split). Returns `false` if a port
     /// has none (then nothing is appended: the loop cannot sleep on this queue).
     pub fn fds<'a>(&'a self, out: &mut Vec<BorrowedFd<'a>>) -> bool {
@@ -120,5 +145,72 @@ impl<P: EventChannel> QueuePorts<P> {
             port.clear_ready()?;
         }
         Ok(tx || rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    /// A port that counts the notifications sent through it.
+    #[derive(Debug, Default)]
+    struct Counting(Arc<AtomicU32>);
+
+    impl EventChannel for Counting {
+        fn notify(&self) -> Result<(), EventError> {
+            // Relaxed: a counter read by the same thread.
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        fn try_wait(&mut self) -> Result<bool, EventError> {
+            Ok(false)
+        }
+        fn wait(&mut self, _timeout: Option<Duration>) -> Result<bool, EventError> {
+            Ok(false)
+        }
+        fn mask(&mut self) {}
+        fn unmask(&mut self) -> Result<bool, EventError> {
+            Ok(false)
+        }
+        fn is_masked(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn owed_notifications_share_a_shared_channel() {
+        let sent = Arc::new(AtomicU32::new(0));
+        let ports = QueuePorts::new(Counting(sent.clone()), None);
+        for (tx, rx, events) in [
+            (false, false, 0),
+            (true, false, 1),
+            (false, true, 1),
+            (true, true, 1),
+        ] {
+            sent.store(0, Ordering::Relaxed);
+            ports.notify_owed(tx, rx).unwrap();
+            assert_eq!(sent.load(Ordering::Relaxed), events, "tx {tx} rx {rx}");
+        }
+    }
+
+    #[test]
+    fn owed_notifications_go_to_their_own_split_channels() {
+        let (tx_sent, rx_sent) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let ports = QueuePorts::new(Counting(tx_sent.clone()), Some(Counting(rx_sent.clone())));
+        let counts = || {
+            (
+                tx_sent.load(Ordering::Relaxed),
+                rx_sent.load(Ordering::Relaxed),
+            )
+        };
+        ports.notify_owed(true, true).unwrap();
+        assert_eq!(counts(), (1, 1));
+        ports.notify_owed(false, true).unwrap();
+        assert_eq!(counts(), (1, 2));
+        ports.notify_owed(false, false).unwrap();
+        assert_eq!(counts(), (1, 2));
     }
 }

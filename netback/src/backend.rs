@@ -375,9 +375,10 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
             }
             vif.drain_if_stalled(now, self.cfg.rx_stall_timeout, &mut self.mem);
         }
-        // Transmit answers last: the frames they carried are on their way already.
+        // Transmit answers last: the frames they carried are on their way already. The
+        // notifications of both rings go with them.
         for vif in &mut self.vifs {
-            vif.flush_tx_answers()?;
+            vif.finish_poll()?;
         }
         Ok(work)
     }

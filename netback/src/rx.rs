@@ -53,6 +53,10 @@ pub(crate) struct RxQueue {
     backlog: VecDeque<PacketId>,
     /// Rx requests the frame at the head of the backlog needs (0: not waiting).
     need: u32,
+    /// Responses published that the frontend asked to be told of, not told yet: the poll's
+    /// last batch leaves its notification to the end of the poll, where it goes out with
+    /// the transmit ring's in one event when both rings share a channel.
+    notify_owed: bool,
 }
 
 /// What a receive poll uses of its vif: its grants (and flip pool), what it negotiated, its
@@ -97,6 +101,7 @@ impl RxQueue {
             ring,
             backlog: VecDeque::new(),
             need: 0,
+            notify_owed: false,
         }
     }
 
@@ -250,22 +255,31 @@ impl RxQueue {
             // Large frames: move and answer in chunks, so the frontend starts on the first
             // frames while the rest are copied.
             if scratch.copies.len() + scratch.transfers.len() >= crate::tx::COPY_CHUNK {
-                self.move_and_respond(&mut vif, events, mem, scratch, flip)?;
+                // Told now, not at the end of the poll: a frontend asleep starts on these.
+                self.move_and_respond(&mut vif, Some(events), mem, scratch, flip)?;
             }
         }
         if scratch.answers.is_empty() {
             return Ok(done);
         }
-        self.move_and_respond(&mut vif, events, mem, scratch, flip)?;
+        self.move_and_respond(&mut vif, None::<&QueuePorts<P>>, mem, scratch, flip)?;
         Ok(done)
+    }
+
+    /// Whether the frontend is owed a notification for responses published (and forgets
+    /// it: the caller sends it).
+    pub(crate) fn take_notify_owed(&mut self) -> bool {
+        std::mem::take(&mut self.notify_owed)
     }
 
     /// Performs the batch's copies or transfers and writes its responses; the scratch is
     /// empty afterwards.
+    /// Notifies through `now` if given, else leaves the notification owed (for the end of
+    /// the poll).
     fn move_and_respond<M: FrameMemory, P: EventChannel>(
         &mut self,
         vif: &mut RxVif<'_, M>,
-        events: &QueuePorts<P>,
+        now: Option<&QueuePorts<P>>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
         flip: bool,
@@ -288,7 +302,7 @@ impl RxQueue {
         } else {
             vif.grants.copy(&mut scratch.copies);
         }
-        self.respond(vif.stats, events, mem, scratch, flip)?;
+        self.respond(vif.stats, now, mem, scratch, flip)?;
         scratch.reqs.clear();
         scratch.copies.clear();
         scratch.transfers.clear();
@@ -298,7 +312,7 @@ impl RxQueue {
     fn respond<P: EventChannel>(
         &mut self,
         stats: &mut VifStats,
-        events: &QueuePorts<P>,
+        now: Option<&QueuePorts<P>>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
         flip: bool,
@@ -359,9 +373,12 @@ impl RxQueue {
             mem.release(a.packet);
         }
         if self.ring.publish_responses() {
-            events
-                .notify_rx()
-                .map_err(|e| PollFailure::Local(e.into()))?;
+            match now {
+                Some(events) => events
+                    .notify_rx()
+                    .map_err(|e| PollFailure::Local(e.into()))?,
+                None => self.notify_owed = true,
+            }
         }
         Ok(())
     }

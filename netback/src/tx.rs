@@ -359,8 +359,17 @@ impl TxQueue {
         &mut self,
         events: &QueuePorts<P>,
     ) -> Result<(), NetbackError> {
+        if self.flush_owed()? {
+            events.notify_tx()?;
+        }
+        Ok(())
+    }
+
+    /// As [`flush`](Self::flush), leaving the notification to the caller: returns whether
+    /// the frontend asked for one.
+    pub(crate) fn flush_owed(&mut self) -> Result<bool, NetbackError> {
         if self.answers.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         for a in self.answers.drain(..) {
             let reqs = &self.pending[a.start..];
@@ -368,10 +377,7 @@ impl TxQueue {
                 self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
             }
         }
-        if self.ring.publish_responses() {
-            events.notify_tx()?;
-        }
-        Ok(())
+        Ok(self.ring.publish_responses())
     }
 }
 

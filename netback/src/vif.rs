@@ -495,15 +495,20 @@ impl<H: BackendHost> Vif<H> {
         self.drop_backlog(mem);
     }
 
-    /// Writes the decided transmit answers of every queue (a disabled vif's are forgotten).
-    pub(crate) fn flush_tx_answers(&mut self) -> Result<(), NetbackError> {
+    /// Ends a poll: writes the decided transmit answers of every queue (a disabled vif's
+    /// are forgotten) and sends the notifications the poll owes, one event per channel (a
+    /// queue whose rings share a channel and both need telling gets one, not two).
+    pub(crate) fn finish_poll(&mut self) -> Result<(), NetbackError> {
         let active = self.active();
         for q in &mut self.queues {
-            if active {
-                q.tx.flush(&q.events)?;
+            let tx = if active {
+                q.tx.flush_owed()?
             } else {
                 q.tx.discard_answers();
-            }
+                false
+            };
+            let rx = q.rx.take_notify_owed();
+            q.events.notify_owed(tx, rx)?;
         }
         Ok(())
     }

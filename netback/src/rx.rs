@@ -273,9 +273,8 @@ impl RxQueue {
     }
 
     /// Performs the batch's copies or transfers and writes its responses; the scratch is
-    /// empty afterwards.
-    /// Notifies through `now` if given, else leaves the notification owed (for the end of
-    /// the poll).
+    /// empty afterwards. Notifies through `now` if given, else leaves the notification owed
+    /// (for the end of the poll).
     fn move_and_respond<M: FrameMemory, P: EventChannel>(
         &mut self,
         vif: &mut RxVif<'_, M>,

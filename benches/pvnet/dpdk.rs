@@ -15,7 +15,7 @@
 //! Frames per second are the receiver's own once-a-second `Rx-pps` readings from the first
 //! second that carried frames (the link comes up seconds after start), the first (ramp-up)
 //! and last (partial) seconds left out, their median kept; CPU is both processes' user and
-//! system time over the same seconds (`/proc/PID/stat`; both forwarding cores poll all the
+//! system time over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all the
 //! time, as DPDK does).
 
 use std::path::{Path, PathBuf};
@@ -78,28 +78,6 @@ fn txpkts(size: usize) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// User and system seconds `child` has run so far (`/proc/PID/stat`), 0 if unreadable.
-fn cpu_of(child: &Child) -> f64 {
-    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100.0, |t| t as f64);
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-    // After the command's name in parentheses: state is field 0, utime 11, stime 12.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / tick
 }
 
 /// One `dpdk-testpmd` writing to `log`.
@@ -231,6 +209,7 @@ fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<Throughput> 
     while Instant::now() < until && !rx_pps(&rx_log).iter().any(|&p| p > 0.0) {
         std::thread::sleep(Duration::from_millis(100));
     }
+    let cpu_of = |c: &Child| crate::cpu_ns(c.id()) as f64 / 1e9;
     let cpu0 = cpu_of(&rx) + cpu_of(&tx);
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(secs + 1));

@@ -89,6 +89,19 @@ pub const BUSY_SPIN: Duration = Duration::from_secs(30);
 /// Spin used for throughput runs (both sides): the demo's default.
 pub const THROUGHPUT_SPIN: Duration = Duration::from_micros(50);
 
+/// Nanoseconds every thread of process `pid` has run (`/proc/PID/task/*/schedstat`, first
+/// field; finer than `/proc/PID/stat`'s 10 ms ticks), 0 if it cannot be read.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The CPUs this process may use, lowest first.
 pub fn cpu_list() -> Vec<usize> {
     let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).expect("affinity");

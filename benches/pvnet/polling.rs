@@ -20,18 +20,6 @@ pub const SPINS: [Option<u64>; 4] = [Some(0), Some(10), Some(50), None];
 /// Gaps between a reply and the next request, in microseconds.
 pub const GAPS: [u64; 4] = [0, 20, 100, 1000];
 
-/// Nanoseconds every thread of `pid` has run (`/proc/PID/task/*/schedstat`, first field).
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .filter_map(Result::ok)
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn next_line(r: &mut impl BufRead, want: &str) -> String {
     let mut line = String::new();
     loop {
@@ -61,9 +49,9 @@ fn point(opts: &Opts, spin: Option<u64>, gap_us: u64) -> PollPoint {
     let mut front = crate::pvnet_runs::spawn("front-ping", &f_args);
     let mut out = BufReader::new(front.stdout.take().expect("stdout"));
     next_line(&mut out, "START");
-    let before = cpu_ns(back.id()) + cpu_ns(front.id());
+    let before = crate::cpu_ns(back.id()) + crate::cpu_ns(front.id());
     let end = next_line(&mut out, "END ");
-    let after = cpu_ns(back.id()) + cpu_ns(front.id());
+    let after = crate::cpu_ns(back.id()) + crate::cpu_ns(front.id());
     release(&mut front);
     let lat = next_line(&mut out, "LAT ");
     finish(front);

@@ -31,9 +31,8 @@ fn mark(which: usize) {
     MARKS.0[which].fetch_add(1, Ordering::Relaxed);
 }
 
-fn cfg_mac() -> [u8; 6] {
-    [2, 0, 0, 0, 0, 1]
-}
+/// The frontend's MAC, and the frames' destination.
+const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -62,10 +61,10 @@ fn main() {
     let mut cfg = NetfrontConfig::default();
     cfg.choice = FrontendChoice::default();
     cfg.choice.mtu = 9000;
-    cfg.choice.mac = cfg_mac();
+    cfg.choice.mac = MAC;
     let (vif, mut nic) = connect(&mut nb, &BackendFeatures::default(), cfg).expect("connect");
     let mut frame = vec![0u8; size];
-    frame[..6].copy_from_slice(&cfg_mac());
+    frame[..6].copy_from_slice(&MAC);
     frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
     frame[12..14].copy_from_slice(&[0x88, 0xb5]);
     let held = (dir == "rx").then(|| nb.packet(&frame, Offload::default()).expect("memory"));

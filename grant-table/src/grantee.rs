@@ -119,6 +119,7 @@ impl<M: FrameMemory> PeerGrants<M> {
 
     /// A claim for a copy: a held persistent one, or a new one (kept if persistent). Returns
     /// the frame and whether the caller must release the claim after the copy.
+    #[inline(always)]
     fn claim_for_copy(
         &self,
         gref: GrantRef,
@@ -269,6 +270,7 @@ impl<M: FrameMemory> PeerGrants<M> {
 
     /// Resolves one end of a copy: claims a grant if it is one. Returns the memory, the byte
     /// offset in it, and the grant's claim to release and frame (if it is a grant).
+    #[inline(always)]
     fn resolve(
         &self,
         ptr: CopyPtr,
@@ -295,6 +297,7 @@ impl<M: FrameMemory> PeerGrants<M> {
         }
     }
 
+    #[inline(always)]
     fn copy_one(&self, op: &CopyOp) -> GrantStatus {
         let (src, src_at, src_grant) = match self.resolve(op.source, op.len, false) {
             Ok(r) => r,

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use event_channel::{EventChannel, QueuePorts};
 use grant_table::{
-    Access, CopyOp, CopyPtr, FRAME_SIZE, FrameMemory, GrantMapping, GrantOps, GrantRef,
-    GrantStatus, PeerGrants,
+    Access, CopyOp, CopyPtr, FRAME_SIZE, FrameMemory, FrameNumber, GrantMapping, GrantOps,
+    GrantRef, GrantStatus, PeerGrants,
 };
 use io_ring::BackRing;
 use netif::wire::{TxRequest, TxResponse, status};
@@ -372,6 +372,15 @@ impl TxQueue {
             return Ok(false);
         }
         for a in self.answers.drain(..) {
+            if a.slots == 1 {
+                // The usual packet: one slot, answered with its own id.
+                let rsp = TxResponse {
+                    id: self.pending[a.start].id,
+                    status: a.status,
+                };
+                self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
+                continue;
+            }
             let reqs = &self.pending[a.start..];
             for rsp in tx_responses(reqs, a.slots, a.extra_slots, a.status) {
                 self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
@@ -423,26 +432,52 @@ struct TxAnswer {
 
 /// Grant copies of every fragment into the packet's pages (none crossing a page on either
 /// side: a fragment lies in its page, and pieces split at ours).
+#[inline]
 fn push_copies(pkt: &TxPacket, packet: PacketId, mem: &PacketMemory, ops: &mut Vec<CopyOp>) {
     let mut pos = 0;
     for frag in pkt.fragments() {
         let len = usize::from(frag.len);
-        for (page, within, n, from) in dest_pieces(pos, len) {
-            let src_off = usize::from(frag.offset) + from;
-            ops.push(CopyOp::new(
-                CopyPtr::Grant {
-                    gref: GrantRef(frag.gref),
-                    offset: u16::try_from(src_off).expect("inside a page"),
-                },
-                CopyPtr::Local {
-                    frame: mem.page(packet, page),
-                    offset: u16::try_from(within).expect("inside a page"),
-                },
-                u16::try_from(n).expect("at most a page"),
+        let within = pos % FRAME_SIZE;
+        if len > 0 && within + len <= FRAME_SIZE {
+            // The usual fragment (every one-slot packet's): one piece, in one of our pages.
+            ops.push(copy_op(
+                frag.gref,
+                usize::from(frag.offset),
+                mem.page(packet, pos / FRAME_SIZE),
+                within,
+                len,
             ));
+        } else {
+            for (page, within, n, from) in dest_pieces(pos, len) {
+                let src_off = usize::from(frag.offset) + from;
+                ops.push(copy_op(
+                    frag.gref,
+                    src_off,
+                    mem.page(packet, page),
+                    within,
+                    n,
+                ));
+            }
         }
         pos += len;
     }
+}
+
+/// The grant copy of `len` bytes from `gref` at `src_off` to our `frame` at `dst_off` (each
+/// inside its page: the parser and [`dest_pieces`] see to it).
+#[inline]
+fn copy_op(gref: u32, src_off: usize, frame: FrameNumber, dst_off: usize, len: usize) -> CopyOp {
+    CopyOp::new(
+        CopyPtr::Grant {
+            gref: GrantRef(gref),
+            offset: u16::try_from(src_off).expect("inside a page"),
+        },
+        CopyPtr::Local {
+            frame,
+            offset: u16::try_from(dst_off).expect("inside a page"),
+        },
+        u16::try_from(len).expect("at most a page"),
+    )
 }
 
 /// Why a poll of a vif stopped.

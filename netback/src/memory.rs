@@ -65,12 +65,14 @@ impl PacketMemory {
     }
 
     /// Pages a packet of `len` bytes takes (at least one).
+    #[inline]
     pub fn pages_for(len: u32) -> usize {
         (len as usize).div_ceil(FRAME_SIZE).max(1)
     }
 
     /// A packet of `len` bytes (contents undefined until written) with one reference, or
     /// `None` when `len` exceeds 65535 or memory is short (back-pressure: try later).
+    #[inline]
     pub fn alloc(&mut self, len: u32, meta: Offload) -> Option<PacketId> {
         let n = Self::pages_for(len);
         if len > 0xffff || self.free_pages.len() < n {
@@ -118,21 +120,25 @@ impl PacketMemory {
     }
 
     /// The packet's length.
+    #[inline]
     pub fn len(&self, id: PacketId) -> u32 {
         self.slot(id).len
     }
 
     /// The packet's offload metadata.
+    #[inline]
     pub fn meta(&self, id: PacketId) -> Offload {
         self.slot(id).meta
     }
 
     /// Pages the packet holds.
+    #[inline]
     pub fn npages(&self, id: PacketId) -> usize {
         usize::from(self.slot(id).npages)
     }
 
     /// The `i`th page of the packet (bytes `i * 4096 ..`).
+    #[inline]
     pub fn page(&self, id: PacketId, i: usize) -> FrameNumber {
         FrameNumber(self.slot(id).pages[i])
     }
@@ -191,11 +197,13 @@ impl PacketMemory {
     }
 
     /// Adds a reference (one more delivery).
+    #[inline]
     pub fn retain(&mut self, id: PacketId) {
         self.slots[id.0 as usize].refs += 1;
     }
 
     /// Drops a reference; the pages are free when the last goes.
+    #[inline]
     pub fn release(&mut self, id: PacketId) {
         let s = &mut self.slots[id.0 as usize];
         debug_assert!(s.refs > 0, "packet released more often than retained");

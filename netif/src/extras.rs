@@ -26,12 +26,14 @@ impl Extras {
     }
 
     /// The extra of a type (one of [`extra_type`]), if the packet carried one.
+    #[inline]
     pub fn get(&self, kind: u8) -> Option<ExtraInfo> {
         let e = *self.0.get(usize::from(kind).checked_sub(1)?)?;
         (e.kind != extra_type::NONE).then_some(e)
     }
 
     /// The GSO extra as `(type, size)`.
+    #[inline]
     pub fn gso(&self) -> Option<(u8, u16)> {
         self.get(extra_type::GSO)
             .map(|e| (e.gso_type(), e.gso_size()))

@@ -55,6 +55,7 @@ pub struct Offload {
 
 impl Offload {
     /// The flags of a tx request's first slot (without `more_data` / `extra_info`).
+    #[inline]
     pub fn tx_flags(&self) -> u16 {
         (if self.csum_blank {
             tx_flags::CSUM_BLANK
@@ -87,6 +88,7 @@ impl Offload {
     }
 
     /// What a validated tx packet carries.
+    #[inline]
     pub fn from_tx(p: &TxPacket) -> Self {
         Self {
             csum_blank: p.csum_blank(),
@@ -96,6 +98,7 @@ impl Offload {
     }
 
     /// What a validated rx packet carries.
+    #[inline]
     pub fn from_rx(p: &RxPacket) -> Self {
         Self {
             csum_blank: p.csum_blank(),

@@ -129,6 +129,7 @@ pub struct TxPacket {
 
 impl TxPacket {
     /// The data slots, first one first.
+    #[inline]
     pub fn fragments(&self) -> &[TxFragment] {
         &self.fragments[..self.nfrags]
     }
@@ -140,16 +141,19 @@ impl TxPacket {
     }
 
     /// The GSO extra as `(type, size)`, validated.
+    #[inline]
     pub fn gso(&self) -> Option<(u8, u16)> {
         self.extras.gso()
     }
 
     /// Whether the checksum is blank (the backend fills it).
+    #[inline]
     pub fn csum_blank(&self) -> bool {
         self.flags & tx_flags::CSUM_BLANK != 0
     }
 
     /// Whether the checksum is known good.
+    #[inline]
     pub fn data_validated(&self) -> bool {
         self.flags & tx_flags::DATA_VALIDATED != 0
     }

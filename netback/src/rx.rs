@@ -384,20 +384,25 @@ impl RxQueue {
 }
 
 /// Takes exactly `n` requests (known to be there), across snapshot refreshes.
+#[inline]
 fn take_requests(
     ring: &mut io_ring::BackRing<RxRequest, RxResponse>,
     n: usize,
     out: &mut Vec<RxRequest>,
 ) -> Result<(), PollFailure> {
+    out.reserve(n);
     let mut left = n;
     while left > 0 {
-        let before = out.len();
-        out.extend(ring.requests().map_err(ring_failure)?.take(left));
-        let got = out.len() - before;
-        if got == 0 {
+        let before = left;
+        // A plain loop: `extend` over a `Take` pushes one by one through a generic path
+        // that does not inline (callgrind: 123 instructions for one request).
+        for req in ring.requests().map_err(ring_failure)?.take(left) {
+            out.push(req);
+            left -= 1;
+        }
+        if left == before {
             break;
         }
-        left -= got;
     }
     Ok(())
 }

@@ -131,6 +131,15 @@ fn copies_and_maps_reach_the_right_region_and_never_a_hole() {
             "copies, persistent {persistent}"
         );
         peer.frames().dirty.borrow_mut().clear();
+        // Again, through the claims the first copies left held when persistent: still
+        // reported.
+        assert_eq!(one_copy(&peer, LOCAL, grant(in_high)), GrantStatus::Okay);
+        assert_eq!(
+            *peer_dirty(&peer),
+            BTreeSet::from([17]),
+            "a second copy, persistent {persistent}"
+        );
+        peer.frames().dirty.borrow_mut().clear();
 
         for g in [in_hole, past_end] {
             assert_eq!(one_copy(&peer, LOCAL, grant(g)), GrantStatus::BadPage);

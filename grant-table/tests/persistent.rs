@@ -66,6 +66,37 @@ fn persistent_claims_hold_until_released() {
     assert_eq!(peer.pinned(), 2);
     assert!(matches!(owner.end_access(src), Err(GrantError::InUse(_))));
     assert!(matches!(owner.end_access(dst), Err(GrantError::InUse(_))));
+    // Through a held claim, a copy past the end of either frame, or from a frame we do not
+    // have, is still refused with its status, and copies nothing.
+    let past = |offset| CopyPtr::Local {
+        frame: FrameNumber(0),
+        offset,
+    };
+    let from_src = |offset| CopyPtr::Grant { gref: src, offset };
+    let to_dst = |offset| CopyPtr::Grant { gref: dst, offset };
+    assert_eq!(
+        copy(&peer, from_src(4090), here(1), 8),
+        GrantStatus::BadCopyArg
+    );
+    assert_eq!(
+        copy(&peer, from_src(0), past(4090), 8),
+        GrantStatus::BadCopyArg
+    );
+    assert_eq!(
+        copy(&peer, past(4090), to_dst(0), 8),
+        GrantStatus::BadCopyArg
+    );
+    assert_eq!(
+        copy(&peer, here(0), to_dst(4090), 8),
+        GrantStatus::BadCopyArg
+    );
+    assert_eq!(copy(&peer, from_src(0), here(2), 8), GrantStatus::BadPage);
+    assert_eq!(copy(&peer, here(2), to_dst(0), 8), GrantStatus::BadPage);
+    let mut tail = [1u8; 6];
+    local.copy_out(4090, &mut tail).unwrap();
+    assert_eq!(tail, [0; 6], "nothing copied by refused copies");
+    frames.copy_out(2 * FRAME_SIZE + 4090, &mut tail).unwrap();
+    assert_eq!(tail, [0; 6], "nothing copied by refused copies");
     // A write through the read-only grant is still refused, claim or not.
     assert_eq!(
         copy(

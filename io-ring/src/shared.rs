@@ -6,7 +6,7 @@ use core::marker::PhantomData;
 use bytemuck::Pod;
 
 use crate::error::{PeerError, SetupError};
-use crate::layout::{Geometry, notify_needed, ring_size, slot_bytes};
+use crate::layout::{Geometry, HEADER_BYTES, notify_needed, ring_size, slot_bytes};
 use crate::sync::{Ordering, fence};
 use shared_mem::SharedRegion;
 
@@ -68,12 +68,18 @@ impl<Req, Rsp> Sring<Req, Rsp> {
             .expect("header index inside the region")
     }
 
+    /// Bytes per slot, from the types: the geometry's `slot_bytes` as a constant, so a slot's
+    /// offset and its padding compile to fixed stores (callgrind: a tx response took about
+    /// 40 instructions with a run-time slot size, most of them the padding loop).
+    const SLOT_BYTES: usize = slot_bytes::<Req, Rsp>();
+
     /// Writes `value` into the slot of ring index `idx`, zeroing the rest of the slot.
     #[inline(always)]
     pub(crate) fn write_slot<T: Pod>(&self, idx: u32, value: &T) {
-        let offset = self.geo.slot_offset(idx);
+        debug_assert_eq!(self.geo.slot_bytes, Self::SLOT_BYTES);
+        let offset = HEADER_BYTES + (idx & (self.geo.size - 1)) as usize * Self::SLOT_BYTES;
         self.region
-            .write_padded(offset, value, self.geo.slot_bytes)
+            .write_padded(offset, value, Self::SLOT_BYTES)
             .expect("slot inside the region by construction");
     }
 

@@ -765,6 +765,31 @@ mod tests {
         );
     }
 
+    /// Every length from 0 to 300 at odd offsets: each byte
+    /// lands where it should and nothing around it changes.
+    #[test]
+    fn copies_of_every_length_are_exact() {
+        let pattern: [u8; 400] = core::array::from_fn(|i| (i * 7 + 3).to_le_bytes()[0]);
+        let a = SharedRegion::new_zeroed(512);
+        a.copy_in(5, &pattern).unwrap();
+        for len in 0..=300usize {
+            for (from, to) in [(5usize, 9usize), (21, 0), (5, 211)] {
+                let b = SharedRegion::new_zeroed(512);
+                b.fill(0, 512, 0xee).unwrap();
+                a.copy_to(from, &b, to, len).unwrap();
+                let mut got = [0u8; 512];
+                b.copy_out(0, &mut got).unwrap();
+                let want = &pattern[from - 5..from - 5 + len];
+                assert_eq!(&got[to..to + len], want, "len {len}, {from} -> {to}");
+                assert!(got[..to].iter().all(|&x| x == 0xee), "before, len {len}");
+                assert!(got[to + len..].iter().all(|&x| x == 0xee), "after, len {len}");
+                let mut out = [0u8; 300];
+                a.copy_out(from, &mut out[..len]).unwrap();
+                assert_eq!(&out[..len], want, "copy_out, len {len}");
+            }
+        }
+    }
+
     #[test]
     fn subregions_share_memory_and_check_bounds() {
         let r = SharedRegion::new_zeroed(64);

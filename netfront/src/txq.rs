@@ -164,6 +164,7 @@ impl TxQueue {
 
     /// Copies a frame made of `parts` into buffers and pushes its request chain (not
     /// published).
+    #[inline]
     pub(crate) fn push_frame(
         &mut self,
         parts: &[&[u8]],
@@ -210,7 +211,7 @@ impl TxQueue {
     }
 
     /// [`push_taken`](Self::push_taken) of the buffers `taken`.
-    #[inline]
+    #[inline(always)]
     fn push_ids(&mut self, taken: &[u16], len: usize, meta: Offload) {
         let slots = len.div_ceil(FRAME_SIZE).max(1);
         debug_assert!(slots <= taken.len(), "a frame longer than its buffers");

@@ -138,7 +138,7 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
     /// # Errors
     /// [`RingError::NoRequestToAnswer`] if every consumed request is answered already;
     /// [`RingError::Peer`] if the ring is broken.
-    #[inline]
+    #[inline(always)]
     pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
         if let Some(e) = self.st.broken {
             return Err(e.into());

@@ -112,7 +112,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     ///
     /// # Errors
     /// [`RingError::Full`] if no slot is free; [`RingError::Peer`] if the ring is broken.
-    #[inline]
+    #[inline(always)]
     pub fn push_request(&mut self, req: &Req) -> Result<(), RingError> {
         if let Some(e) = self.st.broken {
             return Err(e.into());

@@ -291,7 +291,7 @@ impl SharedRegion {
     /// # Errors
     /// [`RegionError::OutOfBounds`] if `offset` is unaligned, `span` is smaller than a `T` or
     /// not a multiple of 4, or the slot does not fit.
-    #[inline]
+    #[inline(always)]
     pub fn write_padded<T: Pod>(
         &self,
         offset: usize,

@@ -782,7 +782,10 @@ mod tests {
                 let want = &pattern[from - 5..from - 5 + len];
                 assert_eq!(&got[to..to + len], want, "len {len}, {from} -> {to}");
                 assert!(got[..to].iter().all(|&x| x == 0xee), "before, len {len}");
-                assert!(got[to + len..].iter().all(|&x| x == 0xee), "after, len {len}");
+                assert!(
+                    got[to + len..].iter().all(|&x| x == 0xee),
+                    "after, len {len}"
+                );
                 let mut out = [0u8; 300];
                 a.copy_out(from, &mut out[..len]).unwrap();
                 assert_eq!(&out[..len], want, "copy_out, len {len}");

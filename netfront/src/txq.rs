@@ -21,13 +21,18 @@ pub(crate) struct TxQueue {
     /// Buffer id -> its grant (granted for the whole connection).
     pub(crate) grefs: Vec<GrantRef>,
     free: Vec<u16>,
-    /// Buffer id -> in flight (sent, not answered).
-    in_flight: Vec<bool>,
-    /// Buffer id -> it holds a frame's first slot (its answer counts the frame).
-    head: Vec<bool>,
+    /// Buffer id -> [`IN_FLIGHT`] (sent, not answered), with [`HEAD`] if it holds a frame's
+    /// first slot (its answer counts the frame); 0 when ours. One byte, so sending a frame
+    /// stores once for it.
+    state: Vec<u8>,
     /// Ring requests pushed and not yet published.
     pub(crate) unpublished: bool,
 }
+
+/// A buffer's [`TxQueue::state`] bit: sent and not answered.
+const IN_FLIGHT: u8 = 1;
+/// A buffer's [`TxQueue::state`] bit: it holds a frame's first slot.
+const HEAD: u8 = 2;
 
 /// Buffers taken for one frame and not yet pushed (or given back).
 #[derive(Debug)]
@@ -65,8 +70,7 @@ impl TxQueue {
             frames,
             first_frame,
             free: (0..u16::try_from(n).unwrap_or(u16::MAX)).rev().collect(),
-            in_flight: vec![false; n],
-            head: vec![false; n],
+            state: vec![0; n],
             grefs,
             unpublished: false,
         }
@@ -74,7 +78,7 @@ impl TxQueue {
 
     /// Buffers sent and not answered yet.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.len() - self.free.len()
+        self.state.len() - self.free.len()
     }
 
     /// Whether a frame of `len` bytes (with a GSO extra if `gso`) fits now.
@@ -164,7 +168,7 @@ impl TxQueue {
 
     /// Copies a frame made of `parts` into buffers and pushes its request chain (not
     /// published).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_frame(
         &mut self,
         parts: &[&[u8]],
@@ -249,8 +253,7 @@ impl TxQueue {
             self.ring
                 .push_request(&req)
                 .expect("ring room counted at take");
-            self.in_flight[usize::from(id)] = true;
-            self.head[usize::from(id)] = k == 0;
+            self.state[usize::from(id)] = if k == 0 { IN_FLIGHT | HEAD } else { IN_FLIGHT };
             if k == 0
                 && let Some(e) = extra
             {
@@ -273,14 +276,14 @@ impl TxQueue {
                 other => return Err(BackendFault::TxStatus(other).into()),
             }
             let id = rsp.id;
-            match self.in_flight.get_mut(usize::from(id)) {
-                Some(f) if *f => *f = false,
+            let was = match self.state.get_mut(usize::from(id)) {
+                Some(s) if *s & IN_FLIGHT != 0 => core::mem::take(s),
                 _ => return Err(BackendFault::TxId(id).into()),
-            }
+            };
             self.free.push(id);
             n += 1;
             // Every slot of a failed frame says so: count the frame once, at its first slot.
-            if self.head[usize::from(id)] {
+            if was & HEAD != 0 {
                 match rsp.status {
                     status::DROPPED => stats.tx_dropped += 1,
                     status::ERROR => stats.tx_errors += 1,

@@ -74,24 +74,21 @@ fn persistent_claims_hold_until_released() {
     };
     let from_src = |offset| CopyPtr::Grant { gref: src, offset };
     let to_dst = |offset| CopyPtr::Grant { gref: dst, offset };
-    assert_eq!(
-        copy(&peer, from_src(4090), here(1), 8),
-        GrantStatus::BadCopyArg
-    );
-    assert_eq!(
-        copy(&peer, from_src(0), past(4090), 8),
-        GrantStatus::BadCopyArg
-    );
-    assert_eq!(
-        copy(&peer, past(4090), to_dst(0), 8),
-        GrantStatus::BadCopyArg
-    );
-    assert_eq!(
-        copy(&peer, here(0), to_dst(4090), 8),
-        GrantStatus::BadCopyArg
-    );
-    assert_eq!(copy(&peer, from_src(0), here(2), 8), GrantStatus::BadPage);
-    assert_eq!(copy(&peer, here(2), to_dst(0), 8), GrantStatus::BadPage);
+    let refused = [
+        (from_src(4090), here(1), GrantStatus::BadCopyArg),
+        (from_src(0), past(4090), GrantStatus::BadCopyArg),
+        (past(4090), to_dst(0), GrantStatus::BadCopyArg),
+        (here(0), to_dst(4090), GrantStatus::BadCopyArg),
+        (from_src(0), here(2), GrantStatus::BadPage),
+        (here(2), to_dst(0), GrantStatus::BadPage),
+    ];
+    for (source, dest, status) in refused {
+        assert_eq!(
+            copy(&peer, source, dest, 8),
+            status,
+            "{source:?} -> {dest:?}"
+        );
+    }
     let mut tail = [1u8; 6];
     local.copy_out(4090, &mut tail).unwrap();
     assert_eq!(tail, [0; 6], "nothing copied by refused copies");

@@ -765,8 +765,8 @@ mod tests {
         );
     }
 
-    /// Every length from 0 to 300 at odd offsets: each byte
-    /// lands where it should and nothing around it changes.
+    /// Every length from 0 to 300 at odd offsets: each byte lands where it should and nothing
+    /// around it changes.
     #[test]
     fn copies_of_every_length_are_exact() {
         let pattern: [u8; 400] = core::array::from_fn(|i| (i * 7 + 3).to_le_bytes()[0]);

@@ -14,8 +14,8 @@
 //!
 //! Frames per second are the receiver's own once-a-second `Rx-pps` readings from the first
 //! second that carried frames (the link comes up seconds after start), the first (ramp-up)
-//! and last (partial) seconds left out, their median kept; CPU is both processes' user and
-//! system time over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all the
+//! and last (partial) seconds left out, their median kept; CPU is both processes' run time
+//! over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all the
 //! time, as DPDK does).
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{T, frame, start, start_on};
-use netfront::{Netfront, NetfrontConfig};
+use netfront::{Netfront, NetfrontConfig, NetfrontError};
 use netif::{Gso, GsoKind, Offload};
 use pvnet_netback::{
     Echo, Netback, NetbackConfig, NetbackError, ProcessHosts, StrictProcessHost, TxMode,
@@ -177,26 +177,42 @@ fn flip_rx_with_remap_every_size() {
 
 /// Limits and negotiation on the sending side: 1514 bytes without scatter-gather, the MTU's
 /// frame without GSO, GSO only of a negotiated kind; every grant revoked at close.
+/// What a frontend may send follows the backend's offer (its receive features), not the
+/// frontend's own keys (what it can receive), as in Xen.
 #[test]
-fn frame_limits_follow_what_was_negotiated() {
+fn frame_limits_follow_the_backends_offer() {
     let _leaks = process_host::testing::LeakCheck::new();
-    let backend = start(
-        "limits",
-        BackendFeatures::default(),
+    // A backend that takes one slot per packet and no GSO, and a frontend that, like Linux
+    // netfront, says it can receive everything: it connects, and sends within the offer.
+    let narrow = start(
+        "limits-narrow",
+        {
+            let mut f = BackendFeatures::default();
+            f.sg = false;
+            f.gso_tcpv4 = false;
+            f.gso_tcpv6 = false;
+            f.ipv6_csum_offload = false;
+            f
+        },
         NetbackConfig::default(),
         Echo,
     );
-    let no_sg = {
+    let linux_like = {
         let mut c = FrontendChoice::default();
-        c.sg = false;
+        c.sg = true;
+        c.gso_tcpv4 = true;
+        c.gso_tcpv6 = true;
+        c.ipv6_csum_offload = true;
         c
     };
-    let mut nic = Netfront::connect(&backend.path, {
+    let mut nic = Netfront::connect(&narrow.path, {
         let mut c = NetfrontConfig::default();
-        c.choice = no_sg;
+        c.choice = linux_like.clone();
         c
     })
     .unwrap();
+    let f = nic.tx_features();
+    assert!(!f.sg && !f.gso_tcpv4 && !f.gso_tcpv6 && !f.ipv6_csum_offload);
     let meta = Offload::default();
     assert_eq!(
         nic.send(&frame(1, 1, 0, 1515), meta),
@@ -209,31 +225,44 @@ fn frame_limits_follow_what_was_negotiated() {
         nic.send(&frame(1, 1, 0, 13), meta),
         Err(netfront::SendError::TooShort(13))
     );
-    let gso = Offload {
-        gso: Some(Gso {
-            kind: GsoKind::TcpV6,
-            size: 1400,
-        }),
-        ..Offload::default()
-    };
-    assert_eq!(
-        nic.send(&frame(1, 1, 0, 1000), gso),
-        Err(netfront::SendError::OffloadNotNegotiated),
-        "GSO not negotiated"
-    );
+    for kind in [GsoKind::TcpV4, GsoKind::TcpV6] {
+        let gso = Offload {
+            gso: Some(Gso { kind, size: 1400 }),
+            ..Offload::default()
+        };
+        assert_eq!(
+            nic.send(&frame(1, 1, 0, 1000), gso),
+            Err(netfront::SendError::OffloadNotNegotiated),
+            "{kind:?} GSO not offered"
+        );
+    }
     nic.send(&frame(1, 1, 0, 1514), meta).unwrap();
     let report = nic.close().unwrap();
     // Two ring pages, 256 transmit and 256 receive buffers.
     assert_eq!(report.revoked, 2 + 256 + 256);
-
-    // MTU 1500 with scatter-gather: 1514 bytes, or up to 65535 as GSO.
-    let mut nic = Netfront::connect(&backend.path, {
+    // Frames above 1514 bytes would need several slots towards this backend: refused.
+    let jumbo = Netfront::connect(&narrow.path, {
         let mut c = NetfrontConfig::default();
-        c.choice = {
-            let mut c = FrontendChoice::default();
-            c.gso_tcpv4 = true;
-            c
-        };
+        c.choice = linux_like;
+        c.choice.mtu = 9000;
+        c
+    });
+    assert!(matches!(jumbo, Err(NetfrontError::Xenbus(_))), "{jumbo:?}");
+    assert_eq!(narrow.stop().closed.len(), 1);
+
+    // A backend that takes everything, and a frontend that receives one slot at a time
+    // without GSO: it may still send 65535-byte GSO packets; at MTU 1500, 1514-byte frames.
+    let wide = start(
+        "limits-wide",
+        BackendFeatures::default(),
+        NetbackConfig::default(),
+        Echo,
+    );
+    let mut nic = Netfront::connect(&wide.path, {
+        let mut c = NetfrontConfig::default();
+        c.choice.sg = false;
+        c.choice.gso_tcpv4 = false;
+        c.choice.gso_tcpv6 = false;
         c
     })
     .unwrap();
@@ -241,17 +270,16 @@ fn frame_limits_follow_what_was_negotiated() {
         nic.send(&frame(1, 1, 0, 1515), meta),
         Err(netfront::SendError::TooLong { .. })
     ));
-    let tso = Offload {
-        gso: Some(Gso {
-            kind: GsoKind::TcpV4,
-            size: 1448,
-        }),
-        ..Offload::default()
-    };
-    nic.send(&frame(1, 1, 0, 65535), tso).unwrap();
+    for kind in [GsoKind::TcpV4, GsoKind::TcpV6] {
+        let tso = Offload {
+            gso: Some(Gso { kind, size: 1448 }),
+            ..Offload::default()
+        };
+        nic.send(&frame(1, 1, 0, 65535), tso).unwrap();
+    }
     nic.close().unwrap();
-    let stopped = backend.stop();
-    assert_eq!(stopped.closed.len(), 2);
+    let stopped = wide.stop();
+    assert_eq!(stopped.closed.len(), 1);
 }
 
 /// The backend closes a vif on its own initiative: it releases everything, asks the frontend

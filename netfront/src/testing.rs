@@ -52,6 +52,17 @@ pub struct RawBackend {
 /// # Errors
 /// What connecting a netfront reports.
 pub fn raw_backend(cfg: NetfrontConfig) -> Result<(LocalNetfront, RawBackend), NetfrontError> {
+    raw_backend_offering(cfg, &BackendFeatures::default())
+}
+
+/// As [`raw_backend`], with a backend that offers `offered` (what the netfront may send).
+///
+/// # Errors
+/// What connecting a netfront reports, a choice not offered included.
+pub fn raw_backend_offering(
+    cfg: NetfrontConfig,
+    offered: &BackendFeatures,
+) -> Result<(LocalNetfront, RawBackend), NetfrontError> {
     let layout = PendingNetfront::<LocalFrontendHost>::layout(&cfg)?;
     let frames = SharedRegion::new_zeroed(layout.frames_bytes);
     let table = SharedRegion::new_zeroed(layout.table_bytes);
@@ -64,8 +75,7 @@ pub fn raw_backend(cfg: NetfrontConfig) -> Result<(LocalNetfront, RawBackend), N
         FrontMemory::new(frames.clone(), table.clone(), pool.clone()),
         vec![QueuePorts::new(ours, None)],
     )?;
-    let (back_ctl, front_ctl, _) =
-        xenbus::local::connect(&BackendFeatures::default(), pending.choice())?;
+    let (back_ctl, front_ctl, _) = xenbus::local::connect(offered, pending.choice())?;
     let mut grants = PeerGrants::new(
         me,
         table.clone(),

@@ -7,6 +7,7 @@ use io_ring::FrontRing;
 use netif::Offload;
 use netif::wire::{ETH_HLEN, TxRequest, TxResponse, status, tx_flags};
 use shared_mem::SharedRegion;
+use xenbus::TxFeatures;
 
 use crate::error::{BackendFault, NetfrontError, SendError};
 use crate::stats::Stats;
@@ -48,15 +49,6 @@ impl Taken {
     }
 }
 
-/// The limits a frame is checked against.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TxLimits {
-    pub(crate) max_len: usize,
-    pub(crate) max_len_gso: usize,
-    pub(crate) gso_tcpv4: bool,
-    pub(crate) gso_tcpv6: bool,
-}
-
 impl TxQueue {
     pub(crate) fn new(
         ring: FrontRing<TxRequest, TxResponse>,
@@ -87,8 +79,8 @@ impl TxQueue {
         self.free.len() >= slots && self.ring.free_requests() as usize >= slots + usize::from(gso)
     }
 
-    /// Checks a frame of `len` bytes with `meta` against what was negotiated.
-    pub(crate) fn check(len: usize, meta: Offload, limits: TxLimits) -> Result<(), SendError> {
+    /// Checks a frame of `len` bytes with `meta` against what the backend takes.
+    pub(crate) fn check(len: usize, meta: Offload, limits: TxFeatures) -> Result<(), SendError> {
         if len < usize::from(ETH_HLEN) {
             return Err(SendError::TooShort(len));
         }
@@ -173,7 +165,7 @@ impl TxQueue {
         &mut self,
         parts: &[&[u8]],
         meta: Offload,
-        limits: TxLimits,
+        limits: TxFeatures,
     ) -> Result<usize, SendError> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         Self::check(len, meta, limits)?;

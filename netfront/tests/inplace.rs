@@ -10,18 +10,20 @@ use std::os::unix::net::UnixStream;
 use grant_table::{Access, GrantMapping, GrantOps, GrantRef};
 use netif::wire::{TxRequest, tx_flags};
 use netif::{Gso, GsoKind, Offload};
-use pvnet_netfront::testing::{LocalNetfront, RawBackend, raw_backend};
+use pvnet_netfront::testing::{LocalNetfront, RawBackend, raw_backend_offering};
 use pvnet_netfront::{NetfrontConfig, SendError};
+use xenbus::BackendFeatures;
 
-/// Scatter-gather, MTU 9000 and TCPv4 GSO negotiated; `gso: false` for a frontend without
-/// GSO.
+/// A backend that takes scatter-gather and TCPv4 GSO, a frontend of MTU 9000; `gso: false`
+/// for a backend without GSO.
 fn pair_with(gso: bool) -> (LocalNetfront, RawBackend) {
     let mut cfg = NetfrontConfig::default();
     cfg.choice.sg = true;
-    cfg.choice.gso_tcpv4 = gso;
-    cfg.choice.ipv4_csum_offload = true;
     cfg.choice.mtu = 9000;
-    raw_backend(cfg).unwrap()
+    let mut offer = BackendFeatures::default();
+    offer.gso_tcpv4 = gso;
+    offer.gso_tcpv6 = false;
+    raw_backend_offering(cfg, &offer).unwrap()
 }
 
 fn pair() -> (LocalNetfront, RawBackend) {
@@ -152,7 +154,7 @@ fn a_failed_commit_keeps_the_bytes_and_nothing_is_sent() {
                 max: 4096
             })
         );
-        // A GSO kind not negotiated (TCPv4 only).
+        // A GSO kind not offered (TCPv4 only).
         cfg_off.gso = Some(Gso {
             kind: GsoKind::TcpV6,
             size: 1400,
@@ -177,7 +179,7 @@ fn a_failed_commit_keeps_the_bytes_and_nothing_is_sent() {
 
 #[test]
 fn reserving_stops_at_full_and_resumes_after_completions() {
-    // Without GSO no slot is kept for an extra: all 256 are used.
+    // Towards a backend without GSO no slot is kept for an extra: all 256 are used.
     let (mut nic, mut b) = pair_with(false);
     let mut sent = 0;
     nic.batch(|t| {

@@ -672,6 +672,7 @@ impl FrontendPending {
                 Ok(FrontendConnection {
                     end: End::new(self.sock, self.timeout),
                     doorbells,
+                    offered: self.offered,
                 })
             }
             (Message::Refused(reason), _) => Err(XenbusError::Refused(reason)),
@@ -689,6 +690,8 @@ pub struct FrontendConnection {
     end: End,
     /// The sending ends of the backend's doorbells, until connected.
     doorbells: Vec<OwnedFd>,
+    /// What the backend offered.
+    offered: BackendFeatures,
 }
 
 impl FrontendConnection {
@@ -794,6 +797,10 @@ impl xenbus::BackendControl for BackendConnection {
 }
 
 impl xenbus::FrontendControl for FrontendConnection {
+    fn offered(&self) -> &BackendFeatures {
+        &self.offered
+    }
+
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.end.sock.as_fd())
     }

@@ -1,7 +1,7 @@
 //! A netfront as a Linux interface (feature `netfront`): frames move between a [`Netfront`]
 //! and a TAP, so the kernel's own stack uses the paravirtual NIC as its NIC, offloads
 //! included: the kernel's large TCP segments cross as 64 KiB GSO packets when the backend
-//! negotiated GSO, and partial checksums stay partial when it negotiated checksum offload.
+//! takes GSO, and partial checksums stay partial when it takes them.
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,17 +61,19 @@ pub enum BridgeError {
 }
 
 impl TapBridge {
-    /// A bridge between `tap` and `nic`: the TAP is told to hand over the offloads the
-    /// backend negotiated (partial checksums, TCP GSO when scatter-gather came with it).
+    /// A bridge between `tap` and `nic`: the TAP is told to hand over what the backend
+    /// takes ([`Netfront::tx_features`]): partial checksums (an IPv6 one is filled here if
+    /// the backend does not take those), TCPv4 GSO, TCPv6 GSO when IPv6 partial checksums
+    /// come with it.
     ///
     /// # Errors
     /// `TUNSETOFFLOAD` failed.
     pub fn new<H: FrontendHost>(tap: Tap, nic: &Netfront<H>) -> std::io::Result<Self> {
-        let c = nic.choice();
+        let f = nic.tx_features();
         let offloads = TapOffloads {
-            csum: c.ipv4_csum_offload,
-            tso4: c.ipv4_csum_offload && c.sg && c.gso_tcpv4,
-            tso6: c.ipv4_csum_offload && c.ipv6_csum_offload && c.sg && c.gso_tcpv6,
+            csum: true,
+            tso4: f.gso_tcpv4,
+            tso6: f.gso_tcpv6 && f.ipv6_csum_offload,
         };
         tap.set_offloads(offloads)?;
         // The largest frame the kernel sends with these offloads (a VLAN tag included), and
@@ -79,7 +81,7 @@ impl TapBridge {
         let largest = if offloads.tso4 || offloads.tso6 {
             FRAME_MAX
         } else {
-            usize::try_from(c.mtu).unwrap_or(FRAME_MAX).min(FRAME_MAX) + 14 + 4
+            f.max_len + 4
         };
         let queues = tap.queues();
         Ok(Self {
@@ -151,7 +153,7 @@ impl TapBridge {
         &mut self,
         nic: &mut Netfront<H>,
     ) -> Result<usize, BridgeError> {
-        let ipv6_csum = nic.choice().ipv6_csum_offload;
+        let ipv6_csum = nic.tx_features().ipv6_csum_offload;
         let Self {
             tap,
             buf,

@@ -6,7 +6,7 @@
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use crate::XenbusError;
+use crate::{BackendFeatures, XenbusError};
 
 /// Who a frontend is, as its transport vouches for it (between processes, the kernel's
 /// SO_PEERCRED; a VMM knows its guest's domain and can fill in what it tracks).
@@ -68,6 +68,10 @@ pub trait BackendControl {
 
 /// The frontend's end of its control channel to the backend.
 pub trait FrontendControl {
+    /// What the backend offered (its keys at `InitWait`): what it can receive, and so what
+    /// the frontend may send ([`TxFeatures`](crate::TxFeatures)).
+    fn offered(&self) -> &BackendFeatures;
+
     /// A descriptor that becomes readable when the backend changes state or goes away;
     /// `None` if there is none.
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>>;

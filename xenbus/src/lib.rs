@@ -54,6 +54,7 @@ pub use message::{
     DecodeError, Keys, MAX_KEY_LEN, MAX_KEYS, MAX_MESSAGE, MAX_VALUE_LEN, Message, State,
 };
 pub use negotiate::{
-    BackendFeatures, FrontendChoice, MAX_MTU, MAX_MTU_WITHOUT_SG, MIN_MTU, NegotiationError, RxMode,
+    BackendFeatures, FrontendChoice, MAX_MTU, MAX_MTU_WITHOUT_SG, MIN_MTU, NegotiationError,
+    RxMode, TxFeatures,
 };
 pub use resources::{EventFds, QueueResources, Resources};

@@ -46,7 +46,10 @@ pub fn connect(
         LocalBackend {
             shared: shared.clone(),
         },
-        LocalFrontend { shared },
+        LocalFrontend {
+            shared,
+            offered: offered.clone(),
+        },
         checked,
     ))
 }
@@ -61,6 +64,7 @@ pub struct LocalBackend {
 #[derive(Debug)]
 pub struct LocalFrontend {
     shared: Shared,
+    offered: BackendFeatures,
 }
 
 impl BackendControl for LocalBackend {
@@ -95,6 +99,10 @@ impl BackendControl for LocalBackend {
 }
 
 impl FrontendControl for LocalFrontend {
+    fn offered(&self) -> &BackendFeatures {
+        &self.offered
+    }
+
     fn readiness_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }

@@ -262,6 +262,15 @@ impl FrontendChoice {
 
     /// Reads a frontend's keys and checks each choice against what the backend offered.
     ///
+    /// As in Xen, `feature-sg`, `feature-gso-tcpv4`, `feature-gso-tcpv6` and
+    /// `feature-ipv6-csum-offload` say, on each side, what that side can *receive*: the
+    /// backend's keys bound what the frontend may transmit, the frontend's what the backend
+    /// may deliver to it. A frontend's receive features are therefore never refused for the
+    /// backend lacking the same (Linux netfront writes all four as 1 whatever the backend
+    /// offers); what is checked is what one side asks of the other: the receive mode, split
+    /// event channels, the queue count and, for an MTU above 1500, scatter-gather both
+    /// ways. [`TxFeatures::new`] gives what the frontend may then send.
+    ///
     /// # Errors
     /// A malformed value, a missing `mac`, or a choice that was not offered.
     pub fn from_keys(k: &Keys, offered: &BackendFeatures) -> Result<Self, NegotiationError> {
@@ -298,20 +307,14 @@ impl FrontendChoice {
                 c.rx_mode == RxMode::Flip && !offered.rx_flip,
                 "feature-rx-flip",
             ),
-            (c.sg && !offered.sg, "feature-sg"),
-            (c.gso_tcpv4 && !offered.gso_tcpv4, "feature-gso-tcpv4"),
-            (c.gso_tcpv6 && !offered.gso_tcpv6, "feature-gso-tcpv6"),
-            (
-                c.ipv6_csum_offload && !offered.ipv6_csum_offload,
-                "feature-ipv6-csum-offload",
-            ),
             (
                 c.split_event_channels && !offered.split_event_channels,
                 "feature-split-event-channels",
             ),
             (c.queues > offered.max_queues, "multi-queue-max-queues"),
+            // Frames of the MTU go both ways: each side must take several slots.
             (
-                c.mtu > MAX_MTU_WITHOUT_SG && !c.sg,
+                c.mtu > MAX_MTU_WITHOUT_SG && !(c.sg && offered.sg),
                 "feature-sg (for an MTU above 1500)",
             ),
             (
@@ -323,5 +326,55 @@ impl FrontendChoice {
             return Err(NegotiationError::NotOffered(what));
         }
         Ok(c)
+    }
+}
+
+/// What a frontend may transmit: the backend's receive features (its keys), as Linux
+/// netfront reads them (`xennet_fix_features`). Several slots per packet only with
+/// `feature-sg`, and TCP segmentation offload only together with it (a GSO packet spans
+/// pages); IPv4 checksum offload always (netif has no key to refuse it), IPv6's with
+/// `feature-ipv6-csum-offload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TxFeatures {
+    /// Packets of several slots.
+    pub sg: bool,
+    /// TCPv4 GSO packets.
+    pub gso_tcpv4: bool,
+    /// TCPv6 GSO packets.
+    pub gso_tcpv6: bool,
+    /// IPv6 packets with a partial checksum (`csum_blank`).
+    pub ipv6_csum_offload: bool,
+    /// The longest frame without GSO: the MTU and an Ethernet header, at most one page's
+    /// 1514 bytes without scatter-gather.
+    pub max_len: usize,
+    /// The longest GSO packet (65535 bytes; `max_len` when GSO is off).
+    pub max_len_gso: usize,
+}
+
+impl TxFeatures {
+    /// What a frontend of MTU `mtu` may send to a backend that offered `offered`.
+    pub fn new(offered: &BackendFeatures, mtu: u32) -> Self {
+        let sg = offered.sg;
+        let most = if sg {
+            65535
+        } else {
+            MAX_MTU_WITHOUT_SG as usize + 14
+        };
+        let max_len = (mtu as usize + 14).min(most);
+        let gso_tcpv4 = sg && offered.gso_tcpv4;
+        let gso_tcpv6 = sg && offered.gso_tcpv6;
+        Self {
+            sg,
+            gso_tcpv4,
+            gso_tcpv6,
+            ipv6_csum_offload: offered.ipv6_csum_offload,
+            max_len,
+            max_len_gso: if gso_tcpv4 || gso_tcpv6 {
+                65535
+            } else {
+                max_len
+            },
+        }
     }
 }

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use pvnet_xenbus::{
     BackendFeatures, DecodeError, FrontendChoice, Keys, MAX_KEYS, MAX_VALUE_LEN, Message,
-    NegotiationError, RxMode, State,
+    NegotiationError, RxMode, State, TxFeatures,
 };
 
 fn keys(pairs: &[(&str, &str)]) -> Keys {
@@ -64,6 +64,7 @@ fn negotiation_checks_every_choice_against_the_offer() {
         let mut c = BackendFeatures::default();
         c.rx_flip = false;
         c.gso_tcpv6 = false;
+        c.split_event_channels = false;
         c.max_queues = 2;
         c
     };
@@ -90,10 +91,10 @@ fn negotiation_checks_every_choice_against_the_offer() {
         (
             {
                 let mut c = ok.clone();
-                c.gso_tcpv6 = true;
+                c.split_event_channels = true;
                 c
             },
-            "feature-gso-tcpv6",
+            "feature-split-event-channels",
         ),
         (
             {
@@ -119,6 +120,42 @@ fn negotiation_checks_every_choice_against_the_offer() {
             Err(NegotiationError::NotOffered(what))
         );
     }
+    // An MTU above 1500 towards a backend that takes one slot per packet.
+    let one_slot = {
+        let mut o = offer.clone();
+        o.sg = false;
+        o
+    };
+    assert_eq!(
+        FrontendChoice::from_keys(&ok.to_keys(), &one_slot),
+        Err(NegotiationError::NotOffered(
+            "feature-sg (for an MTU above 1500)"
+        ))
+    );
+    // What a frontend can receive is its own to say: Linux netfront's keys (sg, both GSO
+    // kinds, IPv6 checksums, all 1) are accepted by a backend that takes none of them.
+    let narrow = {
+        let mut o = BackendFeatures::default();
+        o.rx_flip = false;
+        o.split_event_channels = false;
+        o.sg = false;
+        o.gso_tcpv4 = false;
+        o.gso_tcpv6 = false;
+        o.ipv6_csum_offload = false;
+        o
+    };
+    let linux = {
+        let mut c = FrontendChoice::default();
+        c.sg = true;
+        c.gso_tcpv4 = true;
+        c.gso_tcpv6 = true;
+        c.ipv6_csum_offload = true;
+        c
+    };
+    assert_eq!(
+        FrontendChoice::from_keys(&linux.to_keys(), &narrow),
+        Ok(linux.clone())
+    );
     // Malformed values.
     for (key, value) in [
         ("mtu", "0"),
@@ -247,4 +284,41 @@ proptest! {
             prop_assert_eq!(got, reason);
         }
     }
+}
+
+#[test]
+fn what_a_frontend_may_send_is_the_backends_offer() {
+    let all = BackendFeatures::default();
+    let f = TxFeatures::new(&all, 1500);
+    assert!(f.sg && f.gso_tcpv4 && f.gso_tcpv6 && f.ipv6_csum_offload);
+    assert_eq!((f.max_len, f.max_len_gso), (1514, 65535));
+    assert_eq!(TxFeatures::new(&all, 9000).max_len, 9014);
+    assert_eq!(TxFeatures::new(&all, pvnet_xenbus::MAX_MTU).max_len, 65535);
+    // GSO only with scatter-gather: a GSO packet spans pages.
+    let one_slot = {
+        let mut o = all.clone();
+        o.sg = false;
+        o
+    };
+    let f = TxFeatures::new(&one_slot, 1500);
+    assert!(!f.sg && !f.gso_tcpv4 && !f.gso_tcpv6);
+    assert_eq!((f.max_len, f.max_len_gso), (1514, 1514));
+    assert_eq!(TxFeatures::new(&one_slot, 1280).max_len, 1294);
+    let v4_only = {
+        let mut o = all.clone();
+        o.gso_tcpv6 = false;
+        o.ipv6_csum_offload = false;
+        o
+    };
+    let f = TxFeatures::new(&v4_only, 1500);
+    assert!(f.gso_tcpv4 && !f.gso_tcpv6 && !f.ipv6_csum_offload);
+    assert_eq!(f.max_len_gso, 65535);
+    // The keys a backend wrote are what a frontend reads back.
+    assert_eq!(
+        TxFeatures::new(
+            &BackendFeatures::from_keys(&v4_only.to_keys()).unwrap(),
+            1500
+        ),
+        f
+    );
 }

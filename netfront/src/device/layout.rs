@@ -5,7 +5,7 @@ use grant_table::{ENTRIES_PER_PAGE, FRAME_SIZE, FrameNumber, GrantTable, RESERVE
 use grant_table::{FramePool, PoolSide};
 use io_ring::FrontRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
-use xenbus::{FrontendChoice, RxMode};
+use xenbus::{BackendFeatures, FrontendChoice, FrontendControl, RxMode, TxFeatures};
 
 use super::{Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
 use crate::error::NetfrontError;
@@ -13,7 +13,7 @@ use crate::flip::FlipPool;
 use crate::host::{FrontMemory, FrontendHost, Layout, RingRefs};
 use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
-use crate::txq::{TxLimits, TxQueue};
+use crate::txq::TxQueue;
 
 /// Frames of our memory per queue: two ring pages, the tx buffers, and (copy mode) the rx
 /// buffers.
@@ -160,22 +160,13 @@ impl<H: FrontendHost> PendingNetfront<H> {
                 ring_grants: [tx_ref, rx_ref],
             });
         }
-        let max_len = if choice.sg {
-            (choice.mtu as usize + 14).min(65535)
-        } else {
-            1514
-        };
         let dev = Netfront {
             conn: None,
             table,
             rx_memory,
             queues,
-            limits: TxLimits {
-                max_len,
-                max_len_gso: if choice.sg { 65535 } else { max_len },
-                gso_tcpv4: choice.gso_tcpv4,
-                gso_tcpv6: choice.gso_tcpv6,
-            },
+            // Set again from the backend's offer on connecting; nothing is sent before.
+            limits: TxFeatures::new(&BackendFeatures::default(), choice.mtu),
             choice,
             spin: cfg.spin,
             timeout: cfg.timeout,
@@ -208,13 +199,15 @@ impl<H: FrontendHost> PendingNetfront<H> {
         &self.dev.choice
     }
 
-    /// The backend attached (the control plane said `Connected`): posts every receive buffer
+    /// The backend attached (the control plane said `Connected`): takes what it may send
+    /// from the backend's offer ([`FrontendControl::offered`]), posts every receive buffer
     /// and returns the device.
     ///
     /// # Errors
     /// A local failure to notify the backend.
     pub fn connect(self, control: H::Control) -> Result<Netfront<H>, NetfrontError> {
         let mut dev = self.dev;
+        dev.limits = TxFeatures::new(control.offered(), dev.choice.mtu);
         dev.conn = Some(control);
         dev.refill()?;
         Ok(dev)

@@ -10,14 +10,14 @@ use io_ring::{ring_size, slot_bytes};
 use netif::Offload;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 
-use xenbus::FrontendChoice;
+use xenbus::{FrontendChoice, TxFeatures};
 
 use crate::error::{BackendFault, NetfrontError, SendError};
 use crate::host::{FrontendHost, RingRefs};
 use crate::process::ProcessHost;
 use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
-use crate::txq::{TxLimits, TxQueue};
+use crate::txq::TxQueue;
 
 pub use inplace::TxBuffer;
 
@@ -116,7 +116,8 @@ pub struct Netfront<H: FrontendHost = ProcessHost> {
     /// The receive mode, with the memory it reads (the only record of it).
     rx_memory: RxMemory,
     queues: Vec<Queue<H::Port>>,
-    limits: TxLimits,
+    /// What the backend takes (its offer); until connected, what the choice alone allows.
+    limits: TxFeatures,
     choice: FrontendChoice,
     spin: Duration,
     timeout: Duration,
@@ -165,9 +166,18 @@ impl<H: FrontendHost> TxBatch<'_, H> {
 }
 
 impl<H: FrontendHost> Netfront<H> {
-    /// What was negotiated.
+    /// What this frontend chose: among it, what it can receive.
     pub fn choice(&self) -> &FrontendChoice {
         &self.choice
+    }
+
+    /// What this frontend may send: the backend's receive features (its offer), as Xen
+    /// reads them. [`send`](Self::send) refuses a GSO packet of a kind not in it, or a
+    /// frame longer than its limits, with [`SendError::OffloadNotNegotiated`] or
+    /// [`SendError::TooLong`]; an IPv6 partial checksum without `ipv6_csum_offload` is the
+    /// caller's to fill (netfront does not parse frames).
+    pub fn tx_features(&self) -> TxFeatures {
+        self.limits
     }
 
     /// Queue pairs.

@@ -78,8 +78,9 @@ struct Args {
     /// Tap mode: the MTU to negotiate (the TAP's must match).
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
-    /// Tap mode: negotiate no checksum offload, GSO or scatter-gather (the kernel then
-    /// sends every frame whole and checksummed).
+    /// Tap mode: no checksum offload, GSO or scatter-gather either way: negotiate receiving
+    /// none, and take none from the kernel (it then sends every frame whole and
+    /// checksummed).
     #[arg(long)]
     no_offloads: bool,
     /// Tap mode: stop after this many seconds (default: run until killed).
@@ -92,7 +93,16 @@ fn tap(args: &Args, mut nic: Netfront) -> Res<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     // A TAP queue per netfront queue (`--queues`): the kernel keeps each flow on one.
     let tap = pvnet::tap::Tap::open(&args.tap, nic.queues())?;
-    let mut bridge = pvnet::tap::TapBridge::new(tap, &nic)?;
+    let wanted = if args.no_offloads {
+        pvnet::tap::TapOffloads::default()
+    } else {
+        pvnet::tap::TapOffloads {
+            csum: true,
+            tso4: true,
+            tso6: true,
+        }
+    };
+    let mut bridge = pvnet::tap::TapBridge::with_offloads(tap, &nic, wanted)?;
     let m = nic.choice().mac;
     println!(
         "netfront: TAP {} ready; give it the address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",

@@ -69,11 +69,32 @@ impl TapBridge {
     /// # Errors
     /// `TUNSETOFFLOAD` failed.
     pub fn new<H: FrontendHost>(tap: Tap, nic: &Netfront<H>) -> std::io::Result<Self> {
-        let f = nic.tx_features();
-        let offloads = TapOffloads {
+        let all = TapOffloads {
             csum: true,
-            tso4: f.gso_tcpv4,
-            tso6: f.gso_tcpv6 && f.ipv6_csum_offload,
+            tso4: true,
+            tso6: true,
+        };
+        Self::with_offloads(tap, nic, all)
+    }
+
+    /// As [`new`](Self::new), taking from the kernel at most `wanted` (what `ethtool -K`
+    /// turns off on a NIC): `TapOffloads::default()` has the kernel send every frame whole
+    /// and checksummed.
+    ///
+    /// # Errors
+    /// `TUNSETOFFLOAD` failed.
+    pub fn with_offloads<H: FrontendHost>(
+        tap: Tap,
+        nic: &Netfront<H>,
+        wanted: TapOffloads,
+    ) -> std::io::Result<Self> {
+        let f = nic.tx_features();
+        // GSO packets come with partial checksums: no GSO without `csum`.
+        let csum = wanted.csum;
+        let offloads = TapOffloads {
+            csum,
+            tso4: csum && wanted.tso4 && f.gso_tcpv4,
+            tso6: csum && wanted.tso6 && f.gso_tcpv6 && f.ipv6_csum_offload,
         };
         tap.set_offloads(offloads)?;
         // The largest frame the kernel sends with these offloads (a VLAN tag included), and

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use netback::{Netback, NetbackConfig};
 use netfront::{Netfront, NetfrontConfig};
 use process_host::{BackendConfig, Listener};
-use pvnet_tap::{Tap, TapBridge, TapStats, TapUplink};
+use pvnet_tap::{Tap, TapBridge, TapOffloads, TapStats, TapUplink};
 use xenbus::{BackendFeatures, FrontendChoice};
 
 const CHILD: &str = "PVNET_TAP_CHILD";
@@ -223,7 +223,14 @@ impl Front {
         let mut nic = Netfront::connect(backend, cfg).unwrap();
         // A TAP queue per netfront queue: the kernel keeps each flow on one.
         let tap = Tap::open(dev, nic.queues()).unwrap();
-        let mut bridge = TapBridge::new(tap, &nic).unwrap();
+        // A frontend that receives without GSO sends without it too (as `ethtool -K tso
+        // off` would have it), so both directions of its traffic need software work.
+        let wanted = TapOffloads {
+            csum: nic.choice().ipv4_csum_offload,
+            tso4: nic.choice().gso_tcpv4,
+            tso6: nic.choice().gso_tcpv6,
+        };
+        let mut bridge = TapBridge::with_offloads(tap, &nic, wanted).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || {

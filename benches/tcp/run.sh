@@ -13,6 +13,7 @@
 #   BACK_ARGS="--spin-us 50" FRONT_ARGS="--spin-us 50" benches/tcp/run.sh   # extra arguments
 #   OFFLOADS="on" STREAMS="1" benches/tcp/run.sh                        # fewer configurations
 #   BIN=/other/checkout/target/release/examples benches/tcp/run.sh       # another build
+#   PIN=0 benches/tcp/run.sh        # netback and netfront both on CPU 0 (a taskset list)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -29,6 +30,10 @@ else
     cargo build --release --quiet --example netback --example netfront
     bin=target/release/examples
 fi
+# PIN: the CPUs netback and netfront run on (taskset -c); unset, the scheduler places them.
+# iperf3 is never pinned, on either path.
+pin=()
+[ -n "${PIN:-}" ] && pin=(taskset -c "$PIN")
 dir=$(mktemp -d)
 pids=()
 cleanup() {
@@ -56,7 +61,7 @@ ip -n pvtD link set pvtvd up
 # pvnet: the backend's TAP in pvtA (10.90.0.1), the frontend's in pvtB (10.90.0.2).
 sock=$dir/b.sock
 # shellcheck disable=SC2086 # word splitting of the extra arguments is wanted
-"$bin/netback" --socket "$sock" --tap pvtba ${BACK_ARGS:-} > "$dir/back.log" 2>&1 &
+"${pin[@]}" "$bin/netback" --socket "$sock" --tap pvtba ${BACK_ARGS:-} > "$dir/back.log" 2>&1 &
 backend=$!
 pids+=("$backend")
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
@@ -70,7 +75,7 @@ start_frontend() { # offloads: on | off
     local extra=()
     [ "$1" = off ] && extra=(--no-offloads)
     # shellcheck disable=SC2086
-    "$bin/netfront" --socket "$sock" --mode tap --tap pvtfb --mac 2 "${extra[@]}" \
+    "${pin[@]}" "$bin/netfront" --socket "$sock" --mode tap --tap pvtfb --mac 2 "${extra[@]}" \
         ${FRONT_ARGS:-} > "$dir/front.log" 2>&1 &
     frontend=$!
     pids+=("$frontend")

@@ -140,6 +140,16 @@ pub fn unpin() {
     }
 }
 
+const USAGE: &str = "\
+usage: cargo bench --bench pvnet [-- OPTIONS]
+  --quick            a short run (2 rounds, fewer frames)
+  --rounds N         rounds of every configuration (default 3)
+  --sizes A,B,...    frame sizes in bytes (default 64,256,1500,4096,9000,65535)
+  --only PARTS       some parts only: dpdk, baselines, pvnet, polling (comma-separated)
+  --no-syscalls      skip the system-call counts (perf stat)
+  --out DIR          where the CSV, JSON and SVG charts go (default target/pvnet-bench)
+  --help             this text";
+
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -154,6 +164,28 @@ fn main() {
         }
         child::run(&role, &args);
         return;
+    }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
+    // `--bench` is cargo's own, passed to every bench binary.
+    const KNOWN: [&str; 7] = [
+        "--quick",
+        "--rounds",
+        "--sizes",
+        "--only",
+        "--no-syscalls",
+        "--out",
+        "--bench",
+    ];
+    if let Some(bad) = args
+        .iter()
+        .skip(1)
+        .find(|a| a.starts_with("--") && !KNOWN.contains(&a.as_str()))
+    {
+        eprintln!("pvnet bench: unknown option {bad}\n{USAGE}");
+        std::process::exit(2);
     }
     let opts = Opts {
         quick: args.iter().any(|a| a == "--quick"),

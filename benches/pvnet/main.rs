@@ -3,9 +3,9 @@
 //! `cargo bench --bench pvnet` (add `-- --quick` for a short run, `-- --out DIR` for where the
 //! CSV, JSON and SVG chart go, default `target/pvnet-bench`; `-- --rounds N` for how many
 //! rounds of every configuration, default 3, 2 with `--quick`; `-- --only polling,pvnet` for
-//! some parts only: `dpdk`, `baselines`, `pvnet`, `polling`). Tables show the median round;
-//! every goal ratio is computed per round, then its median and spread printed, with a verdict
-//! only when every round falls on the same side of the goal.
+//! some parts only: `dpdk`, `baselines`, `pvnet`, `polling`; `-- --help` lists them all).
+//! Tables show the median round; every goal ratio is computed per round, then its median and
+//! spread printed, with a verdict only when every round falls on the same side of the goal.
 //!
 //! Every measurement runs two real processes (this binary, re-run in a child role):
 //! - pvnet throughput per mode (tx copy, tx map: a netfront streams to a sink netback; rx copy,

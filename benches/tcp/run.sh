@@ -14,6 +14,7 @@
 #   OFFLOADS="on" STREAMS="1" benches/tcp/run.sh                        # fewer configurations
 #   BIN=/other/checkout/target/release/examples benches/tcp/run.sh       # another build
 #   PIN=0 benches/tcp/run.sh        # netback and netfront both on CPU 0 (a taskset list)
+#   REVERSE=1 benches/tcp/run.sh    # the "host" sends to the "guest" (iperf3 -R)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -108,7 +109,7 @@ transfer() { # client_ns server_ns server_ip streams
     local b0 t0 b1 t1 gbit
     b0=$(busy)
     t0=$(date +%s.%N)
-    gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" -J 2> /dev/null |
+    gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" ${REVERSE:+-R} -J 2> /dev/null |
         awk -F: '/"sum_received"/{r=1} r && /"bits_per_second"/{gsub(/[ ,]/,"",$2); printf "%.3f", $2/1e9; exit}')
     b1=$(busy)
     t1=$(date +%s.%N)

@@ -101,7 +101,8 @@ busy() { # the machine's busy jiffies so far
     awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat
 }
 
-# One iperf3 transfer from the "guest" namespace to the "host" one: Gbit/s and CPU s/Gbit.
+# One iperf3 transfer from the "guest" namespace to the "host" one (the other way with
+# REVERSE): Gbit/s and CPU s/Gbit.
 transfer() { # client_ns server_ns server_ip streams
     ip netns exec "$2" iperf3 -s -1 -p 5299 > /dev/null 2>&1 &
     local server=$!

@@ -140,15 +140,42 @@ pub fn unpin() {
     }
 }
 
-const USAGE: &str = "\
-usage: cargo bench --bench pvnet [-- OPTIONS]
-  --quick            a short run (2 rounds, fewer frames)
-  --rounds N         rounds of every configuration (default 3)
-  --sizes A,B,...    frame sizes in bytes (default 64,256,1500,4096,9000,65535)
-  --only PARTS       some parts only: dpdk, baselines, pvnet, polling (comma-separated)
-  --no-syscalls      skip the system-call counts (perf stat)
-  --out DIR          where the CSV, JSON and SVG charts go (default target/pvnet-bench)
-  --help             this text";
+/// The options, each with what it does: the one list `--help` prints and arguments are
+/// checked against.
+const OPTIONS: [(&str, &str); 7] = [
+    ("--quick", "a short run (2 rounds, fewer frames)"),
+    ("--rounds N", "rounds of every configuration (default 3)"),
+    (
+        "--sizes A,B,...",
+        "frame sizes in bytes (default 64,256,1500,4096,9000,65535)",
+    ),
+    (
+        "--only PARTS",
+        "some parts only: dpdk, baselines, pvnet, polling (comma-separated)",
+    ),
+    ("--no-syscalls", "skip the system-call counts (perf stat)"),
+    (
+        "--out DIR",
+        "where the CSV, JSON and SVG charts go (default target/pvnet-bench)",
+    ),
+    ("--help", "this text"),
+];
+
+fn usage() -> String {
+    let mut u = String::from("usage: cargo bench --bench pvnet [-- OPTIONS]");
+    for (name, what) in OPTIONS {
+        u.push_str(&format!("\n  {name:<18} {what}"));
+    }
+    u
+}
+
+/// Whether `arg` names an option (`--bench` is cargo's own, passed to every bench binary).
+fn known(arg: &str) -> bool {
+    arg == "--bench"
+        || OPTIONS
+            .iter()
+            .any(|(o, _)| o.split(' ').next() == Some(arg))
+}
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -166,25 +193,15 @@ fn main() {
         return;
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
+        println!("{}", usage());
         return;
     }
-    // `--bench` is cargo's own, passed to every bench binary.
-    const KNOWN: [&str; 7] = [
-        "--quick",
-        "--rounds",
-        "--sizes",
-        "--only",
-        "--no-syscalls",
-        "--out",
-        "--bench",
-    ];
     if let Some(bad) = args
         .iter()
         .skip(1)
-        .find(|a| a.starts_with("--") && !KNOWN.contains(&a.as_str()))
+        .find(|a| a.starts_with("--") && !known(a))
     {
-        eprintln!("pvnet bench: unknown option {bad}\n{USAGE}");
+        eprintln!("pvnet bench: unknown option {bad}\n{}", usage());
         std::process::exit(2);
     }
     let opts = Opts {

@@ -35,6 +35,9 @@ fi
 # iperf3 is never pinned, on either path.
 pin=()
 [ -n "${PIN:-}" ] && pin=(taskset -c "$PIN")
+# REVERSE=1: iperf3 -R, the server (the "host") sends.
+reverse=()
+[ "${REVERSE:-0}" = 1 ] && reverse=(-R)
 dir=$(mktemp -d)
 pids=()
 cleanup() {
@@ -110,7 +113,7 @@ transfer() { # client_ns server_ns server_ip streams
     local b0 t0 b1 t1 gbit
     b0=$(busy)
     t0=$(date +%s.%N)
-    gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" ${REVERSE:+-R} -J 2> /dev/null |
+    gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" "${reverse[@]}" -J 2> /dev/null |
         awk -F: '/"sum_received"/{r=1} r && /"bits_per_second"/{gsub(/[ ,]/,"",$2); printf "%.3f", $2/1e9; exit}')
     b1=$(busy)
     t1=$(date +%s.%N)
@@ -126,6 +129,7 @@ transfer() { # client_ns server_ns server_ip streams
         'BEGIN { cpu = b / hz; printf "%s,%.3f\n", g, (g > 0 ? cpu / (g * s) : 0) }'
 }
 
+echo "direction: $([ ${#reverse[@]} -gt 0 ] && echo "host to guest" || echo "guest to host")"
 echo "round,path,offloads,streams,gbit,cpu_s_per_gbit" | tee "$dir/tcp.csv"
 for off in ${OFFLOADS:-on off}; do
     start_frontend "$off"

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # A/B of two builds of the pvnet bench harness: their own child roles, run directly, in
-# interleaved rounds (old then new within every round), copy mode, tx and rx at 64 and
-# 65535 bytes. Each run is a backend process on CPU 0 and a frontend process on CPU 1 with a
-# 50 us spin on both sides, as `cargo bench --bench pvnet` does. Prints CSV:
-# round,version,mode,size,fps (for the ping modes, round trips through an echo backend, the
-# median round trip in ns instead; ping0 without spin). Build each side with
-# `cargo bench --bench pvnet --no-run`
-# (in a worktree of the other commit with its own CARGO_TARGET_DIR) and pass the two
-# `target/release/deps/pvnet-*` binaries.
+# interleaved rounds (old, new, then old again within every round), copy mode, tx and rx at
+# 64 and 65535 bytes. Each run is a backend process on CPU 0 and a frontend process on CPU 1
+# with a 50 us spin on both sides, as `cargo bench --bench pvnet` does. Prints CSV:
+# round,version,mode,size,fps (version old, new or old2; for the ping modes, round trips
+# through an echo backend, the median round trip in ns instead; ping0 without spin). Build
+# each side with `cargo bench --bench pvnet --no-run` (in a worktree of the other commit with
+# its own CARGO_TARGET_DIR) and pass the two `target/release/deps/pvnet-*` binaries.
+#
+# The second old run is the noise floor: at the end (on stderr) every configuration gets
+# new / old, where old is the mean of the round's two old runs (so drift within a round
+# cancels), and old / old (the A/A ratio, the second run over the first), each as a median
+# and quartiles over the rounds. A change is told apart from noise only where both new / old
+# quartiles lie further from 1, on one side, than either A/A quartile does (the A/A ratio
+# also carries the order within a round); otherwise the summary says "within noise".
 #
 #   benches/pvnet/ab.sh OLD_BIN NEW_BIN [ROUNDS] > ab.csv
 #   CONFIGS="rx:64:2000000" benches/pvnet/ab.sh OLD_BIN NEW_BIN 100   # one configuration
@@ -44,15 +50,49 @@ run() { # binary mode size frames
     # Frames per second, or for round trips the median latency (as the harness prints it).
     awk '/^RESULT /{printf "%.0f\n", $2/$3} /^LAT /{print $2}' "$dir/f.out"
 }
-echo "round,version,mode,size,fps"
+echo "round,version,mode,size,fps" | tee "$dir/ab.csv"
 for r in $(seq "$ROUNDS"); do
     for cfg in ${CONFIGS:-tx:64:2000000 rx:64:2000000 tx:65535:40000 rx:65535:40000}; do
         IFS=: read -r mode size frames <<< "$cfg"
         set -- "$mode" "$size" "$frames"
-        for v in old new; do
+        for v in old new old2; do
             bin=$OLD
             [ "$v" = new ] && bin=$NEW
-            echo "$r,$v,$1,$2,$(run "$bin" "$1" "$2" "$3")"
+            echo "$r,$v,$1,$2,$(run "$bin" "$1" "$2" "$3")" | tee -a "$dir/ab.csv"
         done
     done
 done
+
+# The summary: per configuration, new / old and the A/A ratio over the rounds that have all
+# three numbers. For round trips (ping modes) a smaller number is better: their ratios are
+# old / new, so that above 1 means "new is better" everywhere.
+awk -F, 'NR > 1 && $5 != "" { x[$1 "," $3 "," $4 "," $2] = $5; cfg[$3 "," $4] = 1; rounds[$1] = 1 }
+function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
+function q(a, m, f) { return a[int(f * (m - 1) + 0.5) + 1] }
+END {
+    print "" > "/dev/stderr"
+    print "summary: new/old (old = the mean of the two old runs) and the A/A noise floor (old2/old), median (quartiles); > 1: new is better" > "/dev/stderr"
+    for (c in cfg) {
+        split(c, f, ",")
+        lower = f[1] ~ /^ping/
+        m = 0
+        for (r in rounds) {
+            o1 = x[r "," c ",old"]; n = x[r "," c ",new"]; o2 = x[r "," c ",old2"]
+            if (o1 == "" || n == "" || o2 == "" || o1 <= 0 || n <= 0 || o2 <= 0) continue
+            m++
+            o = (o1 + o2) / 2
+            ab[m] = lower ? o / n : n / o
+            aa[m] = lower ? o1 / o2 : o2 / o1
+        }
+        if (m == 0) { printf "  %-6s %6s B: no complete round\n", f[1], f[2] > "/dev/stderr"; continue }
+        sort(ab, m); sort(aa, m)
+        # Noise: how far the A/A quartiles stray from 1 (either way). A difference is claimed
+        # only when both new/old quartiles lie further from 1 than that, on one side.
+        lo = q(aa, m, .25); hi = q(aa, m, .75)
+        noise = (1 - lo > hi - 1) ? 1 - lo : hi - 1
+        if (noise < 0) noise = 0
+        verdict = (q(ab, m, .25) > 1 + noise || q(ab, m, .75) < 1 - noise) ? "beyond noise" : "within noise"
+        printf "  %-6s %6s B: new/old %.3f (%.3f-%.3f), A/A %.3f (%.3f-%.3f), %d rounds: %s\n", \
+            f[1], f[2], q(ab, m, .5), q(ab, m, .25), q(ab, m, .75), q(aa, m, .5), q(aa, m, .25), q(aa, m, .75), m, verdict > "/dev/stderr"
+    }
+}' "$dir/ab.csv"

@@ -4,12 +4,15 @@
 # then veth within every round). pvnet: the netback example with a TAP uplink in namespace
 # pvtA (the "host"), the netfront example as a TAP in pvtB (the "guest"), two processes
 # joined by memfds, doorbells and a Unix socket. veth: a pair between pvtC and pvtD.
-# Prints CSV (round,path,offloads,streams,gbit,cpu_s_per_gbit,sleeps_per_gb) then a summary
-# with the median, quartiles and the per-round pvnet/veth ratio; then round-trip latency
-# (ping). CPU is the whole machine's busy time during the transfer (/proc/stat: user, system,
-# irq, softirq), per Gbit carried. Sleeps are the times netback and netfront blocked
-# (voluntary context switches, so each one is a wake-up to pay), per GB carried (pvnet only).
-# Needs root, iperf3, ping, ethtool.
+# Prints CSV (round,path,offloads,streams,gbit,cpu_s_per_gbit,own_cpu_s_per_gbit,
+# sleeps_per_gb) then a summary with the median, quartiles and the per-round pvnet/veth
+# ratio; then round-trip latency (ping). CPU is the whole machine's busy time during the
+# transfer (/proc/stat: user, system, irq, softirq), per Gbit carried; own CPU is netback's
+# and netfront's alone: their user and system time, which includes the kernel work done in
+# their context (the TAPs' copies, and the host's stack receiving what netback writes, which
+# veth's path pays in softirq). Sleeps are the times netback and netfront blocked
+# (voluntary context switches, so each one is a wake-up to pay), per GB carried. The last
+# two are pvnet's only. Needs root, iperf3, ping, ethtool.
 #
 #   benches/tcp/run.sh [ROUNDS] [SECONDS]      # e.g. benches/tcp/run.sh 10 5
 #   BACK_ARGS="--spin-us 50" FRONT_ARGS="--spin-us 50" benches/tcp/run.sh   # extra arguments
@@ -112,24 +115,31 @@ busy() { # the machine's busy jiffies so far
     awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat
 }
 
+own() { # netback's and netfront's CPU time so far, in jiffies (utime + stime of all threads)
+    sed 's/^.*) //' "/proc/$backend/stat" "/proc/$frontend/stat" 2> /dev/null |
+        awk '{n += $12 + $13} END {print n + 0}'
+}
+
 sleeps() { # how often netback and netfront have blocked so far (voluntary context switches)
     cat "/proc/$backend/task/"*/status "/proc/$frontend/task/"*/status 2> /dev/null |
         awk '/^voluntary_ctxt_switches/{n += $2} END {print n + 0}'
 }
 
 # One iperf3 transfer from the "guest" namespace to the "host" one (the other way with
-# REVERSE): Gbit/s, CPU s/Gbit and pvnet's sleeps per GB.
+# REVERSE): Gbit/s, CPU s/Gbit, pvnet's own CPU s/Gbit and its sleeps per GB.
 transfer() { # client_ns server_ns server_ip streams path
     ip netns exec "$2" iperf3 -s -1 -p 5299 > /dev/null 2>&1 &
     local server=$!
     sleep 0.3
-    local b0 t0 b1 t1 gbit s0 s1
+    local b0 t0 b1 t1 gbit s0 s1 o0 o1
     b0=$(busy)
+    o0=$(own)
     s0=$(sleeps)
     t0=$(date +%s.%N)
     gbit=$(ip netns exec "$1" iperf3 -c "$3" -p 5299 -t "$SECS" -P "$4" -C "$cc" "${reverse[@]}" -J 2> /dev/null |
         awk -F: '/"sum_received"/{r=1} r && /"bits_per_second"/{gsub(/[ ,]/,"",$2); printf "%.3f", $2/1e9; exit}')
     b1=$(busy)
+    o1=$(own)
     s1=$(sleeps)
     t1=$(date +%s.%N)
     kill "$server" 2> /dev/null || true
@@ -140,14 +150,16 @@ transfer() { # client_ns server_ns server_ip streams path
     fi
     local hz
     hz=$(getconf CLK_TCK)
-    # The sleeps count only on pvnet's path (veth's transfers leave them unchanged).
+    # Own CPU and sleeps count only on pvnet's path (veth's transfers leave them unchanged).
     awk -v g="${gbit:-0}" -v b="$((b1 - b0))" -v hz="$hz" -v s="$SECS" -v z="$((s1 - s0))" \
-        -v p="$5" 'BEGIN { cpu = b / hz; gb = g * s / 8
-            printf "%s,%.3f,%s\n", g, (g > 0 ? cpu / (g * s) : 0), (p == "pvnet" && gb > 0 ? sprintf("%.0f", z / gb) : "") }'
+        -v o="$((o1 - o0))" -v p="$5" 'BEGIN { cpu = b / hz; gb = g * s / 8; pv = p == "pvnet" && g > 0
+            printf "%s,%.3f,%s,%s\n", g, (g > 0 ? cpu / (g * s) : 0),
+                (pv ? sprintf("%.3f", o / hz / (g * s)) : ""), (pv ? sprintf("%.0f", z / gb) : "") }'
 }
 
 echo "direction: $([ ${#reverse[@]} -gt 0 ] && echo "host to guest" || echo "guest to host"), congestion control: $cc"
-echo "round,path,offloads,streams,gbit,cpu_s_per_gbit,sleeps_per_gb" | tee "$dir/tcp.csv"
+echo "round,path,offloads,streams,gbit,cpu_s_per_gbit,own_cpu_s_per_gbit,sleeps_per_gb" |
+    tee "$dir/tcp.csv"
 for off in ${OFFLOADS:-on off}; do
     start_frontend "$off"
     veth_offloads "$off"
@@ -160,11 +172,11 @@ for off in ${OFFLOADS:-on off}; do
 done
 
 echo
-echo "summary: median Gbit/s (quartiles), median CPU s per Gbit (and pvnet's sleeps per GB),"
-echo "per-round pvnet/veth median (quartiles)"
+echo "summary: median Gbit/s (quartiles), median CPU s per Gbit (and pvnet's own CPU s per"
+echo "Gbit and sleeps per GB), per-round pvnet/veth median (quartiles)"
 awk -F, 'NR > 1 {
     k = $3 "," $4; v[$2 "," k, ++n[$2 "," k]] = $5; c[$2 "," k, n[$2 "," k]] = $6
-    w[$2 "," k, n[$2 "," k]] = $7
+    u[$2 "," k, n[$2 "," k]] = $7; w[$2 "," k, n[$2 "," k]] = $8
     if ($2 == "pvnet") pv[k, $1] = $5; else ve[k, $1] = $5
     keys[k] = 1; rounds[$1] = 1
 }
@@ -174,11 +186,13 @@ END {
     for (k in keys) {
         for (pth = 0; pth < 2; pth++) {
             p = pth ? "veth" : "pvnet"; m = n[p "," k]
-            for (i = 1; i <= m; i++) { x[i] = v[p "," k, i]; y[i] = c[p "," k, i]; s[i] = w[p "," k, i] }
-            sort(x, m); sort(y, m); sort(s, m)
+            for (i = 1; i <= m; i++) {
+                x[i] = v[p "," k, i]; y[i] = c[p "," k, i]; o[i] = u[p "," k, i]; s[i] = w[p "," k, i]
+            }
+            sort(x, m); sort(y, m); sort(o, m); sort(s, m)
             printf "  %-5s offloads %-3s %s stream(s): %6.2f Gbit/s (%.2f-%.2f), %.3f CPU s/Gbit%s\n",
                 p, substr(k, 1, index(k, ",") - 1), substr(k, index(k, ",") + 1), q(x, m, .5), q(x, m, .25), q(x, m, .75), q(y, m, .5),
-                (pth ? "" : sprintf(", %d sleeps/GB", q(s, m, .5)))
+                (pth ? "" : sprintf(" (own %.3f), %d sleeps/GB", q(o, m, .5), q(s, m, .5)))
         }
         m = 0
         for (r in rounds) if (ve[k, r] > 0) z[++m] = pv[k, r] / ve[k, r]

@@ -80,9 +80,11 @@ pub fn rx_parser(bytes: &[u8]) {
     }
 }
 
-/// The control plane: a message decoded from the bytes, then (for a frontend's message) its
-/// keys through the negotiation and the resource checks a backend makes. A decoded message
-/// encodes back to the same bytes' meaning (decode(encode(m)) == m).
+/// The control plane: a message decoded from the bytes, then its keys through the checks the
+/// other side makes: for a frontend's message the negotiation and resource checks of a
+/// backend, for a backend's the frontend's reading of its offer (what it may then send, at
+/// any MTU). A decoded message encodes back to the same bytes' meaning
+/// (decode(encode(m)) == m).
 pub fn control(bytes: &[u8]) {
     let Ok(msg) = xenbus::Message::decode(bytes) else {
         return;
@@ -95,7 +97,20 @@ pub fn control(bytes: &[u8]) {
     );
     let keys = match &msg {
         xenbus::Message::Backend { keys, .. } => {
-            let _ = xenbus::BackendFeatures::from_keys(keys);
+            if let Ok(offer) = xenbus::BackendFeatures::from_keys(keys) {
+                // Any MTU in range, chosen by the input's last two bytes.
+                let n = bytes.len();
+                let pick = u32::from(u16::from_le_bytes([bytes[n - 2], bytes[n - 1]]));
+                let mtu = xenbus::MIN_MTU + pick % (xenbus::MAX_MTU - xenbus::MIN_MTU + 1);
+                for mtu in [
+                    mtu,
+                    xenbus::MIN_MTU,
+                    xenbus::MAX_MTU_WITHOUT_SG,
+                    xenbus::MAX_MTU,
+                ] {
+                    tx_features(&offer, mtu);
+                }
+            }
             return;
         }
         xenbus::Message::Frontend { keys, .. } => keys,
@@ -116,6 +131,23 @@ pub fn control(bytes: &[u8]) {
             assert!(r.frames < fds && r.grant_table < fds);
         }
     }
+}
+
+/// What a frontend of MTU `mtu` may send after the backend offered `offer`: never more than
+/// netif carries, several slots only with `feature-sg`, GSO only with several slots.
+fn tx_features(offer: &xenbus::BackendFeatures, mtu: u32) {
+    let t = xenbus::TxFeatures::new(offer, mtu);
+    assert!(t.max_len <= 65535 && t.max_len_gso <= 65535, "{t:?}");
+    assert!(t.max_len_gso >= t.max_len, "{t:?}");
+    assert!(
+        t.sg || !(t.gso_tcpv4 || t.gso_tcpv6),
+        "GSO without sg: {t:?}"
+    );
+    assert!(
+        t.sg || t.max_len <= xenbus::MAX_MTU_WITHOUT_SG as usize + 14,
+        "a frame longer than a page without sg: {t:?}"
+    );
+    assert_eq!(t.sg, offer.sg);
 }
 
 /// Ring indices (a backend attached to a page a guest wrote): the first 16 bytes are the

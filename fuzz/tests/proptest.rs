@@ -49,6 +49,21 @@ proptest! {
         }
     }
 
+    /// A backend's offer with real keys (0 or 1 mostly), read as a frontend reads it.
+    #[test]
+    fn control_backend_keys(pairs in proptest::collection::vec(
+        (prop::sample::select(vec![
+            "feature-sg", "feature-gso-tcpv4", "feature-gso-tcpv6", "feature-ipv6-csum-offload",
+            "feature-rx-copy", "feature-rx-flip", "feature-split-event-channels",
+            "multi-queue-max-queues", "feature-no-csum-offload", "mtu",
+        ]), prop_oneof![Just("0".to_owned()), Just("1".to_owned()), "[0-9]{0,6}"]), 0..12)) {
+        let keys: xenbus::Keys = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let msg = xenbus::Message::Backend { state: xenbus::State::InitWait, keys };
+        if let Ok(bytes) = msg.encode() {
+            pvnet_fuzz::control(&bytes);
+        }
+    }
+
     #[test]
     fn ring(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         pvnet_fuzz::ring(&bytes);

@@ -98,7 +98,8 @@ pub fn control(bytes: &[u8]) {
     let keys = match &msg {
         xenbus::Message::Backend { keys, .. } => {
             if let Ok(offer) = xenbus::BackendFeatures::from_keys(keys) {
-                // Any MTU in range, chosen by the input's last two bytes.
+                // Any MTU in range, chosen by the input's last two bytes (a backend's
+                // message that decodes has at least four: kind, state, a key count).
                 let n = bytes.len();
                 let pick = u32::from(u16::from_le_bytes([bytes[n - 2], bytes[n - 1]]));
                 let mtu = xenbus::MIN_MTU + pick % (xenbus::MAX_MTU - xenbus::MIN_MTU + 1);

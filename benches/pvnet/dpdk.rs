@@ -12,9 +12,11 @@
 //! - vhost-user: the sender is `virtio_user`, the receiver `net_vhost` (the vhost-user
 //!   server); frames above 2048 bytes as for memif.
 //!
-//! Frames per second are the receiver's own once-a-second `Rx-pps` readings from the first
-//! second that carried frames (the link comes up seconds after start), the first (ramp-up)
-//! and last (partial) seconds left out, their median kept; CPU is both processes' run time
+//! Frames per second are the receiver's own `Rx-pps` readings (asked for once a second; each
+//! is the rate since the one before, one to two seconds, as testpmd's statistics thread shares
+//! its CPU with the other's polling core) from the first that carried frames (the link comes
+//! up seconds after start), the first (ramp-up) and last (partial) left out, their median
+//! kept; each is also kept with its time, for the placement probe; CPU is both processes' run time
 //! over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all the
 //! time, as DPDK does).
 
@@ -26,7 +28,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::Opts;
-use crate::report::{Results, Throughput};
+use crate::report::{Results, Throughput, Timed};
 
 /// A DPDK peer.
 #[derive(Clone, Copy, Debug)]
@@ -155,7 +157,8 @@ fn wait_started(log: &Path) -> bool {
 }
 
 /// One run of `peer` at `size`: `None` (with the reason printed) if it did not carry frames.
-fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<Throughput> {
+/// Also returns each second's reading with its time.
+fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<(Throughput, Vec<Timed>)> {
     let (rx_cpu, tx_cpu) = crate::cpu_pair()?;
     let tag = format!("{}{}", std::process::id(), size);
     let sock = opts.scratch.join(format!("dpdk-{tag}.sock"));
@@ -212,11 +215,39 @@ fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<Throughput> 
     let cpu_of = |c: &Child| crate::cpu_ns(c.id()) as f64 / 1e9;
     let cpu0 = cpu_of(&rx) + cpu_of(&tx);
     let start = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs + 1));
+    // Each reading the receiver prints is the rate since its previous one (testpmd divides
+    // by the time between them, which its statistics thread, sharing a CPU with a polling
+    // core, stretches to one or two seconds): note when each appears (to within the 50 ms
+    // between looks), so that a reading covers the time from the one before, for the
+    // placement probe.
+    let seen = rx_pps(&rx_log).len();
+    let mut arrived = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs + 1) {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = rx_pps(&rx_log).len().saturating_sub(seen);
+        while arrived.len() < n {
+            arrived.push(Instant::now());
+        }
+    }
     let cpu = cpu_of(&rx) + cpu_of(&tx) - cpu0;
     let elapsed = start.elapsed().as_secs_f64();
     stop(tx);
     stop(rx);
+    // The first reading after `start` covers time before it: left out. Reading `seen + k`
+    // covers `arrived[k - 1]..arrived[k]`.
+    let timed: Vec<Timed> = rx_pps(&rx_log)
+        .into_iter()
+        .skip(seen + 1)
+        .zip(arrived.windows(2))
+        .filter(|&(fps, _)| fps > 0.0)
+        .map(|(fps, w)| Timed {
+            name: peer.name().into(),
+            size,
+            fps,
+            from: w[0],
+            to: w[1],
+        })
+        .collect();
     let readings: Vec<f64> = rx_pps(&rx_log)
         .into_iter()
         .skip_while(|&p| p == 0.0)
@@ -240,13 +271,14 @@ fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<Throughput> 
     // some 10^8 a second, so whole and far inside a u64.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let frames = (fps * elapsed).round() as u64;
-    Some(Throughput {
+    let t = Throughput {
         name: peer.name().into(),
         size,
         frames,
         secs: elapsed,
         cpu,
-    })
+    };
+    Some((t, timed))
 }
 
 /// memif and vhost-user at every size, if `dpdk-testpmd` is installed.
@@ -263,7 +295,7 @@ pub fn run_all(opts: &Opts, results: &mut Results) {
     }
     for &size in &opts.sizes {
         for peer in [Peer::Memif, Peer::Vhost] {
-            if let Some(t) = pair(opts, &bin, peer, size) {
+            if let Some((t, timed)) = pair(opts, &bin, peer, size) {
                 println!(
                     "baseline {:>6} B: {} {:7.3} Mpps {:6.2} Gbit/s, {:.3} CPU s/GB",
                     size,
@@ -273,6 +305,7 @@ pub fn run_all(opts: &Opts, results: &mut Results) {
                     t.cpu_per_gb()
                 );
                 results.throughput.push(t);
+                results.timed.extend(timed);
             }
         }
     }

@@ -6,6 +6,11 @@
 //! some parts only: `dpdk`, `baselines`, `pvnet`, `polling`; `-- --help` lists them all).
 //! Tables show the median round; every goal ratio is computed per round, then its median and
 //! spread printed, with a verdict only when every round falls on the same side of the goal.
+//! A placement probe (`placement.rs`, off with `--no-probe`) times a cache line's round trip
+//! between the two CPUs all through the rounds, since a virtual machine's two vCPUs are
+//! sometimes near each other and sometimes far; the DPDK goals are then also given per
+//! placement, from every pvnet copy-mode run (`--repeats` of them per round) and every DPDK
+//! reading that fell wholly in one.
 //!
 //! Every measurement runs two real processes (this binary, re-run in a child role):
 //! - pvnet throughput per mode (tx copy, tx map: a netfront streams to a sink netback; rx copy,
@@ -28,6 +33,7 @@
 mod baselines;
 mod child;
 mod dpdk;
+mod placement;
 mod polling;
 mod pvnet_runs;
 mod report;
@@ -56,6 +62,11 @@ pub struct Opts {
     pub rounds: usize,
     /// Parts to run (`--only dpdk,baselines,pvnet,polling`; all by default).
     pub only: Option<Vec<String>>,
+    /// Runs of each pvnet copy-mode configuration per round (`--repeats`; 5, or 2 with
+    /// `--quick`): each is one sample for the placement probe.
+    pub repeats: usize,
+    /// Run without the placement probe (`--no-probe`).
+    pub no_probe: bool,
 }
 
 impl Opts {
@@ -142,9 +153,17 @@ pub fn unpin() {
 
 /// The options, each with what it does: the one list `--help` prints and arguments are
 /// checked against.
-const OPTIONS: [(&str, &str); 7] = [
+const OPTIONS: [(&str, &str); 9] = [
     ("--quick", "a short run (2 rounds, fewer frames)"),
     ("--rounds N", "rounds of every configuration (default 3)"),
+    (
+        "--repeats N",
+        "runs of each pvnet copy-mode configuration per round (default 5)",
+    ),
+    (
+        "--no-probe",
+        "no placement probe (cache-line round trips between the CPUs)",
+    ),
     (
         "--sizes A,B,...",
         "frame sizes in bytes (default 64,256,1500,4096,9000,65535)",
@@ -226,6 +245,15 @@ fn main() {
             |v| v.parse().expect("--rounds: a number"),
         ),
         only: arg_value(&args, "--only").map(|s| s.split(',').map(String::from).collect()),
+        repeats: arg_value(&args, "--repeats").map_or(
+            if args.iter().any(|a| a == "--quick") {
+                2
+            } else {
+                5
+            },
+            |v| v.parse().expect("--repeats: a number"),
+        ),
+        no_probe: args.iter().any(|a| a == "--no-probe"),
         scratch: std::env::temp_dir().join(format!("pvnet-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&opts.out).expect("output directory");
@@ -239,6 +267,10 @@ fn main() {
         opts.sizes,
         if opts.quick { ", quick" } else { "" }
     );
+    // The placement probe samples the CPU pair all through the throughput rounds.
+    let probe = cpu_pair()
+        .filter(|_| !opts.no_probe)
+        .map(placement::Probe::start);
     // Every configuration once per round, rounds one after the other, so a slow spell of
     // the machine hits all configurations alike and shows as spread, not as a ratio.
     let mut rounds = Vec::new();
@@ -261,12 +293,13 @@ fn main() {
         }
         rounds.push(round);
     }
+    let placements = probe.map(placement::Probe::finish);
     let mut results = report::merge(&rounds);
     if opts.no_syscalls {
         println!("syscalls: skipped (--no-syscalls)");
     } else {
         syscalls::run(&opts, &mut results);
     }
-    report::print_and_write(&opts, &results, &rounds);
+    report::print_and_write(&opts, &results, &rounds, placements.as_ref());
     let _ = std::fs::remove_dir_all(&opts.scratch);
 }

@@ -3,9 +3,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::report::{Latency, Results, Throughput};
+use crate::report::{Latency, Results, Throughput, Timed};
 use crate::{BUSY_SPIN, Opts, THROUGHPUT_SPIN};
 
 /// A throughput mode: which way frames go and how each side moves them.
@@ -95,8 +95,11 @@ fn socket_path(opts: &Opts, what: &str) -> PathBuf {
     p
 }
 
-/// A backend and a frontend for one mode and size; both report their CPU time.
-fn throughput(opts: &Opts, mode: Mode, size: usize) -> Throughput {
+/// A backend and a frontend for one mode and size; both report their CPU time. Also returns
+/// when the run started and ended (the two processes' whole lives: a run's set-up takes
+/// milliseconds, its frames a tenth of a second or more).
+fn throughput(opts: &Opts, mode: Mode, size: usize) -> (Throughput, Instant, Instant) {
+    let from = Instant::now();
     let frames = opts.frames(size);
     let sock = socket_path(opts, "tp");
     let common = |extra: &[String]| -> Vec<String> {
@@ -135,16 +138,49 @@ fn throughput(opts: &Opts, mode: Mode, size: usize) -> Throughput {
         ]),
     );
     let f = output(front);
+    let to = Instant::now();
     let b = output(back);
     let r = field(&f, "RESULT ");
     let cpu_back: f64 = field(&b, "CPU ")[0].parse().expect("cpu");
-    Throughput {
+    let t = Throughput {
         name: format!("pvnet {}", mode.name),
         size,
         frames: r[0].parse().expect("frames"),
         secs: r[1].parse().expect("secs"),
         cpu: r[2].parse::<f64>().expect("cpu") + cpu_back,
+    };
+    (t, from, to)
+}
+
+/// A mode and size measured: copy modes (the ones with goals) `opts.repeats` times, each run
+/// kept as a timed sample, and summed into one measurement for the round; others once.
+fn measure(opts: &Opts, mode: Mode, size: usize, results: &mut Results) -> Throughput {
+    let runs = if mode.name.ends_with("copy") {
+        opts.repeats.max(1)
+    } else {
+        1
+    };
+    let mut sum: Option<Throughput> = None;
+    for _ in 0..runs {
+        let (t, from, to) = throughput(opts, mode, size);
+        results.timed.push(Timed {
+            name: t.name.clone(),
+            size,
+            fps: t.fps(),
+            from,
+            to,
+        });
+        sum = Some(match sum {
+            None => t,
+            Some(s) => Throughput {
+                frames: s.frames + t.frames,
+                secs: s.secs + t.secs,
+                cpu: s.cpu + t.cpu,
+                ..s
+            },
+        });
     }
+    sum.expect("at least one run")
 }
 
 /// An echo backend (copy mode) for `size`-byte frames spinning `spin_us`, at a socket named
@@ -197,7 +233,7 @@ fn latency(opts: &Opts, rx_mode: &str, size: usize, busy: bool) -> Latency {
 pub fn run_all(opts: &Opts, results: &mut Results) {
     for mode in MODES {
         for &size in &opts.sizes {
-            let t = throughput(opts, mode, size);
+            let t = measure(opts, mode, size, results);
             println!(
                 "{:<20} {:>6} B: {:7.3} Mpps {:6.2} Gbit/s {:6.3} CPU s/GB",
                 t.name,

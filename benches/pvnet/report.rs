@@ -1,10 +1,12 @@
 //! Results: the table with ratios and goals, a CSV and a JSON file, and the throughput chart.
 
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use plotters::prelude::*;
 
 use crate::Opts;
+use crate::placement::{Placement, Placements};
 
 /// One throughput measurement.
 #[derive(Clone, Debug)]
@@ -27,6 +29,17 @@ impl Throughput {
     pub fn cpu_per_gb(&self) -> f64 {
         self.cpu / (self.frames as f64 * self.size as f64 / 1e9)
     }
+}
+
+/// The frame rate of one run, or one second of a run, and when it was measured: what the
+/// placement probe (`placement.rs`) sorts into near and far.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub name: String,
+    pub size: usize,
+    pub fps: f64,
+    pub from: Instant,
+    pub to: Instant,
 }
 
 /// One round-trip measurement.
@@ -78,6 +91,9 @@ pub struct Results {
     pub polling: Vec<PollPoint>,
     /// Merged results only: each configuration's lowest and highest frames/s over the rounds.
     pub spread: Vec<(String, usize, f64, f64)>,
+    /// Rates with their times, for the placement probe: every pvnet copy-mode run and every
+    /// second of a DPDK peer's.
+    pub timed: Vec<Timed>,
 }
 
 impl Results {
@@ -99,8 +115,9 @@ impl Results {
     }
 }
 
-/// Prints and writes the medians `r` of `rounds`, with each ratio's spread over the rounds.
-pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results]) {
+/// Prints and writes the medians `r` of `rounds`, with each ratio's spread over the rounds,
+/// and the DPDK goals again by placement when the probe ran.
+pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results], probe: Option<&Placements>) {
     let mut t = String::new();
     let _ = writeln!(
         t,
@@ -212,6 +229,10 @@ pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results]) {
         );
     }
     t.push_str(&goals(rounds, r));
+    if let Some(p) = probe {
+        t.push_str(&placement_goals(r, p));
+        write_timed(opts, r, p);
+    }
     print!("{t}");
     let _ = std::fs::write(opts.out.join("summary.txt"), &t);
     write_csv(opts, r);
@@ -409,6 +430,113 @@ fn goals(rounds: &[Results], r: &Results) -> String {
     g
 }
 
+/// The goals against DPDK again, per placement: pvnet's runs and the peer's seconds that the
+/// probe saw wholly near or wholly far, compared with each other only. The ratio is of the
+/// medians; its spread runs from pvnet's lower quartile over the peer's upper one to pvnet's
+/// upper quartile over the peer's lower one, and the verdict needs all three on one side.
+fn placement_goals(r: &Results, p: &Placements) -> String {
+    let mut g = format!("\n{}\n", p.describe());
+    if !p.bimodal() {
+        g.push_str("  one placement only: the goals above stand as they are\n");
+        return g;
+    }
+    g.push_str(
+        "goals by placement (pvnet runs and peer seconds measured wholly near or wholly far; \
+         ratio of medians, spread from the quartiles)\n",
+    );
+    let rates = |name: &str, size: usize, class: Placement| {
+        let mut v: Vec<f64> = r
+            .timed
+            .iter()
+            .filter(|t| t.name == name && t.size == size && p.over(t.from, t.to) == class)
+            .map(|t| t.fps)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let mixed = |name: &str| {
+        r.timed
+            .iter()
+            .filter(|t| t.name.starts_with(name) && p.over(t.from, t.to) == Placement::Mixed)
+            .count()
+    };
+    for mode in ["pvnet tx copy", "pvnet rx copy"] {
+        for &(size, against, label, by_frames, at_least) in &THROUGHPUT_GOALS {
+            let Some(peer) = against.filter(|a| by_frames && a.starts_with("DPDK")) else {
+                continue;
+            };
+            for class in [Placement::Near, Placement::Far] {
+                let (a, b) = (rates(mode, size, class), rates(peer, size, class));
+                let head = format!("  {}: {size} B {mode} / {label}", class.name());
+                if a.len() < 3 || b.len() < 3 {
+                    let _ = writeln!(
+                        g,
+                        "{head}: too few samples (pvnet {}, peer {})",
+                        a.len(),
+                        b.len()
+                    );
+                    continue;
+                }
+                let (lo, mid, hi) = (
+                    quartile(&a, 1) / quartile(&b, 3),
+                    median(&a) / median(&b),
+                    quartile(&a, 3) / quartile(&b, 1),
+                );
+                let v = if lo >= at_least {
+                    "met"
+                } else if hi < at_least {
+                    "NOT met"
+                } else {
+                    "inconclusive: the spread straddles it"
+                };
+                let _ = writeln!(
+                    g,
+                    "{head}: {mid:.2}x ({lo:.2}-{hi:.2}); pvnet {:.2} Mpps (n={}), peer {:.2} \
+                     (n={}); goal >= {at_least}x: {v}",
+                    median(&a) / 1e6,
+                    a.len(),
+                    median(&b) / 1e6,
+                    b.len()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        g,
+        "  left out as mixed: {} pvnet runs, {} peer seconds",
+        mixed("pvnet"),
+        mixed("DPDK")
+    );
+    g
+}
+
+/// The `q`th quartile (1 or 3) of sorted values, by nearest rank.
+fn quartile(sorted: &[f64], q: usize) -> f64 {
+    let i = (sorted.len() * q).div_ceil(4).saturating_sub(1);
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Every timed rate with its placement: `placed.csv` (seconds from the first one).
+fn write_timed(opts: &Opts, r: &Results, p: &Placements) {
+    let Some(t0) = r.timed.iter().map(|t| t.from).min() else {
+        return;
+    };
+    let mut c = String::from("name,size,fps,placement,from_s,to_s\n");
+    for t in &r.timed {
+        let _ = writeln!(
+            c,
+            "{},{},{:.0},{},{:.3},{:.3}",
+            t.name,
+            t.size,
+            t.fps,
+            p.over(t.from, t.to).name(),
+            (t.from - t0).as_secs_f64(),
+            (t.to - t0).as_secs_f64()
+        );
+    }
+    let _ = std::fs::write(opts.out.join("placed.csv"), c);
+}
+
 /// One result set from several rounds: per configuration the round with the median frame
 /// rate (its CPU and seconds with it), round-trip and memcpy medians, and each
 /// configuration's frame-rate spread (`spread`).
@@ -417,6 +545,10 @@ pub fn merge(rounds: &[Results]) -> Results {
     let Some(first) = rounds.first() else {
         return m;
     };
+    m.timed = rounds
+        .iter()
+        .flat_map(|r| r.timed.iter().cloned())
+        .collect();
     for t in &first.throughput {
         let mut all: Vec<&Throughput> = rounds
             .iter()

@@ -15,6 +15,12 @@
 # quartiles lie further from 1, on one side, than either A/A quartile does (the A/A ratio
 # also carries the order within a round); otherwise the summary says "within noise".
 #
+# The placement probe (`--role probe` of NEW, or of the binary PROBE names; PROBE=none for
+# none) times a cache line's round trip between CPUs 0 and 1 all through the run: a virtual
+# machine's two vCPUs are sometimes under one cache ("near") and sometimes not ("far"), which
+# moves a 64 B run's rate by up to 2x. The summary is then given again over the rounds whose
+# three runs were all near, and all far (each run's placement as the harness decides it).
+#
 #   benches/pvnet/ab.sh OLD_BIN NEW_BIN [ROUNDS] > ab.csv
 #   CONFIGS="rx:64:2000000" benches/pvnet/ab.sh OLD_BIN NEW_BIN 100   # one configuration
 set -euo pipefail
@@ -22,7 +28,17 @@ OLD=$1
 NEW=$2
 ROUNDS=${3:-30}
 dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+probe=${PROBE:-$NEW}
+prober=
+cleanup() {
+    [ -n "$prober" ] && kill "$prober" 2> /dev/null
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+if [ "$probe" != none ]; then
+    "$probe" --role probe > "$dir/probe.txt" 2> /dev/null &
+    prober=$!
+fi
 run() { # binary mode size frames
     local bin=$1 mode=$2 size=$3 frames=$4 sock=$dir/s.sock uplink role spin=50 count=--frames
     rm -f "$sock"
@@ -58,20 +74,36 @@ for r in $(seq "$ROUNDS"); do
         for v in old new old2; do
             bin=$OLD
             [ "$v" = new ] && bin=$NEW
+            t0=$(date +%s.%N)
             echo "$r,$v,$1,$2,$(run "$bin" "$1" "$2" "$3")" | tee -a "$dir/ab.csv"
+            echo "$r,$v,$1,$2 $t0 $(date +%s.%N)" >> "$dir/windows"
         done
     done
 done
 
+# Each run's placement, if the probe ran: "round,version,mode,size placement" lines.
+if [ -s "$dir/probe.txt" ]; then
+    "$probe" --role classify "$dir/probe.txt" "$dir/windows" > "$dir/classified"
+    sed -n 's/^# //p' "$dir/classified" >&2
+    awk '!/^#/ { print $1, $NF }' "$dir/classified" > "$dir/placed"
+else
+    : > "$dir/placed"
+fi
+
 # The summary: per configuration, new / old and the A/A ratio over the rounds that have all
-# three numbers. For round trips (ping modes) a smaller number is better: their ratios are
+# three numbers (with WANT=near or far, only rounds whose three runs were all in that
+# placement). For round trips (ping modes) a smaller number is better: their ratios are
 # old / new, so that above 1 means "new is better" everywhere.
-awk -F, 'NR > 1 && $5 != "" { x[$1 "," $3 "," $4 "," $2] = $5; cfg[$3 "," $4] = 1; rounds[$1] = 1 }
+for want in all near far; do
+[ "$want" != all ] && [ ! -s "$dir/placed" ] && continue
+awk -F, -v want="$want" 'FNR == NR { split($0, p, " "); placed[p[1]] = p[2]; next }
+FNR > 1 && $5 != "" { x[$1 "," $3 "," $4 "," $2] = $5; cfg[$3 "," $4] = 1; rounds[$1] = 1 }
 function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
 function q(a, m, f) { return a[int(f * (m - 1) + 0.5) + 1] }
 END {
     print "" > "/dev/stderr"
-    print "summary: new/old (old = the mean of the two old runs) and the A/A noise floor (old2/old), median (quartiles); > 1: new is better" > "/dev/stderr"
+    if (want == "all") print "summary: new/old (old = the mean of the two old runs) and the A/A noise floor (old2/old), median (quartiles); > 1: new is better" > "/dev/stderr"
+    else print "rounds whose three runs were all " want ":" > "/dev/stderr"
     for (c in cfg) {
         split(c, f, ",")
         lower = f[1] ~ /^ping/
@@ -79,6 +111,7 @@ END {
         for (r in rounds) {
             o1 = x[r "," c ",old"]; n = x[r "," c ",new"]; o2 = x[r "," c ",old2"]
             if (o1 == "" || n == "" || o2 == "" || o1 <= 0 || n <= 0 || o2 <= 0) continue
+            if (want != "all" && (placed[r "," "old" "," c] != want || placed[r "," "new" "," c] != want || placed[r "," "old2" "," c] != want)) continue
             m++
             o = (o1 + o2) / 2
             ab[m] = lower ? o / n : n / o
@@ -95,4 +128,5 @@ END {
         printf "  %-6s %6s B: new/old %.3f (%.3f-%.3f), A/A %.3f (%.3f-%.3f), %d rounds: %s\n", \
             f[1], f[2], q(ab, m, .5), q(ab, m, .25), q(ab, m, .75), q(aa, m, .5), q(aa, m, .25), q(aa, m, .75), m, verdict > "/dev/stderr"
     }
-}' "$dir/ab.csv"
+}' "$dir/placed" "$dir/ab.csv"
+done

@@ -208,7 +208,13 @@ fn main() {
         if let Some(cpu) = arg_value(&args, "--cpu") {
             pin(cpu.parse().expect("--cpu"));
         }
-        child::run(&role, &args);
+        if role == "probe" {
+            placement::run_role();
+        } else if role == "classify" {
+            placement::run_classify(&args);
+        } else {
+            child::run(&role, &args);
+        }
         return;
     }
     if args.iter().any(|a| a == "--help" || a == "-h") {

@@ -108,6 +108,11 @@ impl Probe {
         }
     }
 
+    /// Takes the samples so far (for a probe that reports as it goes).
+    pub fn drain(&self) -> Vec<(Instant, f64)> {
+        std::mem::take(&mut *self.shared.samples.lock().expect("probe samples"))
+    }
+
     /// Stops the probe and returns what it saw.
     pub fn finish(self) -> Placements {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -115,7 +120,83 @@ impl Probe {
             let _ = t.join();
         }
         let samples = std::mem::take(&mut *self.shared.samples.lock().expect("probe samples"));
-        Placements::new(samples, self.realtime.load(Ordering::Relaxed))
+        Placements::new(samples, Some(self.realtime.load(Ordering::Relaxed)))
+    }
+}
+
+/// The probe as a process of its own (`--role probe`), for the shell benches
+/// (`benches/tcp/run.sh`, `benches/pvnet/ab.sh`): prints a line a sample, "wall-clock seconds
+/// (Unix time) and round trip in ns", a second's worth at a time, until killed.
+pub fn run_role() {
+    use std::io::Write as _;
+    let Some(pair) = crate::cpu_pair() else {
+        eprintln!("probe: needs two CPUs");
+        std::process::exit(2);
+    };
+    let probe = Probe::start(pair);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        let Ok(since) = wall.duration_since(std::time::UNIX_EPOCH) else {
+            continue;
+        };
+        let mut out = std::io::stdout().lock();
+        for (at, ns) in probe.drain() {
+            let t = since.saturating_sub(now - at).as_secs_f64();
+            if writeln!(out, "{t:.3} {ns:.0}").is_err() {
+                return;
+            }
+        }
+        if out.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// `--role classify SAMPLES WINDOWS`, for the shell benches: reads the probe role's samples
+/// and a file of windows (any fields, the last two a window's start and end in Unix seconds)
+/// and prints a first line "# " and what the probe saw, then every window's line followed by
+/// the share of the samples inside it that were near ("-" if none) and its placement (as the
+/// harness decides it: every sample inside and the one either side agree).
+pub fn run_classify(args: &[String]) {
+    let (Some(samples), Some(windows)) = (args.get(3), args.get(4)) else {
+        eprintln!("classify: usage: --role classify SAMPLES WINDOWS");
+        std::process::exit(2);
+    };
+    let read = |path: &String| {
+        std::fs::read_to_string(path).unwrap_or_else(|e| {
+            eprintln!("classify: {path}: {e}");
+            std::process::exit(2);
+        })
+    };
+    let numbers = |line: &str| -> Vec<f64> {
+        line.split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect()
+    };
+    let mut points: Vec<(f64, f64)> = read(samples)
+        .lines()
+        .filter_map(|l| match numbers(l)[..] {
+            [t, ns] => Some((t, ns)),
+            _ => None,
+        })
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let p = Placements::new(points, None);
+    println!("# {}", p.describe());
+    for line in read(windows).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let times = f[f.len().saturating_sub(2)..]
+            .iter()
+            .filter_map(|x| x.parse::<f64>().ok())
+            .collect::<Vec<_>>();
+        let [from, to] = times[..] else {
+            continue;
+        };
+        let share = p
+            .near_share(from, to)
+            .map_or("-".into(), |s| format!("{s:.2}"));
+        println!("{line} {share} {}", p.over(from, to).name());
     }
 }
 
@@ -203,17 +284,20 @@ impl Placement {
     }
 }
 
-/// The probe's samples over a whole run, and where they split into near and far.
-#[derive(Debug, Default)]
-pub struct Placements {
-    samples: Vec<(Instant, f64)>,
+/// The probe's samples over a whole run (in time order, each at a `T`: an `Instant`, or
+/// seconds of Unix time as the probe role prints them), and where they split into near and
+/// far.
+#[derive(Debug)]
+pub struct Placements<T = Instant> {
+    samples: Vec<(T, f64)>,
     /// Round trips above this are far; `None` when the samples do not fall in two groups.
     split: Option<f64>,
-    realtime: bool,
+    /// Whether the probe ran at real-time priority, if known.
+    realtime: Option<bool>,
 }
 
-impl Placements {
-    fn new(samples: Vec<(Instant, f64)>, realtime: bool) -> Self {
+impl<T: Copy + PartialOrd> Placements<T> {
+    fn new(samples: Vec<(T, f64)>, realtime: Option<bool>) -> Self {
         let mut ns: Vec<f64> = samples.iter().map(|s| s.1).collect();
         ns.sort_by(f64::total_cmp);
         Self {
@@ -230,7 +314,7 @@ impl Placements {
 
     /// The placement over `from..to`: the samples inside it and the nearest one on either
     /// side must all agree.
-    pub fn over(&self, from: Instant, to: Instant) -> Placement {
+    pub fn over(&self, from: T, to: T) -> Placement {
         let Some(split) = self.split else {
             return Placement::Near;
         };
@@ -253,13 +337,30 @@ impl Placements {
         }
     }
 
+    /// The share of the samples inside `from..=to` that were near, if there were any.
+    pub fn near_share(&self, from: T, to: T) -> Option<f64> {
+        let inside: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.0 >= from && s.0 <= to)
+            .map(|s| s.1)
+            .collect();
+        let near = inside
+            .iter()
+            .filter(|&&ns| self.split.is_none_or(|split| ns <= split))
+            .count();
+        (!inside.is_empty()).then(|| near as f64 / inside.len() as f64)
+    }
+
     /// One paragraph on what the probe saw.
     pub fn describe(&self) -> String {
         let n = self.samples.len();
-        let prio = if self.realtime {
-            "real-time priority"
-        } else {
-            "normal priority (SCHED_FIFO refused: numbers may include waits for a CPU)"
+        let prio = match self.realtime {
+            Some(true) => " at real-time priority",
+            Some(false) => {
+                " at normal priority (SCHED_FIFO refused: numbers may include waits for a CPU)"
+            }
+            None => "",
         };
         if n == 0 {
             return "placement: no samples".into();
@@ -269,7 +370,7 @@ impl Placements {
         match self.split {
             None => format!(
                 "placement: one group, cache-line round trip {:.0} ns median ({:.0}-{:.0}) over \
-                 {n} samples at {prio}",
+                 {n} samples{prio}",
                 ns[n / 2],
                 ns[0],
                 ns[n - 1]
@@ -278,8 +379,8 @@ impl Placements {
                 let k = ns.partition_point(|&x| x <= split);
                 let (near, far) = ns.split_at(k);
                 format!(
-                    "placement: cache-line round trip between the pair's CPUs, {n} samples at \
-                     {prio}: near {:.0}% of them ({:.0} ns median), far {:.0}% ({:.0} ns \
+                    "placement: cache-line round trip between the pair's CPUs, {n} \
+                     samples{prio}: near {:.0}% of them ({:.0} ns median), far {:.0}% ({:.0} ns \
                      median); split at {split:.0} ns",
                     100.0 * near.len() as f64 / n as f64,
                     near[near.len() / 2],

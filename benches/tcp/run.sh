@@ -22,6 +22,13 @@
 #   REVERSE=1 benches/tcp/run.sh    # the "host" sends to the "guest" (iperf3 -R)
 #   CC=cubic benches/tcp/run.sh     # TCP congestion control of both paths (default: the
 #                                   # machine's net.ipv4.tcp_congestion_control)
+#   PROBE=0 benches/tcp/run.sh      # without the placement probe
+#
+# The placement probe (the pvnet bench's `--role probe`, benches/pvnet/placement.rs) times a
+# cache line's round trip between CPUs 0 and 1 every 100 ms through the whole run: a virtual
+# machine's two vCPUs are sometimes under one cache ("near", 50-120 ns here) and sometimes
+# not ("far", 400-550 ns). At the end the run prints each transfer's share of near samples
+# and the pvnet/veth ratio again over the rounds where both transfers were near, and far.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}
@@ -51,6 +58,13 @@ reverse=()
 cc=${CC:-$(cat /proc/sys/net/ipv4/tcp_congestion_control)}
 dir=$(mktemp -d)
 pids=()
+# PROBE: the placement probe, from this checkout's pvnet bench (built here), on by default.
+probe_bin=
+if [ "${PROBE:-1}" = 1 ]; then
+    probe_bin=$(cargo bench --bench pvnet --no-run 2>&1 |
+        sed -n 's/^ *Executable benches\/pvnet\/main.rs (\(.*\))$/\1/p')
+    [ -x "$probe_bin" ] || { echo "benches/tcp/run.sh: no pvnet bench binary: running without the placement probe" >&2; probe_bin=; }
+fi
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2> /dev/null || true; done
     wait 2> /dev/null || true
@@ -63,6 +77,11 @@ for ns in pvtA pvtB pvtC pvtD; do
     ip netns add "$ns"
     ip -n "$ns" link set lo up
 done
+
+if [ -n "$probe_bin" ]; then
+    "$probe_bin" --role probe > "$dir/probe.txt" 2> /dev/null &
+    pids+=($!)
+fi
 
 # veth between pvtC (10.91.0.1) and pvtD (10.91.0.2).
 ip link add pvtvc type veth peer name pvtvd
@@ -142,6 +161,7 @@ transfer() { # client_ns server_ns server_ip streams path
     o1=$(own)
     s1=$(sleeps)
     t1=$(date +%s.%N)
+    echo "$t0 $t1" > "$dir/last_window"
     kill "$server" 2> /dev/null || true
     wait "$server" 2> /dev/null || true
     if [ -z "$gbit" ]; then
@@ -166,7 +186,9 @@ for off in ${OFFLOADS:-on off}; do
     for r in $(seq "$ROUNDS"); do
         for p in ${STREAMS:-1 4}; do
             echo "$r,pvnet,$off,$p,$(transfer pvtB pvtA 10.90.0.1 "$p" pvnet)" | tee -a "$dir/tcp.csv"
+            echo "$r pvnet $off,$p $(cat "$dir/last_window")" >> "$dir/windows"
             echo "$r,veth,$off,$p,$(transfer pvtD pvtC 10.91.0.1 "$p" veth)" | tee -a "$dir/tcp.csv"
+            echo "$r veth $off,$p $(cat "$dir/last_window")" >> "$dir/windows"
         done
     done
 done
@@ -200,6 +222,37 @@ END {
         printf "  pvnet/veth, offloads %s: %.3f (%.3f-%.3f)\n", k, q(z, m, .5), q(z, m, .25), q(z, m, .75)
     }
 }' "$dir/tcp.csv"
+
+# Placement: the probe's samples split into near and far at their widest gap (the pvnet
+# bench's own rule, `--role classify`); a transfer counts as near (far) when at least 90% of
+# the samples over it are near (far).
+if [ -s "$dir/probe.txt" ]; then
+    echo
+    "$probe_bin" --role classify "$dir/probe.txt" "$dir/windows" > "$dir/placed"
+    sed -n 's/^# //p' "$dir/placed"
+    echo "share of each transfer's samples that were near (round path offloads,streams: share)"
+    awk -v csv="$dir/tcp.csv" '!/^#/ {
+        printf "%s%s %s %s: %s", (++j == 1 ? "  " : (j % 4 == 1 ? "\n  " : ";  ")), $1, $2, $3, $6
+        share[$1, $2, $3] = $6; keys[$3] = 1; rounds[$1] = 1
+    }
+    function sort(a, k,   i, m, t) { for (i = 2; i <= k; i++) for (m = i; m > 1 && a[m-1] > a[m]; m--) { t = a[m]; a[m] = a[m-1]; a[m-1] = t } }
+    END {
+        printf "\n"
+        while ((getline line < csv) > 0) { split(line, c, ","); if (c[1] ~ /^[0-9]+$/) g[c[1], c[2], c[3] "," c[4]] = c[5] }
+        for (k in keys) for (pl = 0; pl < 2; pl++) {
+            z = 0
+            for (r in rounds) {
+                a = share[r, "pvnet", k]; b = share[r, "veth", k]
+                if (a == "-" || b == "-" || g[r, "veth", k] <= 0) continue
+                if (pl ? (a <= 0.1 && b <= 0.1) : (a >= 0.9 && b >= 0.9)) x[++z] = g[r, "pvnet", k] / g[r, "veth", k]
+            }
+            sort(x, z)
+            printf "  pvnet/veth, offloads %s, rounds with both transfers %s: ", k, (pl ? "far" : "near")
+            if (z) printf "%.3f (%.3f-%.3f, n=%d)\n", x[int((z - 1) / 2) + 1], x[1], x[z], z
+            else print "none"
+        }
+    }' "$dir/placed"
+fi
 
 echo
 echo "round trips (ping -c 1000 -i 0.001, 56 bytes, offloads off):"

@@ -225,7 +225,8 @@ END {
 
 # Placement: the probe's samples split into near and far at their widest gap (the pvnet
 # bench's own rule, `--role classify`); a transfer counts as near (far) when at least 90% of
-# the samples over it are near (far).
+# the samples over it are near (far). Transfers are seconds long and the placement changes
+# within them, so the near and far rates of each path are also fitted over all of them.
 if [ -s "$dir/probe.txt" ]; then
     echo
     "$probe_bin" --role classify "$dir/probe.txt" "$dir/windows" > "$dir/placed"
@@ -250,6 +251,26 @@ if [ -s "$dir/probe.txt" ]; then
             printf "  pvnet/veth, offloads %s, rounds with both transfers %s: ", k, (pl ? "far" : "near")
             if (z) printf "%.3f (%.3f-%.3f, n=%d)\n", x[int((z - 1) / 2) + 1], x[1], x[z], z
             else print "none"
+        }
+        # A transfer of share s near carries s x (the near rate) + (1 - s) x (the far rate):
+        # a least-squares line through every transfer of a path gives both rates.
+        for (k in keys) {
+            ok = 1
+            for (pth = 0; pth < 2; pth++) {
+                p = pth ? "veth" : "pvnet"; n = sx = sy = sxx = sxy = 0
+                for (r in rounds) {
+                    sh = share[r, p, k]; y = g[r, p, k]
+                    if (sh == "-" || y == "") continue
+                    n++; sx += sh; sy += y; sxx += sh * sh; sxy += sh * y
+                }
+                d = n * sxx - sx * sx
+                if (n < 3 || d <= 1e-9 * n * n) { ok = 0; continue }
+                b = (n * sxy - sx * sy) / d; a = (sy - b * sx) / n
+                far[p] = a; near[p] = a + b; cnt[p] = n
+            }
+            if (!ok) { printf "  offloads %s: too few transfers, or too little spread in their shares, to fit near and far rates\n", k; continue }
+            printf "  fitted over all transfers, offloads %s: near pvnet %.2f veth %.2f Gbit/s (pvnet/veth %.3f); far pvnet %.2f veth %.2f (%.3f)\n",
+                k, near["pvnet"], near["veth"], near["pvnet"] / near["veth"], far["pvnet"], far["veth"], far["pvnet"] / far["veth"]
         }
     }' "$dir/placed"
 fi

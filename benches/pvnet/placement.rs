@@ -11,9 +11,9 @@
 //! The probe: a thread pinned to each CPU of the pair at real-time priority (`SCHED_FIFO`,
 //! when allowed: it preempts the measured processes for the sample, then sleeps), bouncing one
 //! cache line 256 times every 100 ms and keeping the best of four batches of 64 round trips.
-//! A sample costs 20-150 us, under 0.2% of each CPU. Each measured run or second is then
-//! called near or far when every sample over it (and the one either side) agrees, and mixed
-//! otherwise; the split between near and far is the widest gap in the run's own samples
+//! A sample costs 20-150 us, under 0.2% of each CPU. Each measured run (or DPDK reading) is
+//! then called near or far when every sample over it (and the one either side) agrees, and
+//! mixed otherwise; the split between near and far is the widest gap in the run's own samples
 //! (at least a factor 2), so no machine's numbers are built in.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

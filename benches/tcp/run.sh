@@ -193,16 +193,19 @@ for off in ${OFFLOADS:-on off}; do
     done
 done
 
+# An insertion sort for the awk programs below (a few dozen values each).
+awk_sort='function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }'
+
 echo
 echo "summary: median Gbit/s (quartiles), median CPU s per Gbit (and pvnet's own CPU s per"
 echo "Gbit and sleeps per GB), per-round pvnet/veth median (quartiles)"
-awk -F, 'NR > 1 {
+awk -F, "$awk_sort"'
+NR > 1 {
     k = $3 "," $4; v[$2 "," k, ++n[$2 "," k]] = $5; c[$2 "," k, n[$2 "," k]] = $6
     u[$2 "," k, n[$2 "," k]] = $7; w[$2 "," k, n[$2 "," k]] = $8
     if ($2 == "pvnet") pv[k, $1] = $5; else ve[k, $1] = $5
     keys[k] = 1; rounds[$1] = 1
 }
-function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
 function q(a, m, f) { return a[int(f * (m - 1)) + 1] }
 END {
     for (k in keys) {
@@ -232,11 +235,11 @@ if [ -s "$dir/probe.txt" ]; then
     "$probe_bin" --role classify "$dir/probe.txt" "$dir/windows" > "$dir/placed"
     sed -n 's/^# //p' "$dir/placed"
     echo "share of each transfer's samples that were near (round path offloads,streams: share)"
-    awk -v csv="$dir/tcp.csv" '!/^#/ {
+    awk -v csv="$dir/tcp.csv" "$awk_sort"'
+    !/^#/ {
         printf "%s%s %s %s: %s", (++j == 1 ? "  " : (j % 4 == 1 ? "\n  " : ";  ")), $1, $2, $3, $6
         share[$1, $2, $3] = $6; keys[$3] = 1; rounds[$1] = 1
     }
-    function sort(a, k,   i, m, t) { for (i = 2; i <= k; i++) for (m = i; m > 1 && a[m-1] > a[m]; m--) { t = a[m]; a[m] = a[m-1]; a[m-1] = t } }
     END {
         printf "\n"
         while ((getline line < csv) > 0) { split(line, c, ","); if (c[1] ~ /^[0-9]+$/) g[c[1], c[2], c[3] "," c[4]] = c[5] }
@@ -266,11 +269,23 @@ if [ -s "$dir/probe.txt" ]; then
                 d = n * sxx - sx * sx
                 if (n < 3 || d <= 1e-9 * n * n) { ok = 0; continue }
                 b = (n * sxy - sx * sy) / d; a = (sy - b * sx) / n
-                far[p] = a; near[p] = a + b; cnt[p] = n
+                far[p] = a; near[p] = a + b
+                # Standard errors of the two ends of the line, from its residuals.
+                rss = 0
+                for (r in rounds) {
+                    sh = share[r, p, k]; y = g[r, p, k]
+                    if (sh != "-" && y != "") rss += (y - a - b * sh) ^ 2
+                }
+                sig = n > 2 ? sqrt(rss / (n - 2)) : 0; sxx = d / n; m0 = sx / n
+                efar[p] = sig * sqrt(1 / n + m0 * m0 / sxx); enear[p] = sig * sqrt(1 / n + (1 - m0) ^ 2 / sxx)
             }
             if (!ok) { printf "  offloads %s: too few transfers, or too little spread in their shares, to fit near and far rates\n", k; continue }
-            printf "  fitted over all transfers, offloads %s: near pvnet %.2f veth %.2f Gbit/s (pvnet/veth %.3f); far pvnet %.2f veth %.2f (%.3f)\n",
-                k, near["pvnet"], near["veth"], near["pvnet"] / near["veth"], far["pvnet"], far["veth"], far["pvnet"] / far["veth"]
+            printf "  fitted over all transfers (Gbit/s, +- a standard error), offloads %s:\n", k
+            for (pl = 0; pl < 2; pl++) {
+                if (pl) { pp = far["pvnet"]; ep = efar["pvnet"]; vv = far["veth"]; ev = efar["veth"] }
+                else { pp = near["pvnet"]; ep = enear["pvnet"]; vv = near["veth"]; ev = enear["veth"] }
+                printf "    %s: pvnet %.2f +- %.2f, veth %.2f +- %.2f, pvnet/veth %.3f\n", (pl ? "far " : "near"), pp, ep, vv, ev, (vv > 0 ? pp / vv : 0)
+            }
         }
     }' "$dir/placed"
 fi

@@ -440,10 +440,6 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
         g.push_str("  one placement only: the goals above stand as they are\n");
         return g;
     }
-    g.push_str(
-        "goals by placement (pvnet runs and peer seconds measured wholly near or wholly far; \
-         ratio of medians, spread from the quartiles)\n",
-    );
     let rates = |name: &str, size: usize, class: Placement| {
         let mut v: Vec<f64> = r
             .timed
@@ -454,6 +450,38 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
         v.sort_by(f64::total_cmp);
         v
     };
+    let _ = writeln!(
+        g,
+        "{:<20} {:>6} {:>22} {:>22}",
+        "Mpps by placement", "size", "near: median (n)", "far: median (n)"
+    );
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for t in &r.timed {
+        if seen.contains(&(t.name.as_str(), t.size)) {
+            continue;
+        }
+        seen.push((t.name.as_str(), t.size));
+        let cell = |class| {
+            let v = rates(&t.name, t.size, class);
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3} ({})", median(&v) / 1e6, v.len())
+            }
+        };
+        let _ = writeln!(
+            g,
+            "{:<20} {:>6} {:>22} {:>22}",
+            t.name,
+            t.size,
+            cell(Placement::Near),
+            cell(Placement::Far)
+        );
+    }
+    g.push_str(
+        "goals by placement (pvnet runs and peer readings measured wholly near or wholly far; \
+         ratio of medians, spread from the quartiles)\n",
+    );
     let mixed = |name: &str| {
         r.timed
             .iter()
@@ -468,6 +496,10 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
             for class in [Placement::Near, Placement::Far] {
                 let (a, b) = (rates(mode, size, class), rates(peer, size, class));
                 let head = format!("  {}: {size} B {mode} / {label}", class.name());
+                let measured = |n: &str| r.timed.iter().any(|t| t.name == n && t.size == size);
+                if !measured(mode) || !measured(peer) {
+                    continue;
+                }
                 if a.len() < 3 || b.len() < 3 {
                     let _ = writeln!(
                         g,
@@ -503,7 +535,7 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
     }
     let _ = writeln!(
         g,
-        "  left out as mixed: {} pvnet runs, {} peer seconds",
+        "  left out as mixed: {} pvnet runs, {} peer readings",
         mixed("pvnet"),
         mixed("DPDK")
     );

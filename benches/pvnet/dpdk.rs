@@ -16,9 +16,9 @@
 //! is the rate since the one before, one to two seconds, as testpmd's statistics thread shares
 //! its CPU with the other's polling core) from the first that carried frames (the link comes
 //! up seconds after start), the first (ramp-up) and last (partial) left out, their median
-//! kept; each is also kept with its time, for the placement probe; CPU is both processes' run time
-//! over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all the
-//! time, as DPDK does).
+//! kept; each is also kept with its time, for the placement probe. CPU is both processes' run
+//! time over the same seconds (`/proc/PID/task/*/schedstat`; both forwarding cores poll all
+//! the time, as DPDK does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -157,7 +157,7 @@ fn wait_started(log: &Path) -> bool {
 }
 
 /// One run of `peer` at `size`: `None` (with the reason printed) if it did not carry frames.
-/// Also returns each second's reading with its time.
+/// Also returns each reading with the time it covers.
 fn pair(opts: &Opts, bin: &Path, peer: Peer, size: usize) -> Option<(Throughput, Vec<Timed>)> {
     let (rx_cpu, tx_cpu) = crate::cpu_pair()?;
     let tag = format!("{}{}", std::process::id(), size);

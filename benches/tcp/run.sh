@@ -284,7 +284,10 @@ if [ -s "$dir/probe.txt" ]; then
             for (pl = 0; pl < 2; pl++) {
                 if (pl) { pp = far["pvnet"]; ep = efar["pvnet"]; vv = far["veth"]; ev = efar["veth"] }
                 else { pp = near["pvnet"]; ep = enear["pvnet"]; vv = near["veth"]; ev = enear["veth"] }
-                printf "    %s: pvnet %.2f +- %.2f, veth %.2f +- %.2f, pvnet/veth %.3f\n", (pl ? "far " : "near"), pp, ep, vv, ev, (vv > 0 ? pp / vv : 0)
+                # The error of the ratio from those of the two rates (first order, as independent).
+                q = (pp > 0 && vv > 0) ? pp / vv : 0
+                eq = q * sqrt((pp > 0 ? (ep / pp) ^ 2 : 0) + (vv > 0 ? (ev / vv) ^ 2 : 0))
+                printf "    %s: pvnet %.2f +- %.2f, veth %.2f +- %.2f, pvnet/veth %.3f +- %.3f\n", (pl ? "far " : "near"), pp, ep, vv, ev, q, eq
             }
         }
     }' "$dir/placed"

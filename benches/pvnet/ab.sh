@@ -31,7 +31,7 @@ dir=$(mktemp -d)
 probe=${PROBE:-$NEW}
 prober=
 cleanup() {
-    [ -n "$prober" ] && kill "$prober" 2> /dev/null
+    if [ -n "$prober" ]; then kill "$prober" 2> /dev/null || true; fi
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -91,12 +91,12 @@ else
 fi
 
 # The summary: per configuration, new / old and the A/A ratio over the rounds that have all
-# three numbers (with WANT=near or far, only rounds whose three runs were all in that
-# placement). For round trips (ping modes) a smaller number is better: their ratios are
+# three numbers; then, if the probe ran, over the rounds whose three runs were all near, and
+# all far. For round trips (ping modes) a smaller number is better: their ratios are
 # old / new, so that above 1 means "new is better" everywhere.
 for want in all near far; do
-[ "$want" != all ] && [ ! -s "$dir/placed" ] && continue
-awk -F, -v want="$want" 'FNR == NR { split($0, p, " "); placed[p[1]] = p[2]; next }
+    [ "$want" != all ] && [ ! -s "$dir/placed" ] && continue
+awk -F, -v want="$want" 'FILENAME == ARGV[1] { split($0, p, " "); placed[p[1]] = p[2]; next }
 FNR > 1 && $5 != "" { x[$1 "," $3 "," $4 "," $2] = $5; cfg[$3 "," $4] = 1; rounds[$1] = 1 }
 function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
 function q(a, m, f) { return a[int(f * (m - 1) + 0.5) + 1] }

@@ -37,6 +37,7 @@ mod placement;
 mod polling;
 mod pvnet_runs;
 mod report;
+mod split;
 mod syscalls;
 
 use std::path::PathBuf;

@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::split::split;
+
 /// Time between samples.
 const PERIOD: Duration = Duration::from_millis(100);
 /// Round trips per batch, and batches per sample (the best batch is kept, so one preemption
@@ -390,20 +392,4 @@ impl<T: Copy + PartialOrd> Placements<T> {
             }
         }
     }
-}
-
-/// Where sorted round trips split into two groups: the widest gap between neighbours (as a
-/// ratio) with at least 5% of the samples (and two) on each side, if it is at least a factor
-/// 2; the split is the gap's geometric middle.
-fn split(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    let least = (n / 20).max(2);
-    if n < 2 * least || sorted[0] <= 0.0 {
-        return None;
-    }
-    (least..=n - least)
-        .map(|i| (sorted[i] / sorted[i - 1], i))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .filter(|&(gap, _)| gap >= 2.0)
-        .map(|(_, i)| (sorted[i] * sorted[i - 1]).sqrt())
 }

@@ -9,6 +9,9 @@
 //! `MSG_DONTWAIT`), the price of a peer that cannot hang it.
 //! Rounds alternate the two; the medians and their ratio are printed.
 
+#[path = "stats.rs"]
+mod stats;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -19,6 +22,7 @@ use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use pvnet::event::{EventChannel, EventFdPort};
 use pvnet::process::Doorbell;
+use stats::median_of;
 
 const TRIPS: u32 = 20_000;
 const CHILD: &str = "PVNET_EVENT_BENCH_CHILD";
@@ -133,11 +137,6 @@ fn ping_pong(
     ns
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     if let Ok(spec) = std::env::var(CHILD) {
         return child(&spec);
@@ -165,29 +164,33 @@ fn main() {
     println!(
         "{:<28} {:>9.2} us",
         "bare eventfd (blocking)",
-        median(b) / 1e3
+        median_of(b) / 1e3
     );
     println!(
         "{:<28} {:>9.2} us",
         "EventFdPort wait(None)",
-        median(p) / 1e3
+        median_of(p) / 1e3
     );
     println!(
         "{:<28} {:>9.2} us",
         "EventFdPort wait(timeout)",
-        median(pt) / 1e3
+        median_of(pt) / 1e3
     );
-    println!("{:<28} {:>9.2} us", "Doorbell wait(None)", median(d) / 1e3);
+    println!(
+        "{:<28} {:>9.2} us",
+        "Doorbell wait(None)",
+        median_of(d) / 1e3
+    );
     println!(
         "EventFdPort wait(None) / bare eventfd    = {:.2}x (goal <= 1.2)",
-        median(r)
+        median_of(r)
     );
     println!(
         "EventFdPort wait(timeout) / bare eventfd = {:.2}x",
-        median(rt)
+        median_of(rt)
     );
     println!(
         "Doorbell wait(None) / bare eventfd       = {:.2}x (per round, median)",
-        median(rd)
+        median_of(rd)
     );
 }

@@ -9,6 +9,9 @@
 //! fixed slot of the owner (`mmap MAP_FIXED`), as a real flip updates a page table. After
 //! criterion, interleaved rounds print the ratios.
 
+#[path = "stats.rs"]
+mod stats;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -20,6 +23,7 @@ use pvnet::grant::{
 use pvnet::grant::{FramePool, PeerGrants};
 use pvnet::mem::SharedRegion;
 use pvnet::process::{RemapWindow, create_memfd, map_shared};
+use stats::median_of;
 
 const SEGMENTS: usize = 64;
 const SIZES: [usize; 3] = [64, 1500, 4096];
@@ -155,11 +159,6 @@ fn time_per_op(mut f: impl FnMut(), ops_per_call: f64, min: Duration) -> f64 {
     start.elapsed().as_secs_f64() / (calls * ops_per_call)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn summary(rounds: usize) {
     let window = Duration::from_millis(200);
     println!("\ngrant: {rounds} interleaved rounds, medians");
@@ -180,9 +179,9 @@ fn summary(rounds: usize) {
         }
         println!(
             "{size:>6} {:>16.2} {:>16.2} {:>9.2}x",
-            median(g),
-            median(m),
-            median(r)
+            median_of(g),
+            median_of(m),
+            median_of(r)
         );
     }
     let mut fb = FlipBench::new();
@@ -214,10 +213,10 @@ fn summary(rounds: usize) {
         gcopy4k.push(time_per_op(|| cb.grant_copy(), SEGMENTS as f64, window));
     }
     let (f, fr, c, gc) = (
-        median(flip),
-        median(flip_remap),
-        median(copy4k),
-        median(gcopy4k),
+        median_of(flip),
+        median_of(flip_remap),
+        median_of(copy4k),
+        median_of(gcopy4k),
     );
     println!(
         "per 4 KiB frame: flip {:.0} ns, flip+remap {:.0} ns, grant copy {:.0} ns, memcpy {:.0} ns",

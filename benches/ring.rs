@@ -20,6 +20,9 @@
 //! numbers to compare. `PVNET_BENCH_ROUNDS=N` sets the rounds (default 7; 0 skips them, e.g.
 //! with criterion's `--profile-time` under a profiler).
 
+#[path = "stats.rs"]
+mod stats;
+
 use std::hint::{black_box, spin_loop};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use pvnet::ring::{BackRing, FrontRing, SharedRegion};
+use stats::median_of;
 
 type Req = [u32; 3];
 type Rsp = u32;
@@ -304,11 +308,6 @@ fn measure(variant: Variant, min: Duration) -> f64 {
     rate
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn interleaved_summary(rounds: usize) {
     let mut rates = vec![Vec::new(); VARIANTS.len()];
     for _ in 0..rounds {
@@ -319,7 +318,7 @@ fn interleaved_summary(rounds: usize) {
     let idx = |name: &str| VARIANTS.iter().position(|(n, _)| *n == name).unwrap();
     let ratio = |a: &str, b: &str| {
         let (a, b) = (&rates[idx(a)], &rates[idx(b)]);
-        median(a.iter().zip(b).map(|(x, y)| x / y).collect())
+        median_of(a.iter().zip(b).map(|(x, y)| x / y).collect())
     };
     println!("\nring: {rounds} interleaved rounds, 300 ms per variant per round");
     println!(
@@ -333,7 +332,7 @@ fn interleaved_summary(rounds: usize) {
             .fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         println!(
             "{name:<24} {:>8.2} M/s {:>8.2} M/s {:>8.2} M/s",
-            median(r.clone()) / 1e6,
+            median_of(r.clone()) / 1e6,
             lo / 1e6,
             hi / 1e6
         );

@@ -6,7 +6,7 @@
 //! some parts only: `dpdk`, `baselines`, `pvnet`, `polling`; `-- --help` lists them all).
 //! Tables show the median round; every goal ratio is computed per round, then its median and
 //! spread printed, with a verdict only when every round falls on the same side of the goal.
-//! A placement probe (`placement.rs`, off with `--no-probe`) times a cache line's round trip
+//! A placement probe (`probe.rs`, off with `--no-probe`) times a cache line's round trip
 //! between the two CPUs all through the rounds, since a virtual machine's two vCPUs are
 //! sometimes near each other and sometimes far; the DPDK goals are then also given per
 //! placement, from every pvnet copy-mode run (`--repeats` of them per round) and every DPDK
@@ -35,9 +35,11 @@ mod child;
 mod dpdk;
 mod placement;
 mod polling;
+mod probe;
 mod pvnet_runs;
 mod report;
-mod split;
+#[path = "../stats.rs"]
+mod stats;
 mod syscalls;
 
 use std::path::PathBuf;
@@ -210,9 +212,9 @@ fn main() {
             pin(cpu.parse().expect("--cpu"));
         }
         if role == "probe" {
-            placement::run_role();
+            probe::run_role();
         } else if role == "classify" {
-            placement::run_classify(&args);
+            probe::run_classify(&args);
         } else {
             child::run(&role, &args);
         }
@@ -277,7 +279,7 @@ fn main() {
     // The placement probe samples the CPU pair all through the throughput rounds.
     let probe = cpu_pair()
         .filter(|_| !opts.no_probe)
-        .map(placement::Probe::start);
+        .map(probe::Probe::start);
     // Every configuration once per round, rounds one after the other, so a slow spell of
     // the machine hits all configurations alike and shows as spread, not as a ratio.
     let mut rounds = Vec::new();
@@ -300,7 +302,7 @@ fn main() {
         }
         rounds.push(round);
     }
-    let placements = probe.map(placement::Probe::finish);
+    let placements = probe.map(probe::Probe::finish);
     let mut results = report::merge(&rounds);
     if opts.no_syscalls {
         println!("syscalls: skipped (--no-syscalls)");

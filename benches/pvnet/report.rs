@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use crate::Opts;
 use crate::placement::{Placement, Placements};
+use crate::stats::{self, Goal, RatioSpread, Verdict, median, sorted};
 
 /// One throughput measurement.
 #[derive(Clone, Debug)]
@@ -32,7 +33,7 @@ impl Throughput {
 }
 
 /// The frame rate of one run, or one second of a run, and when it was measured: what the
-/// placement probe (`placement.rs`) sorts into near and far.
+/// placement probe (`probe.rs`, `placement.rs`) sorts into near and far.
 #[derive(Clone, Debug)]
 pub struct Timed {
     pub name: String,
@@ -92,7 +93,7 @@ pub struct Results {
     /// Merged results only: each configuration's lowest and highest frames/s over the rounds.
     pub spread: Vec<(String, usize, f64, f64)>,
     /// Rates with their times, for the placement probe: every pvnet copy-mode run and every
-    /// second of a DPDK peer's.
+    /// reading of a DPDK peer's (the rate since its previous one).
     pub timed: Vec<Timed>,
 }
 
@@ -250,34 +251,32 @@ pub fn print_and_write(opts: &Opts, r: &Results, rounds: &[Results], probe: Opti
 }
 
 /// One goal line: the ratio `f` in every round, its median and spread, and a verdict
-/// against `goal` (`(">=", 10.0)`, say) only when every round falls on the same side.
+/// against `goal` only when every round falls on the same side.
 fn goal_line(
     g: &mut String,
     rounds: &[Results],
     label: &str,
     f: impl Fn(&Results) -> Option<f64>,
-    goal: Option<(&str, f64)>,
+    goal: Option<Goal>,
 ) {
-    let mut xs: Vec<f64> = rounds.iter().filter_map(f).collect();
+    let xs = sorted(rounds.iter().filter_map(f).collect());
     if xs.is_empty() {
         return;
     }
-    xs.sort_by(f64::total_cmp);
     let (lo, hi, mid) = (xs[0], xs[xs.len() - 1], median(&xs));
     let verdict = match goal {
         None => String::new(),
-        Some((op, limit)) => {
-            let ok = |x: f64| if op == ">=" { x >= limit } else { x <= limit };
+        Some(goal) => {
             let v = if xs.len() < 2 {
                 "inconclusive: one round"
-            } else if ok(lo) && ok(hi) {
-                "met"
-            } else if !ok(lo) && !ok(hi) {
-                "NOT met"
             } else {
-                "inconclusive: the rounds straddle it"
+                match stats::verdict(lo, hi, goal) {
+                    Verdict::Met => "met",
+                    Verdict::NotMet => "NOT met",
+                    Verdict::Inconclusive => "inconclusive: the rounds straddle it",
+                }
             };
-            format!("; goal {op} {limit}x: {v}")
+            format!("; goal {}: {v}", goal.describe())
         }
     };
     let _ = writeln!(
@@ -285,16 +284,6 @@ fn goal_line(
         "  {label}: {mid:.2}x (rounds {lo:.2}-{hi:.2}, n={}){verdict}",
         xs.len()
     );
-}
-
-/// The median of sorted values.
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
 }
 
 /// The throughput goals of copy mode, each direction: frame size, the baseline (`None`: the
@@ -370,7 +359,7 @@ fn goals(rounds: &[Results], r: &Results) -> String {
                     };
                     ratio(of(r, mode), base)
                 },
-                Some((">=", at_least)),
+                Some(Goal::AtLeast(at_least)),
             );
         }
     }
@@ -404,7 +393,7 @@ fn goals(rounds: &[Results], r: &Results) -> String {
                         bound(r, busy),
                     )
                 },
-                Some(("<=", limit)),
+                Some(Goal::AtMost(limit)),
             );
         }
     }
@@ -441,14 +430,13 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
         return g;
     }
     let rates = |name: &str, size: usize, class: Placement| {
-        let mut v: Vec<f64> = r
-            .timed
-            .iter()
-            .filter(|t| t.name == name && t.size == size && p.over(t.from, t.to) == class)
-            .map(|t| t.fps)
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v
+        sorted(
+            r.timed
+                .iter()
+                .filter(|t| t.name == name && t.size == size && p.over(t.from, t.to) == class)
+                .map(|t| t.fps)
+                .collect(),
+        )
     };
     let _ = writeln!(
         g,
@@ -509,26 +497,23 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
                     );
                     continue;
                 }
-                let (lo, mid, hi) = (
-                    quartile(&a, 1) / quartile(&b, 3),
-                    median(&a) / median(&b),
-                    quartile(&a, 3) / quartile(&b, 1),
-                );
-                let v = if lo >= at_least {
-                    "met"
-                } else if hi < at_least {
-                    "NOT met"
-                } else {
-                    "inconclusive: the spread straddles it"
+                let spread = RatioSpread::new(&a, &b);
+                let RatioSpread { lo, mid, hi } = spread;
+                let goal = Goal::AtLeast(at_least);
+                let v = match spread.verdict(goal) {
+                    Verdict::Met => "met",
+                    Verdict::NotMet => "NOT met",
+                    Verdict::Inconclusive => "inconclusive: the spread straddles it",
                 };
                 let _ = writeln!(
                     g,
                     "{head}: {mid:.2}x ({lo:.2}-{hi:.2}); pvnet {:.2} Mpps (n={}), peer {:.2} \
-                     (n={}); goal >= {at_least}x: {v}",
+                     (n={}); goal {}: {v}",
                     median(&a) / 1e6,
                     a.len(),
                     median(&b) / 1e6,
-                    b.len()
+                    b.len(),
+                    goal.describe()
                 );
             }
         }
@@ -540,12 +525,6 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
         mixed("DPDK")
     );
     g
-}
-
-/// The `q`th quartile (1 or 3) of sorted values, by nearest rank.
-fn quartile(sorted: &[f64], q: usize) -> f64 {
-    let i = (sorted.len() * q).div_ceil(4).saturating_sub(1);
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Every timed rate with its placement: `placed.csv` (seconds from the first one).
@@ -620,11 +599,8 @@ pub fn merge(rounds: &[Results]) -> Results {
             .flat_map(|r| &r.polling)
             .filter(|q| q.spin_us == p.spin_us && q.gap_us == p.gap_us)
             .collect();
-        let med = |f: &dyn Fn(&PollPoint) -> f64| {
-            let mut v: Vec<f64> = same.iter().map(|q| f(q)).collect();
-            v.sort_by(f64::total_cmp);
-            median(&v)
-        };
+        let med =
+            |f: &dyn Fn(&PollPoint) -> f64| median(&sorted(same.iter().map(|q| f(q)).collect()));
         // Medians of whole nanoseconds: far inside a u128.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         m.polling.push(PollPoint {
@@ -635,11 +611,12 @@ pub fn merge(rounds: &[Results]) -> Results {
         });
     }
     for &(size, _) in &first.memcpy {
-        let mut b: Vec<f64> = rounds
-            .iter()
-            .flat_map(|r| r.memcpy.iter().filter(|(s, _)| *s == size).map(|(_, b)| *b))
-            .collect();
-        b.sort_by(f64::total_cmp);
+        let b = sorted(
+            rounds
+                .iter()
+                .flat_map(|r| r.memcpy.iter().filter(|(s, _)| *s == size).map(|(_, b)| *b))
+                .collect(),
+        );
         m.memcpy.push((size, median(&b)));
     }
     m

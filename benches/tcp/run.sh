@@ -24,7 +24,7 @@
 #                                   # machine's net.ipv4.tcp_congestion_control)
 #   PROBE=0 benches/tcp/run.sh      # without the placement probe
 #
-# The placement probe (the pvnet bench's `--role probe`, benches/pvnet/placement.rs) times a
+# The placement probe (the pvnet bench's `--role probe`, benches/pvnet/probe.rs) times a
 # cache line's round trip between CPUs 0 and 1 every 100 ms through the whole run: a virtual
 # machine's two vCPUs are sometimes under one cache ("near", 50-120 ns here) and sometimes
 # not ("far", 400-550 ns). At the end the run prints each transfer's share of near samples

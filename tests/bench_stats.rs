@@ -1,0 +1,200 @@
+//! The benches' statistics, on values like those measured on this project's machines: the
+//! medians, quartiles and goal verdicts of `benches/stats.rs`, and the placement probe's split
+//! between near and far and its calls on runs (`benches/pvnet/placement.rs`). Both files are
+//! included by path, so `cargo test --workspace` reaches them without running a bench.
+
+// The included files' items are `pub` for the bench that owns them.
+#![allow(unreachable_pub)]
+
+#[path = "../benches/pvnet/placement.rs"]
+mod placement;
+#[path = "../benches/stats.rs"]
+mod stats;
+
+use placement::{Placement, Placements, split};
+use stats::{Goal, RatioSpread, Verdict, median, median_of, quartile, sorted, verdict};
+
+// The placement probe's split.
+
+#[test]
+fn two_groups_split_between_them() {
+    // 80 ns near and 450 ns far, each with some spread, as an idle 2-vCPU machine showed.
+    let mut v: Vec<f64> = (0..60).map(|i| 70.0 + f64::from(i % 30)).collect();
+    v.extend((0..40).map(|i| 380.0 + f64::from(i % 12) * 10.0));
+    let s = split(&sorted(v)).expect("two groups");
+    assert!(s > 99.0 && s < 380.0, "split {s} between 99 and 380");
+}
+
+#[test]
+fn one_group_has_no_split() {
+    let v: Vec<f64> = (0..100).map(|i| 70.0 + f64::from(i % 40)).collect();
+    assert_eq!(split(&sorted(v)), None);
+}
+
+#[test]
+fn a_few_outliers_are_not_a_group() {
+    // Two slow samples in a hundred (a preempted batch, say) are under the 5% each side needs.
+    let mut v: Vec<f64> = (0..98).map(|i| 80.0 + f64::from(i % 10)).collect();
+    v.extend([700.0, 750.0]);
+    assert_eq!(split(&sorted(v)), None);
+}
+
+#[test]
+fn a_gap_under_a_factor_two_is_not_a_split() {
+    let mut v = vec![100.0; 50];
+    v.extend(vec![190.0; 50]);
+    assert_eq!(split(&sorted(v)), None);
+}
+
+#[test]
+fn too_few_or_bad_samples_give_no_split() {
+    assert_eq!(split(&[]), None);
+    assert_eq!(split(&[80.0, 450.0, 460.0]), None);
+    assert_eq!(split(&sorted(vec![0.0, 0.0, 400.0, 400.0, 400.0])), None);
+}
+
+// Runs called near, far or mixed. Samples every second (Unix seconds, as the probe role
+// prints them): near (80 ns) at 0-4 and 10-14, far (450 ns) at 5-9.
+
+fn ten_far_between_near() -> Placements<f64> {
+    let samples = (0..15)
+        .map(|t| {
+            let far = (5..10).contains(&t);
+            (f64::from(t), if far { 450.0 } else { 80.0 })
+        })
+        .collect();
+    Placements::new(samples, Some(true))
+}
+
+#[test]
+fn a_run_inside_one_placement_takes_it() {
+    let p = ten_far_between_near();
+    assert!(p.bimodal());
+    assert_eq!(p.over(0.5, 3.5), Placement::Near);
+    assert_eq!(p.over(6.5, 7.5), Placement::Far);
+    // No sample inside, but both neighbours agree.
+    assert_eq!(p.over(11.2, 11.8), Placement::Near);
+    assert_eq!(p.over(7.2, 7.8), Placement::Far);
+}
+
+#[test]
+fn a_run_next_to_a_change_is_mixed() {
+    let p = ten_far_between_near();
+    // Every sample inside is far, but the one before is near: the change may have come
+    // inside the run.
+    assert_eq!(p.over(5.0, 8.5), Placement::Mixed);
+    // And the one after.
+    assert_eq!(p.over(6.5, 9.5), Placement::Mixed);
+    assert_eq!(p.over(3.5, 10.5), Placement::Mixed);
+    // Past the last sample there is no neighbour after, so the ones inside and before decide.
+    assert_eq!(p.over(13.5, 20.0), Placement::Near);
+    assert_eq!(p.over(-3.0, -1.0), Placement::Near);
+}
+
+#[test]
+fn one_group_makes_every_run_near() {
+    let samples = (0..20)
+        .map(|t| (f64::from(t), 400.0 + f64::from(t % 5)))
+        .collect();
+    let p = Placements::new(samples, None);
+    assert!(!p.bimodal());
+    assert_eq!(p.over(3.5, 7.5), Placement::Near);
+    assert_eq!(p.near_share(3.5, 7.5), Some(1.0));
+    assert_eq!(Placement::Near.name(), "near");
+    assert_eq!(Placement::Far.name(), "far");
+    assert_eq!(Placement::Mixed.name(), "mixed");
+}
+
+#[test]
+fn the_near_share_counts_the_samples_inside_only() {
+    let p = ten_far_between_near();
+    // 3 and 4 near, 5, 6 and 7 far; the neighbours 2 and 8 are not counted.
+    assert_eq!(p.near_share(2.5, 7.5), Some(0.4));
+    assert_eq!(p.near_share(10.0, 14.0), Some(1.0));
+    assert_eq!(p.near_share(5.0, 9.0), Some(0.0));
+    assert_eq!(p.near_share(4.2, 4.8), None);
+}
+
+#[test]
+fn the_description_says_what_the_probe_saw() {
+    let d = ten_far_between_near().describe();
+    assert!(d.contains("15 samples at real-time priority"), "{d}");
+    assert!(
+        d.contains("near 67% of them (80 ns median), far 33% (450 ns median)"),
+        "{d}"
+    );
+    let one = Placements::new(vec![(0.0, 90.0); 4], Some(false)).describe();
+    assert!(
+        one.contains("one group") && one.contains("SCHED_FIFO refused"),
+        "{one}"
+    );
+    let empty: Placements<f64> = Placements::new(Vec::new(), None);
+    assert_eq!(empty.describe(), "placement: no samples");
+}
+
+// Medians and quartiles.
+
+#[test]
+fn medians_of_odd_even_and_no_values() {
+    assert_eq!(median(&[1.0, 2.0, 7.0]), 2.0);
+    assert_eq!(median(&[1.0, 2.0, 4.0, 7.0]), 3.0);
+    assert_eq!(median(&[5.0]), 5.0);
+    assert!(median(&[]).is_nan());
+    assert_eq!(median_of(vec![7.0, 1.0, 4.0, 2.0]), 3.0);
+    assert_eq!(sorted(vec![3.0, f64::NAN, 1.0])[..2], [1.0, 3.0]);
+}
+
+#[test]
+fn quartiles_by_nearest_rank() {
+    let v: Vec<f64> = (1..=8).map(f64::from).collect();
+    assert_eq!(
+        (quartile(&v, 1), quartile(&v, 2), quartile(&v, 3)),
+        (2.0, 4.0, 6.0)
+    );
+    let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+    assert_eq!((quartile(&v, 1), quartile(&v, 3)), (2.0, 4.0));
+    assert_eq!((quartile(&[9.0], 1), quartile(&[9.0], 3)), (9.0, 9.0));
+    assert!(quartile(&[], 1).is_nan());
+}
+
+// Goal verdicts.
+
+#[test]
+fn a_verdict_needs_both_ends_on_one_side() {
+    let at_least = Goal::AtLeast(1.0);
+    assert_eq!(verdict(1.0, 1.4, at_least), Verdict::Met);
+    assert_eq!(verdict(0.5, 0.99, at_least), Verdict::NotMet);
+    assert_eq!(verdict(0.9, 1.1, at_least), Verdict::Inconclusive);
+    let at_most = Goal::AtMost(1.5);
+    assert_eq!(verdict(1.1, 1.5, at_most), Verdict::Met);
+    assert_eq!(verdict(1.6, 2.0, at_most), Verdict::NotMet);
+    assert_eq!(verdict(1.4, 1.6, at_most), Verdict::Inconclusive);
+    assert_eq!(verdict(f64::NAN, 2.0, at_least), Verdict::Inconclusive);
+    assert!(!at_least.met_by(f64::NAN));
+    assert_eq!(at_least.describe(), ">= 1x");
+    assert_eq!(Goal::AtMost(1.5).describe(), "<= 1.5x");
+}
+
+#[test]
+fn rates_measured_apart_compare_by_quartiles() {
+    // pvnet near at 64 B against memif near, as 2026-12-07's run had them (Mpps).
+    let pvnet = sorted(vec![10.0, 10.4, 10.2, 11.0, 15.6, 10.1]);
+    let memif = sorted(vec![18.0, 17.6, 18.4, 18.1, 17.9]);
+    let s = RatioSpread::new(&pvnet, &memif);
+    assert!((s.mid - 10.3 / 18.0).abs() < 1e-12, "{s:?}");
+    assert!((s.lo - 10.1 / 18.1).abs() < 1e-12, "{s:?}");
+    assert!((s.hi - 11.0 / 17.9).abs() < 1e-12, "{s:?}");
+    assert_eq!(s.verdict(Goal::AtLeast(1.0)), Verdict::NotMet);
+    // Overlapping rates: the spread straddles 1.
+    let a = sorted(vec![9.0, 10.0, 11.0, 12.0]);
+    let b = sorted(vec![9.5, 10.0, 10.5, 11.0]);
+    let s = RatioSpread::new(&a, &b);
+    assert!(s.lo < 1.0 && s.hi > 1.0, "{s:?}");
+    assert_eq!(s.verdict(Goal::AtLeast(1.0)), Verdict::Inconclusive);
+    // Clearly ahead.
+    let s = RatioSpread::new(&sorted(vec![20.0, 21.0, 22.0]), &b);
+    assert_eq!(s.verdict(Goal::AtLeast(1.5)), Verdict::Met);
+    // Nothing measured on one side: no verdict.
+    let s = RatioSpread::new(&[], &b);
+    assert_eq!(s.verdict(Goal::AtLeast(1.0)), Verdict::Inconclusive);
+}

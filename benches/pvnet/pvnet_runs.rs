@@ -16,6 +16,8 @@ pub struct Mode {
     uplink: &'static str,
     tx_mode: &'static str,
     rx_mode: &'static str,
+    /// A mode with goals (copy): run `--repeats` times a round, each run a timed sample.
+    repeated: bool,
 }
 
 pub const MODES: [Mode; 5] = [
@@ -24,30 +26,35 @@ pub const MODES: [Mode; 5] = [
         uplink: "sink",
         tx_mode: "copy",
         rx_mode: "copy",
+        repeated: true,
     },
     Mode {
         name: "tx map",
         uplink: "sink",
         tx_mode: "map",
         rx_mode: "copy",
+        repeated: false,
     },
     Mode {
         name: "rx copy",
         uplink: "source",
         tx_mode: "copy",
         rx_mode: "copy",
+        repeated: true,
     },
     Mode {
         name: "rx flip",
         uplink: "source",
         tx_mode: "copy",
         rx_mode: "flip",
+        repeated: false,
     },
     Mode {
         name: "rx flip+remap",
         uplink: "source",
         tx_mode: "copy",
         rx_mode: "flip-remap",
+        repeated: false,
     },
 ];
 
@@ -152,10 +159,11 @@ fn throughput(opts: &Opts, mode: Mode, size: usize) -> (Throughput, Instant, Ins
     (t, from, to)
 }
 
-/// A mode and size measured: copy modes (the ones with goals) `opts.repeats` times, each run
-/// kept as a timed sample, and summed into one measurement for the round; others once.
+/// A mode and size measured: the repeated modes (copy, the ones with goals) `opts.repeats`
+/// times, each run kept as a timed sample, and summed into one measurement for the round;
+/// others once.
 fn measure(opts: &Opts, mode: Mode, size: usize, results: &mut Results) -> Throughput {
-    let runs = if mode.name.ends_with("copy") {
+    let runs = if mode.repeated {
         opts.repeats.max(1)
     } else {
         1
@@ -163,13 +171,15 @@ fn measure(opts: &Opts, mode: Mode, size: usize, results: &mut Results) -> Throu
     let mut sum: Option<Throughput> = None;
     for _ in 0..runs {
         let (t, from, to) = throughput(opts, mode, size);
-        results.timed.push(Timed {
-            name: t.name.clone(),
-            size,
-            fps: t.fps(),
-            from,
-            to,
-        });
+        if mode.repeated {
+            results.timed.push(Timed {
+                name: t.name.clone(),
+                size,
+                fps: t.fps(),
+                from,
+                to,
+            });
+        }
         sum = Some(match sum {
             None => t,
             Some(s) => Throughput {

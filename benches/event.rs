@@ -9,7 +9,7 @@
 //! `MSG_DONTWAIT`), the price of a peer that cannot hang it.
 //! Rounds alternate the two; the medians and their ratio are printed.
 
-#[path = "stats.rs"]
+#[path = "common/stats.rs"]
 mod stats;
 
 use std::fs::File;

@@ -9,7 +9,7 @@
 //! fixed slot of the owner (`mmap MAP_FIXED`), as a real flip updates a page table. After
 //! criterion, interleaved rounds print the ratios.
 
-#[path = "stats.rs"]
+#[path = "common/stats.rs"]
 mod stats;
 
 use std::hint::black_box;

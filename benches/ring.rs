@@ -20,7 +20,7 @@
 //! numbers to compare. `PVNET_BENCH_ROUNDS=N` sets the rounds (default 7; 0 skips them, e.g.
 //! with criterion's `--profile-time` under a profiler).
 
-#[path = "stats.rs"]
+#[path = "common/stats.rs"]
 mod stats;
 
 use std::hint::{black_box, spin_loop};

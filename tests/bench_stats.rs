@@ -1,18 +1,26 @@
 //! The benches' statistics, on values like those measured on this project's machines: the
-//! medians, quartiles and goal verdicts of `benches/stats.rs`, and the placement probe's split
-//! between near and far and its calls on runs (`benches/pvnet/placement.rs`). Both files are
-//! included by path, so `cargo test --workspace` reaches them without running a bench.
+//! medians, quartiles and goal verdicts of `benches/common/stats.rs`, and the placement probe's split
+//! between near and far and its calls on runs (`benches/pvnet/placement.rs`), and the TCP
+//! bench's fit of near and far rates (`benches/pvnet/shell.rs`). The files are included by
+//! path, so `cargo test --workspace` reaches them without running a bench.
 
 // The included files' items are `pub` for the bench that owns them.
 #![allow(unreachable_pub)]
 
 #[path = "../benches/pvnet/placement.rs"]
 mod placement;
-#[path = "../benches/stats.rs"]
+// Its roles read files and exit the process; what they print is tested through `fit_report`.
+#[allow(dead_code)]
+#[path = "../benches/pvnet/shell.rs"]
+mod shell;
+#[path = "../benches/common/stats.rs"]
 mod stats;
 
 use placement::{Placement, Placements, split};
-use stats::{Goal, RatioSpread, Verdict, median, median_of, quartile, sorted, verdict};
+use stats::{
+    Goal, LineFit, RatioSpread, Verdict, median, median_of, quartile, ratio_with_error, sorted,
+    verdict,
+};
 
 // The placement probe's split.
 
@@ -197,4 +205,74 @@ fn rates_measured_apart_compare_by_quartiles() {
     // Nothing measured on one side: no verdict.
     let s = RatioSpread::new(&[], &b);
     assert_eq!(s.verdict(Goal::AtLeast(1.0)), Verdict::Inconclusive);
+}
+
+// The TCP bench's fit of near and far rates.
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+#[test]
+fn a_line_through_exact_points_has_no_error() {
+    // 8 Gbit/s far, 20 near: a transfer near for a share s carries 8 + 12 s.
+    let pts: Vec<(f64, f64)> = [0.1, 0.35, 0.5, 0.8]
+        .iter()
+        .map(|&s| (s, 8.0 + 12.0 * s))
+        .collect();
+    let f = LineFit::new(&pts).expect("a fit");
+    assert!(close(f.at0.0, 8.0) && close(f.at1.0, 20.0), "{f:?}");
+    assert!(f.at0.1 < 1e-6 && f.at1.1 < 1e-6, "{f:?}");
+}
+
+#[test]
+fn a_noisy_fit_matches_an_independent_computation() {
+    // Expected values from the textbook formulas, computed apart (Python, 2026-12-07).
+    let f = LineFit::new(&[(0.2, 7.7), (0.5, 8.3), (0.9, 9.8), (0.4, 8.4), (0.7, 8.9)]).unwrap();
+    assert!(
+        close(f.at0.0, 7.092_466) && close(f.at0.1, 0.229_162),
+        "{f:?}"
+    );
+    assert!(
+        close(f.at1.0, 9.921_233) && close(f.at1.1, 0.201_275),
+        "{f:?}"
+    );
+    // The error grows away from the points: the far end is further from their mean share.
+    assert!(f.at0.1 > f.at1.1);
+    let (q, e) = ratio_with_error((10.0, 0.5), (20.0, 1.0)).unwrap();
+    assert!(close(q, 0.5) && close(e, 0.5 * (2.0f64 * 0.05 * 0.05).sqrt()));
+    assert_eq!(ratio_with_error((-1.0, 0.5), (20.0, 1.0)), None);
+    assert_eq!(ratio_with_error((1.0, 0.5), (0.0, 1.0)), None);
+}
+
+#[test]
+fn too_few_points_or_one_share_give_no_fit() {
+    assert_eq!(LineFit::new(&[(0.2, 7.0), (0.8, 9.0)]), None);
+    assert_eq!(LineFit::new(&[(0.5, 7.0), (0.5, 9.0), (0.5, 8.0)]), None);
+    assert_eq!(
+        LineFit::new(&[(f64::NAN, 7.0), (0.5, 9.0), (0.6, 8.0)]),
+        None
+    );
+}
+
+#[test]
+fn the_fit_report_gives_both_paths_and_their_ratio() {
+    let text = "on,1 pvnet 0.2 7.7\non,1 pvnet 0.5 8.3\non,1 pvnet 0.9 9.8\n\
+                on,1 pvnet 0.4 8.4\non,1 pvnet 0.7 8.9\n\
+                on,1 veth 0.1 10.4\non,1 veth 0.6 15.3\non,1 veth 0.8 18.0\n\
+                on,1 veth 0.3 12.9\non,1 veth 0.95 19.4\n\
+                a malformed line\noff,1 pvnet 0.5 1.0\noff,1 veth 0.5 3.0\n";
+    let r = shell::fit_report(text);
+    let lines: Vec<&str> = r.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "  fitted over all transfers (Gbit/s, +- a standard error), offloads on,1:",
+            "    near: pvnet 9.92 +- 0.20, veth 19.90 +- 0.26, pvnet/veth 0.499 +- 0.012",
+            "    far : pvnet 7.09 +- 0.23, veth 9.45 +- 0.30, pvnet/veth 0.750 +- 0.034",
+            "  offloads off,1: too few transfers, or too little spread in their shares, to fit \
+             near and far rates",
+        ],
+        "{r}"
+    );
 }

@@ -38,7 +38,8 @@ mod polling;
 mod probe;
 mod pvnet_runs;
 mod report;
-#[path = "../stats.rs"]
+mod shell;
+#[path = "../common/stats.rs"]
 mod stats;
 mod syscalls;
 
@@ -214,7 +215,9 @@ fn main() {
         if role == "probe" {
             probe::run_role();
         } else if role == "classify" {
-            probe::run_classify(&args);
+            shell::run_classify(&args);
+        } else if role == "fit" {
+            shell::run_fit(&args);
         } else {
             child::run(&role, &args);
         }

@@ -153,53 +153,6 @@ pub fn run_role() {
     }
 }
 
-/// `--role classify SAMPLES WINDOWS`, for the shell benches: reads the probe role's samples
-/// and a file of windows (any fields, the last two a window's start and end in Unix seconds)
-/// and prints a first line "# " and what the probe saw, then every window's line followed by
-/// the share of the samples inside it that were near ("-" if none) and its placement (as the
-/// harness decides it: every sample inside and the one either side agree).
-pub fn run_classify(args: &[String]) {
-    let (Some(samples), Some(windows)) = (args.get(3), args.get(4)) else {
-        eprintln!("classify: usage: --role classify SAMPLES WINDOWS");
-        std::process::exit(2);
-    };
-    let read = |path: &String| {
-        std::fs::read_to_string(path).unwrap_or_else(|e| {
-            eprintln!("classify: {path}: {e}");
-            std::process::exit(2);
-        })
-    };
-    let numbers = |line: &str| -> Vec<f64> {
-        line.split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect()
-    };
-    let mut points: Vec<(f64, f64)> = read(samples)
-        .lines()
-        .filter_map(|l| match numbers(l)[..] {
-            [t, ns] => Some((t, ns)),
-            _ => None,
-        })
-        .collect();
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let p = Placements::new(points, None);
-    println!("# {}", p.describe());
-    for line in read(windows).lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let times = f[f.len().saturating_sub(2)..]
-            .iter()
-            .filter_map(|x| x.parse::<f64>().ok())
-            .collect::<Vec<_>>();
-        let [from, to] = times[..] else {
-            continue;
-        };
-        let share = p
-            .near_share(from, to)
-            .map_or("-".into(), |s| format!("{s:.2}"));
-        println!("{line} {share} {}", p.over(from, to).name());
-    }
-}
-
 /// The answering thread: sleeps until the sampler sets `go`, then returns every odd value of
 /// the line as the next even one until the line says `DONE`.
 fn answer(s: &Shared) {

@@ -235,7 +235,7 @@ if [ -s "$dir/probe.txt" ]; then
     "$probe_bin" --role classify "$dir/probe.txt" "$dir/windows" > "$dir/placed"
     sed -n 's/^# //p' "$dir/placed"
     echo "share of each transfer's samples that were near (round path offloads,streams: share)"
-    awk -v csv="$dir/tcp.csv" "$awk_sort"'
+    awk -v csv="$dir/tcp.csv" -v fitted="$dir/fit_points" "$awk_sort"'
     !/^#/ {
         printf "%s%s %s %s: %s", (++j == 1 ? "  " : (j % 4 == 1 ? "\n  " : ";  ")), $1, $2, $3, $6
         share[$1, $2, $3] = $6; keys[$3] = 1; rounds[$1] = 1
@@ -255,42 +255,20 @@ if [ -s "$dir/probe.txt" ]; then
             if (z) printf "%.3f (%.3f-%.3f, n=%d)\n", x[int((z - 1) / 2) + 1], x[1], x[z], z
             else print "none"
         }
-        # A transfer of share s near carries s x (the near rate) + (1 - s) x (the far rate):
-        # a least-squares line through every transfer of a path gives both rates.
-        for (k in keys) {
-            ok = 1
-            for (pth = 0; pth < 2; pth++) {
-                p = pth ? "veth" : "pvnet"; n = sx = sy = sxx = sxy = 0
-                for (r in rounds) {
-                    sh = share[r, p, k]; y = g[r, p, k]
-                    if (sh == "-" || y == "") continue
-                    n++; sx += sh; sy += y; sxx += sh * sh; sxy += sh * y
-                }
-                d = n * sxx - sx * sx
-                if (n < 3 || d <= 1e-9 * n * n) { ok = 0; continue }
-                b = (n * sxy - sx * sy) / d; a = (sy - b * sx) / n
-                far[p] = a; near[p] = a + b
-                # Standard errors of the two ends of the line, from its residuals.
-                rss = 0
-                for (r in rounds) {
-                    sh = share[r, p, k]; y = g[r, p, k]
-                    if (sh != "-" && y != "") rss += (y - a - b * sh) ^ 2
-                }
-                sig = n > 2 ? sqrt(rss / (n - 2)) : 0; sxx = d / n; m0 = sx / n
-                efar[p] = sig * sqrt(1 / n + m0 * m0 / sxx); enear[p] = sig * sqrt(1 / n + (1 - m0) ^ 2 / sxx)
-            }
-            if (!ok) { printf "  offloads %s: too few transfers, or too little spread in their shares, to fit near and far rates\n", k; continue }
-            printf "  fitted over all transfers (Gbit/s, +- a standard error), offloads %s:\n", k
-            for (pl = 0; pl < 2; pl++) {
-                if (pl) { pp = far["pvnet"]; ep = efar["pvnet"]; vv = far["veth"]; ev = efar["veth"] }
-                else { pp = near["pvnet"]; ep = enear["pvnet"]; vv = near["veth"]; ev = enear["veth"] }
-                # The error of the ratio from those of the two rates (first order, as independent).
-                q = (pp > 0 && vv > 0) ? pp / vv : 0
-                eq = q * sqrt((pp > 0 ? (ep / pp) ^ 2 : 0) + (vv > 0 ? (ev / vv) ^ 2 : 0))
-                printf "    %s: pvnet %.2f +- %.2f, veth %.2f +- %.2f, pvnet/veth %.3f +- %.3f\n", (pl ? "far " : "near"), pp, ep, vv, ev, q, eq
+        # Every transfer as (share, rate) for the fit.
+        for (k in keys) for (pth = 0; pth < 2; pth++) {
+            p = pth ? "veth" : "pvnet"
+            for (r in rounds) {
+                sh = share[r, p, k]; y = g[r, p, k]
+                if (sh != "-" && y != "") print k, p, sh, y > fitted
             }
         }
     }' "$dir/placed"
+    # A transfer of share s near carries s x (the near rate) + (1 - s) x (the far rate): a
+    # least-squares line through every transfer of a path gives both rates, with errors.
+    if [ -s "$dir/fit_points" ]; then
+        "$probe_bin" --role fit "$dir/fit_points"
+    fi
 fi
 
 echo

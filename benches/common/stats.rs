@@ -113,3 +113,57 @@ impl RatioSpread {
         verdict(self.lo, self.hi, goal)
     }
 }
+
+/// A least-squares line through points `(x, y)` with `x` in `0..=1`, read at its two ends,
+/// each with its standard error (from the residuals, n - 2 degrees of freedom). The TCP bench
+/// fits each path's transfers this way: `x` is a transfer's share of near samples and `y` its
+/// rate, so the line's value at 1 is the path's near rate and at 0 its far rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct LineFit {
+    /// The value at `x = 0` and its standard error.
+    pub(crate) at0: (f64, f64),
+    /// The value at `x = 1` and its standard error.
+    pub(crate) at1: (f64, f64),
+}
+
+impl LineFit {
+    /// The fit, or `None` with fewer than three points or when `x` hardly varies (a line
+    /// through one `x` has no slope).
+    pub(crate) fn new(points: &[(f64, f64)]) -> Option<Self> {
+        if points.len() < 3 {
+            return None;
+        }
+        let n = points.len() as f64;
+        let (sx, sy) = points
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
+        let (mx, my) = (sx / n, sy / n);
+        // Sums of squares about the means (not `n * sum(x^2) - sum(x)^2`, which cancels).
+        let sxx: f64 = points.iter().map(|&(x, _)| (x - mx).powi(2)).sum();
+        let sxy: f64 = points.iter().map(|&(x, y)| (x - mx) * (y - my)).sum();
+        if sxx.is_nan() || sxx <= 1e-9 * n {
+            return None;
+        }
+        let slope = sxy / sxx;
+        let at0 = my - slope * mx;
+        let rss: f64 = points
+            .iter()
+            .map(|&(x, y)| (y - at0 - slope * x).powi(2))
+            .sum();
+        let sigma = (rss / (n - 2.0)).sqrt();
+        let err = |x: f64| sigma * (1.0 / n + (x - mx).powi(2) / sxx).sqrt();
+        Some(Self {
+            at0: (at0, err(0.0)),
+            at1: (at0 + slope, err(1.0)),
+        })
+    }
+}
+
+/// `a / b` and its first-order standard error, taking the two as independent; `None` unless
+/// both are positive (a fitted rate can come out at or below zero).
+pub(crate) fn ratio_with_error((a, ea): (f64, f64), (b, eb): (f64, f64)) -> Option<(f64, f64)> {
+    (a > 0.0 && b > 0.0).then(|| {
+        let q = a / b;
+        (q, q * ((ea / a).powi(2) + (eb / b).powi(2)).sqrt())
+    })
+}

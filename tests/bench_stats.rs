@@ -1,7 +1,7 @@
 //! The benches' statistics, on values like those measured on this project's machines: the
 //! medians, quartiles and goal verdicts of `benches/common/stats.rs`, and the placement probe's split
 //! between near and far and its calls on runs (`benches/pvnet/placement.rs`), and the TCP
-//! bench's fit of near and far rates (`benches/pvnet/shell.rs`). The files are included by
+//! bench's fit of near and far rates and the A/B summary (`benches/pvnet/shell.rs`). The files are included by
 //! path, so `cargo test --workspace` reaches them without running a bench.
 
 // The included files' items are `pub` for the bench that owns them.
@@ -18,8 +18,8 @@ mod stats;
 
 use placement::{Placement, Placements, split};
 use stats::{
-    Goal, LineFit, RatioSpread, Verdict, median, median_of, quartile, ratio_with_error, sorted,
-    verdict,
+    Goal, LineFit, RatioSpread, Verdict, beyond_noise, median, median_of, quartile,
+    ratio_with_error, sorted, verdict,
 };
 
 // The placement probe's split.
@@ -274,5 +274,96 @@ fn the_fit_report_gives_both_paths_and_their_ratio() {
              near and far rates",
         ],
         "{r}"
+    );
+}
+
+// The A/B rule (`benches/pvnet/ab.sh`).
+
+#[test]
+fn an_ab_difference_must_clear_the_aa_noise() {
+    let aa = sorted(vec![0.95, 0.98, 1.0, 1.02, 1.04]);
+    // Noise: the A/A quartiles stray 0.02 from 1.
+    assert!(beyond_noise(
+        &sorted(vec![1.03, 1.05, 1.06, 1.08, 1.1]),
+        &aa
+    ));
+    assert!(beyond_noise(
+        &sorted(vec![0.9, 0.92, 0.95, 0.97, 0.99]),
+        &aa
+    ));
+    // A median well above 1 is not enough when the lower quartile is inside the noise.
+    assert!(!beyond_noise(&sorted(vec![0.97, 0.99, 1.1, 1.2, 1.3]), &aa));
+    // Identical builds: an A/A ratio far from 1 on one side (drift within a round) widens the
+    // noise on both.
+    let drifting = sorted(vec![1.1, 1.12, 1.15, 1.2, 1.22]);
+    assert!(!beyond_noise(
+        &sorted(vec![0.88, 0.9, 0.92, 0.95, 0.97]),
+        &drifting
+    ));
+    let drifting_down = sorted(vec![0.8, 0.85, 0.9, 1.0, 1.01]);
+    assert!(!beyond_noise(
+        &sorted(vec![1.05, 1.06, 1.08, 1.1, 1.12]),
+        &drifting_down
+    ));
+}
+
+#[test]
+fn the_ab_summary_reads_the_runs_and_their_placements() {
+    // Two configurations, four rounds; the rx round trips are latencies (ping: lower is
+    // better). Round 4 of tx lacks its new run and does not count.
+    let mut csv = String::from("round,version,mode,size,fps\n");
+    for (r, old, new, old2) in [
+        (1, 100.0, 110.0, 101.0),
+        (2, 98.0, 109.0, 99.0),
+        (3, 102.0, 113.0, 100.0),
+        (4, 100.0, 0.0, 100.0),
+    ] {
+        let new = if new > 0.0 {
+            format!("{new}")
+        } else {
+            String::new()
+        };
+        csv += &format!("{r},old,tx,64,{old}\n{r},new,tx,64,{new}\n{r},old2,tx,64,{old2}\n");
+        csv += &format!("{r},old,ping,64,2000\n{r},new,ping,64,2100\n{r},old2,ping,64,2010\n");
+    }
+    let placed: String = (1..=4)
+        .flat_map(|r| ["old", "new", "old2"].map(|v| (r, v)))
+        .map(|(r, v)| {
+            let p = if r == 3 && v == "new" {
+                "mixed"
+            } else {
+                "near"
+            };
+            format!("{r},{v},tx,64 {p}\n{r},{v},ping,64 near\n")
+        })
+        .collect();
+    let r = shell::ab_summary(&csv, &placed);
+    let lines: Vec<&str> = r.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(lines.len(), 6, "{r}");
+    // tx: new/old 110/100.5, 109/98.5, 113/101 over three rounds, all beyond the A/A noise.
+    assert!(
+        lines[0].starts_with("  tx         64 B: new/old 1.107 ("),
+        "{r}"
+    );
+    assert!(lines[0].ends_with("3 rounds: beyond noise"), "{r}");
+    // ping: 2100 against about 2005: new is slower, so below 1.
+    assert!(
+        lines[1].starts_with("  ping       64 B: new/old 0.955 ("),
+        "{r}"
+    );
+    assert!(lines[1].ends_with("4 rounds: beyond noise"), "{r}");
+    // Near only: round 3's new run was mixed.
+    assert!(r.contains("rounds whose three runs were all near:"), "{r}");
+    assert!(
+        lines[2].ends_with("2 rounds: too few rounds to tell"),
+        "{r}"
+    );
+    assert!(lines[3].ends_with("4 rounds: beyond noise"), "{r}");
+    assert_eq!(lines[4], "  tx         64 B: no complete round", "{r}");
+    // Without placements, the summary stops after "all".
+    let plain = shell::ab_summary(&csv, "");
+    assert!(
+        !plain.contains("near") && plain.lines().count() == 4,
+        "{plain}"
     );
 }

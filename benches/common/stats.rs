@@ -167,3 +167,12 @@ pub(crate) fn ratio_with_error((a, ea): (f64, f64), (b, eb): (f64, f64)) -> Opti
         (q, q * ((ea / a).powi(2) + (eb / b).powi(2)).sqrt())
     })
 }
+
+/// The A/B rule (`benches/pvnet/ab.sh`): per-round ratios new/old (`ab`) against the A/A
+/// ratios of the old build with itself (`aa`), both sorted, above 1 meaning "new is better".
+/// The noise is how far the A/A quartiles stray from 1, either way; a difference is claimed
+/// only when both new/old quartiles lie further from 1 than that, on one side.
+pub(crate) fn beyond_noise(ab: &[f64], aa: &[f64]) -> bool {
+    let noise = (1.0 - quartile(aa, 1)).max(quartile(aa, 3) - 1.0).max(0.0);
+    quartile(ab, 1) > 1.0 + noise || quartile(ab, 3) < 1.0 - noise
+}

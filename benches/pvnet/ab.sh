@@ -13,7 +13,9 @@
 # cancels), and old / old (the A/A ratio, the second run over the first), each as a median
 # and quartiles over the rounds. A change is told apart from noise only where both new / old
 # quartiles lie further from 1, on one side, than either A/A quartile does (the A/A ratio
-# also carries the order within a round); otherwise the summary says "within noise".
+# also carries the order within a round); otherwise the summary says "within noise". The
+# summary is the harness's `--role ab-summary` (of NEW, or of the binary SUMMARY names), whose
+# rule `tests/bench_stats.rs` tests.
 #
 # The placement probe (`--role probe` of NEW, or of the binary PROBE names; PROBE=none for
 # none) times a cache line's round trip between CPUs 0 and 1 all through the run: a virtual
@@ -47,8 +49,8 @@ run() { # binary mode size frames
         rx) uplink=source; role=front-rx ;;
         # Round trips, one frame at a time through an echo backend; ping0 sleeps on the
         # event channels (no spin), where a notification's cost shows.
-        ping) uplink=echo; role=front-ping; count=--trips ;;
-        ping0) uplink=echo; role=front-ping; count=--trips; spin=0 ;;
+        ping) uplink="echo"; role=front-ping; count=--trips ;;
+        ping0) uplink="echo"; role=front-ping; count=--trips; spin=0 ;;
     esac
     "$bin" --role backend --cpu 0 --socket "$sock" --size "$size" --spin-us "$spin" \
         --uplink "$uplink" --tx-mode copy > "$dir/b.out" &
@@ -90,43 +92,13 @@ else
     : > "$dir/placed"
 fi
 
-# The summary: per configuration, new / old and the A/A ratio over the rounds that have all
-# three numbers; then, if the probe ran, over the rounds whose three runs were all near, and
-# all far. For round trips (ping modes) a smaller number is better: their ratios are
-# old / new, so that above 1 means "new is better" everywhere.
-for want in all near far; do
-    [ "$want" != all ] && [ ! -s "$dir/placed" ] && continue
-awk -F, -v want="$want" 'FILENAME == ARGV[1] { split($0, p, " "); placed[p[1]] = p[2]; next }
-FNR > 1 && $5 != "" { x[$1 "," $3 "," $4 "," $2] = $5; cfg[$3 "," $4] = 1; rounds[$1] = 1 }
-function sort(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t } }
-function q(a, m, f) { return a[int(f * (m - 1) + 0.5) + 1] }
-END {
-    print "" > "/dev/stderr"
-    if (want == "all") print "summary: new/old (old = the mean of the two old runs) and the A/A noise floor (old2/old), median (quartiles); > 1: new is better" > "/dev/stderr"
-    else print "rounds whose three runs were all " want ":" > "/dev/stderr"
-    for (c in cfg) {
-        split(c, f, ",")
-        lower = f[1] ~ /^ping/
-        m = 0
-        for (r in rounds) {
-            o1 = x[r "," c ",old"]; n = x[r "," c ",new"]; o2 = x[r "," c ",old2"]
-            if (o1 == "" || n == "" || o2 == "" || o1 <= 0 || n <= 0 || o2 <= 0) continue
-            if (want != "all" && (placed[r "," "old" "," c] != want || placed[r "," "new" "," c] != want || placed[r "," "old2" "," c] != want)) continue
-            m++
-            o = (o1 + o2) / 2
-            ab[m] = lower ? o / n : n / o
-            aa[m] = lower ? o1 / o2 : o2 / o1
-        }
-        if (m == 0) { printf "  %-6s %6s B: no complete round\n", f[1], f[2] > "/dev/stderr"; continue }
-        sort(ab, m); sort(aa, m)
-        # Noise: how far the A/A quartiles stray from 1 (either way). A difference is claimed
-        # only when both new/old quartiles lie further from 1 than that, on one side.
-        lo = q(aa, m, .25); hi = q(aa, m, .75)
-        noise = (1 - lo > hi - 1) ? 1 - lo : hi - 1
-        if (noise < 0) noise = 0
-        verdict = (q(ab, m, .25) > 1 + noise || q(ab, m, .75) < 1 - noise) ? "beyond noise" : "within noise"
-        printf "  %-6s %6s B: new/old %.3f (%.3f-%.3f), A/A %.3f (%.3f-%.3f), %d rounds: %s\n", \
-            f[1], f[2], q(ab, m, .5), q(ab, m, .25), q(ab, m, .75), q(aa, m, .5), q(aa, m, .25), q(aa, m, .75), m, verdict > "/dev/stderr"
-    }
-}' "$dir/placed" "$dir/ab.csv"
-done
+# The summary (the harness's `--role ab-summary`, of NEW or of the binary SUMMARY names): per
+# configuration, new / old and the A/A ratio over the rounds that have all three numbers;
+# then, if the probe ran, over the rounds whose three runs were all near, and all far. For
+# round trips (ping modes) a smaller number is better: their ratios are old / new, so that
+# above 1 means "new is better" everywhere.
+summary=${SUMMARY:-$NEW}
+if ! "$summary" --role ab-summary "$dir/ab.csv" "$dir/placed" >&2; then
+    echo "ab.sh: $summary has no --role ab-summary (set SUMMARY to a newer harness binary);" \
+        "the CSV above is complete" >&2
+fi

@@ -218,6 +218,8 @@ fn main() {
             shell::run_classify(&args);
         } else if role == "fit" {
             shell::run_fit(&args);
+        } else if role == "ab-summary" {
+            shell::run_ab_summary(&args);
         } else {
             child::run(&role, &args);
         }

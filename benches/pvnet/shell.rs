@@ -1,13 +1,13 @@
 //! The roles the shell benches call through the harness binary, so that the rules they
 //! print by live once, in Rust, with tests (`tests/bench_stats.rs`): `--role classify` places
-//! time windows with the probe's samples (`benches/pvnet/ab.sh`, `benches/tcp/run.sh`), and
-//! `--role fit` fits near and far rates (`benches/tcp/run.sh`). `--role probe` is in
-//! `probe.rs`.
+//! time windows with the probe's samples (`benches/pvnet/ab.sh`, `benches/tcp/run.sh`),
+//! `--role fit` fits near and far rates (`benches/tcp/run.sh`), and `--role ab-summary` gives
+//! an A/B run's verdicts (`benches/pvnet/ab.sh`). `--role probe` is in `probe.rs`.
 
 use std::fmt::Write as _;
 
 use crate::placement::Placements;
-use crate::stats::{LineFit, ratio_with_error};
+use crate::stats::{LineFit, beyond_noise, median, quartile, ratio_with_error, sorted};
 
 /// A file's text, or exit 2 with what went wrong.
 fn read(role: &str, path: &str) -> String {
@@ -121,6 +121,125 @@ pub fn fit_report(text: &str) -> String {
                 out,
                 "    {name}: pvnet {:.2} +- {:.2}, veth {:.2} +- {:.2}, pvnet/veth {ratio}",
                 p.0, p.1, v.0, v.1
+            );
+        }
+    }
+    out
+}
+
+/// `--role ab-summary CSV PLACED`, for `benches/pvnet/ab.sh`: reads its CSV
+/// (`round,version,mode,size,value`, version `old`, `new` or `old2`) and its runs' placements
+/// (`round,version,mode,size placement` lines; an empty file when the probe did not run) and
+/// prints the summary (see [`ab_summary`]).
+pub fn run_ab_summary(args: &[String]) {
+    let (Some(csv), Some(placed)) = (args.get(3), args.get(4)) else {
+        eprintln!("ab-summary: usage: --role ab-summary CSV PLACED");
+        std::process::exit(2);
+    };
+    print!(
+        "{}",
+        ab_summary(&read("ab-summary", csv), &read("ab-summary", placed))
+    );
+}
+
+/// An A/B run's summary: per configuration (mode and size, in the order they first appear),
+/// over the rounds with all three runs measured, new / old (old: the mean of the round's two
+/// old runs, so drift within a round cancels) and the A/A ratio old2 / old, each as a median
+/// and quartiles, and whether the difference is beyond the A/A noise ([`beyond_noise`];
+/// not told under three rounds).
+/// Then the same over the rounds whose three runs were all near, and all far, when
+/// placements are given. For round trips (`ping` modes, where the value is a latency) the
+/// ratios are inverted, so above 1 always means "new is better".
+pub fn ab_summary(csv: &str, placed: &str) -> String {
+    // (round, mode, size, version) -> value.
+    let mut values: Vec<([&str; 4], f64)> = Vec::new();
+    let mut configs: Vec<(&str, &str)> = Vec::new();
+    let mut rounds: Vec<&str> = Vec::new();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let [round, version, mode, size, value] = f[..] else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if !configs.contains(&(mode, size)) {
+            configs.push((mode, size));
+        }
+        if !rounds.contains(&round) {
+            rounds.push(round);
+        }
+        values.push(([round, mode, size, version], value));
+    }
+    let placement = |round: &str, version: &str, mode: &str, size: &str| {
+        let key = format!("{round},{version},{mode},{size}");
+        placed.lines().find_map(|l| {
+            let (k, p) = l.split_once(' ')?;
+            (k == key).then(|| p.trim())
+        })
+    };
+    let mut out = String::new();
+    for want in [None, Some("near"), Some("far")] {
+        match want {
+            None => out.push_str(
+                "\nsummary: new/old (old = the mean of the two old runs) and the A/A noise floor \
+                 (old2/old), median (quartiles); > 1: new is better\n",
+            ),
+            Some(_) if placed.trim().is_empty() => continue,
+            Some(w) => {
+                let _ = writeln!(out, "\nrounds whose three runs were all {w}:");
+            }
+        }
+        for &(mode, size) in &configs {
+            let lower = mode.starts_with("ping");
+            let mut ab = Vec::new();
+            let mut aa = Vec::new();
+            for &round in &rounds {
+                let get = |v: &str| {
+                    values
+                        .iter()
+                        .find(|(k, _)| *k == [round, mode, size, v])
+                        .map(|&(_, x)| x)
+                        .filter(|&x| x > 0.0)
+                };
+                let (Some(o1), Some(n), Some(o2)) = (get("old"), get("new"), get("old2")) else {
+                    continue;
+                };
+                if let Some(w) = want
+                    && ["old", "new", "old2"]
+                        .iter()
+                        .any(|v| placement(round, v, mode, size) != Some(w))
+                {
+                    continue;
+                }
+                let o = f64::midpoint(o1, o2);
+                ab.push(if lower { o / n } else { n / o });
+                aa.push(if lower { o1 / o2 } else { o2 / o1 });
+            }
+            if ab.is_empty() {
+                let _ = writeln!(out, "  {mode:<6} {size:>6} B: no complete round");
+                continue;
+            }
+            let (ab, aa) = (sorted(ab), sorted(aa));
+            // Quartiles of one or two rounds say nothing of the noise.
+            let verdict = if ab.len() < 3 {
+                "too few rounds to tell"
+            } else if beyond_noise(&ab, &aa) {
+                "beyond noise"
+            } else {
+                "within noise"
+            };
+            let _ = writeln!(
+                out,
+                "  {mode:<6} {size:>6} B: new/old {:.3} ({:.3}-{:.3}), A/A {:.3} ({:.3}-{:.3}), {} \
+                 rounds: {verdict}",
+                median(&ab),
+                quartile(&ab, 1),
+                quartile(&ab, 3),
+                median(&aa),
+                quartile(&aa, 1),
+                quartile(&aa, 3),
+                ab.len()
             );
         }
     }

@@ -12,6 +12,8 @@ pub enum Placement {
     Far,
     /// The samples over it disagree, or there were none.
     Mixed,
+    /// The samples fell in one group: there is no near or far to tell apart.
+    One,
 }
 
 impl Placement {
@@ -20,6 +22,7 @@ impl Placement {
             Placement::Near => "near",
             Placement::Far => "far",
             Placement::Mixed => "mixed",
+            Placement::One => "one",
         }
     }
 }
@@ -59,10 +62,11 @@ impl<T: Copy + PartialOrd> Placements<T> {
 
     /// The placement over `from..to`: the samples inside it and the nearest one on either
     /// side must all agree (none at all is mixed). When the samples fell in one group, every
-    /// span is near: there was one placement, and every run was measured in it.
+    /// span is `One`: a machine that never moved and one whose load smeared the round trips
+    /// (no factor-2 gap) look alike, and neither is called near.
     pub fn over(&self, from: T, to: T) -> Placement {
         let Some(split) = self.split else {
-            return Placement::Near;
+            return Placement::One;
         };
         let before = self.samples.iter().rev().find(|s| s.0 < from);
         let after = self.samples.iter().find(|s| s.0 > to);
@@ -83,18 +87,17 @@ impl<T: Copy + PartialOrd> Placements<T> {
         }
     }
 
-    /// The share of the samples inside `from..=to` that were near, if there were any.
+    /// The share of the samples inside `from..=to` that were near, if there were any and
+    /// they split into near and far at all.
     pub fn near_share(&self, from: T, to: T) -> Option<f64> {
+        let split = self.split?;
         let inside: Vec<f64> = self
             .samples
             .iter()
             .filter(|s| s.0 >= from && s.0 <= to)
             .map(|s| s.1)
             .collect();
-        let near = inside
-            .iter()
-            .filter(|&&ns| self.split.is_none_or(|split| ns <= split))
-            .count();
+        let near = inside.iter().filter(|&&ns| ns <= split).count();
         (!inside.is_empty()).then(|| near as f64 / inside.len() as f64)
     }
 

@@ -27,8 +27,9 @@ fn numbers(line: &str) -> Vec<f64> {
 /// `--role classify SAMPLES WINDOWS`, for the shell benches: reads the probe role's samples
 /// and a file of windows (any fields, the last two a window's start and end in Unix seconds)
 /// and prints a first line "# " and what the probe saw, then every window's line followed by
-/// the share of the samples inside it that were near ("-" if none) and its placement (as the
-/// harness decides it: every sample inside and the one either side agree).
+/// the share of the samples inside it that were near ("-" if none, or if the samples did not
+/// split into near and far) and its placement (as the harness decides it: every sample inside
+/// and the one either side agree; "one" when there was no split).
 pub fn run_classify(args: &[String]) {
     let (Some(samples), Some(windows)) = (args.get(3), args.get(4)) else {
         eprintln!("classify: usage: --role classify SAMPLES WINDOWS");

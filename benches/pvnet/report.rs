@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use crate::Opts;
 use crate::placement::{Placement, Placements};
-use crate::stats::{self, Goal, RatioSpread, Verdict, median, sorted};
+use crate::stats::{self, Goal, RatioSpread, Verdict, median, median_of, sorted};
 
 /// One throughput measurement.
 #[derive(Clone, Debug)]
@@ -599,8 +599,7 @@ pub fn merge(rounds: &[Results]) -> Results {
             .flat_map(|r| &r.polling)
             .filter(|q| q.spin_us == p.spin_us && q.gap_us == p.gap_us)
             .collect();
-        let med =
-            |f: &dyn Fn(&PollPoint) -> f64| median(&sorted(same.iter().map(|q| f(q)).collect()));
+        let med = |f: &dyn Fn(&PollPoint) -> f64| median_of(same.iter().map(|q| f(q)).collect());
         // Medians of whole nanoseconds: far inside a u128.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         m.polling.push(PollPoint {
@@ -611,13 +610,11 @@ pub fn merge(rounds: &[Results]) -> Results {
         });
     }
     for &(size, _) in &first.memcpy {
-        let b = sorted(
-            rounds
-                .iter()
-                .flat_map(|r| r.memcpy.iter().filter(|(s, _)| *s == size).map(|(_, b)| *b))
-                .collect(),
-        );
-        m.memcpy.push((size, median(&b)));
+        let b = rounds
+            .iter()
+            .flat_map(|r| r.memcpy.iter().filter(|(s, _)| *s == size).map(|(_, b)| *b))
+            .collect();
+        m.memcpy.push((size, median_of(b)));
     }
     m
 }

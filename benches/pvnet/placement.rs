@@ -91,14 +91,12 @@ impl<T: Copy + PartialOrd> Placements<T> {
     /// they split into near and far at all.
     pub fn near_share(&self, from: T, to: T) -> Option<f64> {
         let split = self.split?;
-        let inside: Vec<f64> = self
-            .samples
-            .iter()
-            .filter(|s| s.0 >= from && s.0 <= to)
-            .map(|s| s.1)
-            .collect();
-        let near = inside.iter().filter(|&&ns| ns <= split).count();
-        (!inside.is_empty()).then(|| near as f64 / inside.len() as f64)
+        let (mut inside, mut near) = (0usize, 0usize);
+        for s in self.samples.iter().filter(|s| s.0 >= from && s.0 <= to) {
+            inside += 1;
+            near += usize::from(s.1 <= split);
+        }
+        (inside > 0).then(|| near as f64 / inside as f64)
     }
 
     /// One paragraph on what the probe saw.

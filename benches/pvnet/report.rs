@@ -32,8 +32,8 @@ impl Throughput {
     }
 }
 
-/// The frame rate of one run, or one second of a run, and when it was measured: what the
-/// placement probe (`probe.rs`, `placement.rs`) sorts into near and far.
+/// The frame rate of one run, or one reading of a DPDK peer, and when it was measured: what
+/// the placement probe (`probe.rs`, `placement.rs`) sorts into near and far.
 #[derive(Clone, Debug)]
 pub struct Timed {
     pub name: String,

@@ -2,7 +2,6 @@
 //! parser, the packet's bytes brought into backend memory by grant copy or by mapping, and
 //! every request answered (extras with `NULL`), in order.
 
-use std::ops::Range;
 use std::time::Instant;
 
 use event_channel::{EventChannel, QueuePorts};
@@ -33,32 +32,12 @@ pub enum TxMode {
     Map,
 }
 
-enum Outcome {
-    /// Answered with this status, counted as dropped (`DROPPED`) or an error.
-    Status(i16),
-    /// A packet in backend memory; its copies are `ops` (all must succeed) and `mapped_ok`
-    /// says whether the mapped reads did.
-    Packet {
-        packet: PacketId,
-        ops: Range<usize>,
-        mapped_ok: bool,
-    },
-}
-
-struct Answer {
-    start: usize,
-    slots: usize,
-    extra_slots: usize,
-    outcome: Outcome,
-}
-
 /// Buffers reused by every transmit poll.
 #[derive(Default)]
 pub(crate) struct TxScratch {
     ops: Vec<CopyOp>,
     /// The packet being parsed (built in place, not moved).
     packet: TxPacket,
-    answers: Vec<Answer>,
     /// Packets the last poll accepted, in order, for the uplink.
     accepted: Vec<PacketId>,
 }
@@ -79,8 +58,10 @@ pub(crate) struct TxQueue {
     /// Requests copied out of the ring and not answered yet (`pending[start..]`).
     pending: Vec<TxRequest>,
     start: usize,
-    /// Answers decided by this poll, written at its end.
+    /// This poll's answers, in request order, written at its end: `answers[..decided]` are
+    /// final, the rest are packets whose grant copies have not been checked yet.
     answers: Vec<TxAnswer>,
+    decided: usize,
 }
 
 /// What a transmit poll uses of its vif: its grants, transmit credit and counters.
@@ -144,6 +125,7 @@ impl TxQueue {
             pending: Vec::new(),
             start: 0,
             answers: Vec::new(),
+            decided: 0,
         }
     }
 
@@ -164,6 +146,7 @@ impl TxQueue {
     #[inline]
     pub(crate) fn discard_answers(&mut self) {
         self.answers.clear();
+        self.decided = 0;
     }
 
     /// Copies out what the ring holds, appending to `pending` (whose indices the poll's
@@ -191,7 +174,6 @@ impl TxQueue {
             stats,
         } = vif;
         scratch.ops.clear();
-        scratch.answers.clear();
         // Requests answered by earlier polls go; at most a ring's worth ever stays. (Answers
         // index `pending`: they are flushed at the end of every poll, before this runs again.)
         debug_assert!(
@@ -243,11 +225,12 @@ impl TxQueue {
                         stats.tx_errors += 1;
                         status::ERROR
                     };
-                    scratch.answers.push(Answer {
+                    self.answers.push(TxAnswer {
                         start: self.start,
                         slots: e.slots,
                         extra_slots: e.extra_slots,
-                        outcome: Outcome::Status(st),
+                        status: st,
+                        packet: None,
                     });
                     self.start += e.slots;
                     result.packets += 1;
@@ -265,7 +248,6 @@ impl TxQueue {
                         result.out_of_memory = true;
                         break Ok(());
                     };
-                    let first_op = scratch.ops.len();
                     let mapped_ok = match mode {
                         TxMode::Copy => {
                             push_copies(pkt, packet, mem, &mut scratch.ops);
@@ -273,15 +255,16 @@ impl TxQueue {
                         }
                         TxMode::Map => read_mapped(grants, pkt, packet, mem),
                     };
-                    scratch.answers.push(Answer {
+                    self.answers.push(TxAnswer {
                         start: self.start,
                         slots: pkt.slots,
                         extra_slots: pkt.extra_slots,
-                        outcome: Outcome::Packet {
+                        status: status::OKAY,
+                        packet: Some(Unchecked {
                             packet,
-                            ops: first_op..scratch.ops.len(),
+                            ops_end: scratch.ops.len(),
                             mapped_ok,
-                        },
+                        }),
                     });
                     self.start += pkt.slots;
                     result.packets += 1;
@@ -292,7 +275,7 @@ impl TxQueue {
                     if chunk_pages >= COPY_CHUNK {
                         chunk_pages = 0;
                         grants.copy(&mut scratch.ops);
-                        self.answer(stats, mem, scratch);
+                        self.decide(stats, mem, scratch);
                         if let Err(e) = self.flush(events) {
                             break Err(PollFailure::Local(e));
                         }
@@ -302,54 +285,43 @@ impl TxQueue {
             }
         };
         if let Err(failure) = outcome {
-            for a in scratch.answers.drain(..) {
-                if let Outcome::Packet { packet, .. } = a.outcome {
-                    mem.release(packet);
+            for a in self.answers.drain(self.decided..) {
+                if let Some(u) = a.packet {
+                    mem.release(u.packet);
                 }
             }
             return Err(failure);
         }
-        if scratch.ops.is_empty() && scratch.answers.is_empty() {
-            return Ok(result);
+        if self.decided < self.answers.len() {
+            grants.copy(&mut scratch.ops);
+            self.decide(stats, mem, scratch);
         }
-        grants.copy(&mut scratch.ops);
-        self.answer(stats, mem, scratch);
         Ok(result)
     }
 
-    /// Decides every answer of the poll in request order (written by [`flush`](Self::flush)).
-    fn answer(&mut self, stats: &mut VifStats, mem: &mut PacketMemory, scratch: &mut TxScratch) {
-        for a in scratch.answers.drain(..) {
-            let st = match a.outcome {
-                Outcome::Status(st) => st,
-                Outcome::Packet {
-                    packet,
-                    ops,
-                    mapped_ok,
-                } => {
-                    let ok = mapped_ok
-                        && scratch.ops[ops]
-                            .iter()
-                            .all(|op| op.status == GrantStatus::Okay);
-                    if ok {
-                        stats.tx_packets += 1;
-                        stats.tx_bytes += u64::from(mem.len(packet));
-                        scratch.accepted.push(packet);
-                        status::OKAY
-                    } else {
-                        stats.tx_errors += 1;
-                        mem.release(packet);
-                        status::ERROR
-                    }
-                }
-            };
-            self.answers.push(TxAnswer {
-                start: a.start,
-                slots: a.slots,
-                extra_slots: a.extra_slots,
-                status: st,
-            });
+    /// Decides the packets' answers since the last decision, in request order, from their
+    /// grant copies' statuses (`scratch.ops` holds exactly their copies, in the same order):
+    /// accepted packets go to the scratch's accepted list, failed ones back to memory.
+    fn decide(&mut self, stats: &mut VifStats, mem: &mut PacketMemory, scratch: &mut TxScratch) {
+        let mut from = 0;
+        for a in &mut self.answers[self.decided..] {
+            let Some(u) = a.packet else { continue };
+            let ok = u.mapped_ok
+                && scratch.ops[from..u.ops_end]
+                    .iter()
+                    .all(|op| op.status == GrantStatus::Okay);
+            from = u.ops_end;
+            if ok {
+                stats.tx_packets += 1;
+                stats.tx_bytes += u64::from(mem.len(u.packet));
+                scratch.accepted.push(u.packet);
+            } else {
+                stats.tx_errors += 1;
+                mem.release(u.packet);
+                a.status = status::ERROR;
+            }
         }
+        self.decided = self.answers.len();
     }
 
     /// Writes the answers the polls since the last flush decided, in request order, and
@@ -368,9 +340,11 @@ impl TxQueue {
     /// As [`flush`](Self::flush), leaving the notification to the caller: returns whether
     /// the frontend asked for one.
     pub(crate) fn flush_owed(&mut self) -> Result<bool, NetbackError> {
+        debug_assert_eq!(self.decided, self.answers.len(), "flushed before deciding");
         if self.answers.is_empty() {
             return Ok(false);
         }
+        self.decided = 0;
         for a in self.answers.drain(..) {
             if a.slots == 1 {
                 // The usual packet: one slot, answered with its own id.
@@ -421,13 +395,27 @@ fn read_mapped<M: FrameMemory>(
     true
 }
 
-/// The answer to one packet's requests, decided and not yet written.
+/// The answer to one packet's requests (`pending[start..start + slots]`, `extra_slots` of
+/// them extras), not yet written.
 #[derive(Clone, Copy, Debug)]
 struct TxAnswer {
     start: usize,
     slots: usize,
     extra_slots: usize,
+    /// Final once decided: the parser's verdict, or `OKAY` / `ERROR` from the copies.
     status: i16,
+    /// The packet it carried into backend memory, if it got that far.
+    packet: Option<Unchecked>,
+}
+
+/// A packet in backend memory whose grant copies end at `ops_end` of the poll's list (and
+/// start where the previous packet's end) and must all succeed; `mapped_ok` says whether the
+/// mapped reads did (map mode has no copies).
+#[derive(Clone, Copy, Debug)]
+struct Unchecked {
+    packet: PacketId,
+    ops_end: usize,
+    mapped_ok: bool,
 }
 
 /// Grant copies of every fragment into the packet's pages (none crossing a page on either

@@ -105,10 +105,23 @@ fn drop_and_error_packets_are_answered_and_the_vif_goes_on() {
 #[test]
 fn fatal_packets_disable_only_their_vif() {
     type Attack = fn(&mut pvnet_netback::testing::RawFrontend);
-    let cases: [(&str, Attack); 3] = [
+    let cases: [(&str, Attack); 4] = [
         ("page-crossing slot", |raw| {
             let b = raw.buffer(0);
             raw.send(&[req(b, 4000, 0, 1, 200)]);
+        }),
+        // Behind good packets in the same poll: they are in backend memory, their copies
+        // not yet checked, when the fault ends the poll; they must go back (`close_all`
+        // checks that no packet is left).
+        ("page-crossing slot after good ones", |raw| {
+            let (b1, b2, b3) = (raw.buffer(1), raw.buffer(2), raw.buffer(3));
+            raw.fill(1, &frame(1, 1, 1, 60));
+            raw.fill(2, &frame(1, 1, 2, 60));
+            raw.send(&[
+                req(b1, 0, 0, 101, 60),
+                req(b2, 0, 0, 102, 60),
+                req(b3, 4000, 0, 103, 200),
+            ]);
         }),
         ("21 following slots", |raw| {
             let b = raw.buffer(0);
@@ -150,7 +163,10 @@ fn fatal_packets_disable_only_their_vif() {
             .and_then(|v| v.fault)
             .unwrap_or_else(|| panic!("{name}: not disabled"));
         match (name, fault) {
-            ("page-crossing slot", VifFault::Tx(TxErrorKind::CrossesPage { .. }))
+            (
+                "page-crossing slot" | "page-crossing slot after good ones",
+                VifFault::Tx(TxErrorKind::CrossesPage { .. }),
+            )
             | ("21 following slots", VifFault::Tx(TxErrorKind::MaliciousSlotCount(_)))
             | ("req_prod far ahead (XSA-39)", VifFault::Ring(_)) => {}
             (n, f) => panic!("{n}: unexpected fault {f:?}"),

@@ -419,8 +419,9 @@ impl SharedRegion {
 
     /// Copies `len` bytes from this region at `offset` to `dst` at `dst_offset`, without a
     /// bounce buffer (a grant copy between two shared areas). Overlapping ranges of the same
-    /// memory are copied front to back: the result is defined (no undefined behaviour) but
-    /// mixed, as with Xen's own grant copy.
+    /// memory are copied as `memmove` copies them, as if through a temporary buffer (Xen
+    /// leaves an overlapping grant copy's result mixed; either way there is no undefined
+    /// behaviour).
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if either range does not fit.
@@ -441,8 +442,12 @@ impl SharedRegion {
             raw_copy(self.byte_ptr(offset), dst.byte_ptr(dst_offset), len);
         }
         #[cfg(loom)]
-        for i in 0..len {
-            dst.loom_set_byte(dst_offset + i, self.loom_byte(offset + i));
+        {
+            // Through a temporary, as `memmove` copies overlapping ranges.
+            let bytes: alloc::vec::Vec<u8> = (0..len).map(|i| self.loom_byte(offset + i)).collect();
+            for (i, b) in bytes.into_iter().enumerate() {
+                dst.loom_set_byte(dst_offset + i, b);
+            }
         }
         Ok(())
     }
@@ -782,6 +787,30 @@ mod tests {
             a.load_u32(12, Ordering::Relaxed).unwrap().to_ne_bytes()[3],
             0
         );
+    }
+
+    /// Overlapping ranges of one region, either way round, copy as `memmove` does: the
+    /// destination ends up holding what the source held before the copy.
+    #[test]
+    fn overlapping_copies_within_a_region_are_memmove() {
+        let pattern: [u8; 300] = core::array::from_fn(|i| (i * 13 + 1).to_le_bytes()[0]);
+        for (from, to, len) in [
+            (0usize, 7usize, 250usize),
+            (7, 0, 250),
+            (64, 65, 200),
+            (65, 64, 200),
+        ] {
+            let r = SharedRegion::new_zeroed(512);
+            r.copy_in(0, &pattern).unwrap();
+            r.copy_to(from, &r, to, len).unwrap();
+            let mut out = [0u8; 250];
+            r.copy_out(to, &mut out[..len]).unwrap();
+            assert_eq!(
+                out[..len],
+                pattern[from..from + len],
+                "{from} -> {to}, {len} B"
+            );
+        }
     }
 
     /// Every length from 0 to 300 at odd offsets: each byte lands where it should and nothing

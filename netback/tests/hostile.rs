@@ -422,3 +422,81 @@ proptest! {
         close_all(&mut backend, Some(good));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Receive buffers posted with any ids, some naming grants that do not exist, in fewer
+    /// or more requests than there are frames, at any budget: each response answers the
+    /// request in its slot (its id), a bad grant fails only its frame (`ERROR`), a good one
+    /// gets the frame's length and, in its buffer, the frame's bytes (the last frame a
+    /// buffer took); frames come in the order sent, as many as there were buffers, the rest
+    /// wait; nothing is left after closing.
+    #[test]
+    fn any_receive_requests_get_their_own_frames(
+        sizes in prop::collection::vec(14usize..=4096, 1..20),
+        posted in prop::collection::vec((prop_oneof![5 => 0usize..16, 1 => Just(usize::MAX)], any::<u16>()), 0..30),
+        budget in 1usize..80,
+    ) {
+        const RX: usize = 16;
+        let mut cfg = NetbackConfig::default();
+        cfg.budget = budget;
+        let mut backend: Backend = local_backend(cfg, Echo).unwrap();
+        let features = BackendFeatures::default();
+        let (_, mut raw) = raw_frontend(&mut backend, &features, 36).unwrap();
+        // Frame k is sent from buffer RX + k and echoed back.
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| frame(1, 1, u32::try_from(k).unwrap(), n))
+            .collect();
+        let sends: Vec<TxRequest> = frames
+            .iter()
+            .enumerate()
+            .map(|(k, f)| {
+                raw.fill(RX + k, f);
+                req(raw.buffer(RX + k), 0, 0, u16::try_from(k).unwrap(), u16::try_from(f.len()).unwrap())
+            })
+            .collect();
+        raw.send(&sends);
+        for &(buffer, id) in &posted {
+            let gref = if buffer < RX { raw.buffer(buffer).0 } else { BAD_GREF };
+            raw.rx().push_request(&RxRequest { id, pad: 0, gref }).unwrap();
+        }
+        let _ = raw.rx().publish_requests();
+        raw.notify();
+        for _ in 0..frames.len() + posted.len() + 2 {
+            if backend.poll().unwrap() == 0 {
+                break;
+            }
+        }
+        prop_assert!(raw.tx_responses().iter().all(|r| r.status == status::OKAY));
+        let rsps = raw.rx_responses();
+        prop_assert_eq!(rsps.len(), frames.len().min(posted.len()));
+        let mut last = [None; RX];
+        for (k, (rsp, &(buffer, id))) in rsps.iter().zip(&posted).enumerate() {
+            prop_assert_eq!(rsp.id, id, "response {}", k);
+            prop_assert_eq!(rsp.flags & netif::wire::rx_flags::MORE_DATA, 0);
+            if buffer < RX {
+                prop_assert_eq!(i32::from(rsp.status), i32::try_from(frames[k].len()).unwrap(), "response {}", k);
+                last[buffer] = Some((k, rsp.offset));
+            } else {
+                prop_assert_eq!(rsp.status, status::ERROR, "response {}", k);
+            }
+        }
+        for (buffer, seen) in last.iter().enumerate() {
+            if let Some((k, offset)) = *seen {
+                let mut got = vec![0u8; frames[k].len()];
+                raw.frames()
+                    .copy_out((2 + buffer) * grant_table::FRAME_SIZE + usize::from(offset), &mut got)
+                    .unwrap();
+                prop_assert!(got == frames[k], "buffer {} does not hold frame {}", buffer, k);
+            }
+        }
+        let info = backend.vifs().into_iter().next().unwrap();
+        prop_assert!(info.fault.is_none(), "{:?}", info.fault);
+        prop_assert_eq!(info.stats.rx_packets + info.stats.rx_errors, rsps.len() as u64);
+        raw.close();
+        close_all(&mut backend, None);
+    }
+}

@@ -289,15 +289,8 @@ fn any_slot() -> impl Strategy<Value = TxRequest> {
             }
             f
         });
-    (gref, offset, flags, any::<u16>(), size).prop_map(|(gref, offset, flags, id, size)| {
-        TxRequest {
-            gref,
-            offset,
-            flags,
-            id,
-            size,
-        }
-    })
+    (gref, offset, flags, any::<u16>(), size)
+        .prop_map(|(gref, offset, flags, id, size)| req(GrantRef(gref), offset, flags, id, size))
 }
 
 /// A grant reference no buffer has.

@@ -661,6 +661,8 @@ impl SharedRegion {
     }
 }
 
+// SAFETY: the C standard's `void *memmove(void *, const void *, size_t)`, which every C
+// library provides and Rust's own code already relies on (`core` lowers its copies to it).
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 unsafe extern "C" {
     /// The C library's `memmove`: glibc chooses its copy loop per CPU when the program

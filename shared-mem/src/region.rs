@@ -679,10 +679,11 @@ unsafe extern "C" {
 /// On x86-64 this is a call to the C library's `memmove` from inline assembly. Inline assembly
 /// is opaque to the compiler, so a peer writing the memory concurrently is not a data race in
 /// Rust's model and the copy cannot be split, merged or re-read by the optimiser. It was
-/// `rep movsb`, which on AMD's Zen cores (this project's machines) runs frame-sized copies
-/// slower than glibc's vector loop: tx 1500 B frames 1.26x faster through `memmove`,
-/// 65535 B unchanged (BENCHMARKS.md, "The copy primitive"). Elsewhere it is `ptr::copy`
-/// (memmove), the practice of vm-memory and every VMM for guest payload.
+/// `rep movsb`: between two processes on this project's AMD Zen machines, 1500-byte frames
+/// went 1.26x faster through `memmove` and 65535-byte ones the same, and on AMD `rep movsb`
+/// is 5-8x slower when the destination lies 16 bytes past the source's page offset, a case
+/// glibc's `memmove` steers around (BENCHMARKS.md, "The copy primitive"). Elsewhere it is
+/// `ptr::copy` (memmove), the practice of vm-memory and every VMM for guest payload.
 ///
 /// # Safety
 /// `src` must be valid for reads and `dst` for writes of `len` bytes.

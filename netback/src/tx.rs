@@ -409,8 +409,8 @@ struct TxAnswer {
 }
 
 /// A packet in backend memory whose grant copies end at `ops_end` of the poll's list (and
-/// start where the previous packet's end) and must all succeed; `mapped_ok` says whether the
-/// mapped reads did (map mode has no copies).
+/// start where the previous packet's ended) and must all succeed; `mapped_ok` says whether
+/// the mapped reads did (map mode has no copies).
 #[derive(Clone, Copy, Debug)]
 struct Unchecked {
     packet: PacketId,

@@ -304,13 +304,8 @@ fn fair_packet() -> impl Strategy<Value = Vec<TxRequest>> {
     let one = (gref.clone(), 0u16..1600, any::<u16>(), any::<u16>()).prop_flat_map(
         |(gref, size, id, csum)| {
             (0..=4096 - size).prop_map(move |offset| {
-                vec![TxRequest {
-                    gref,
-                    offset,
-                    flags: csum & (tx_flags::CSUM_BLANK | tx_flags::DATA_VALIDATED),
-                    id,
-                    size,
-                }]
+                let flags = csum & (tx_flags::CSUM_BLANK | tx_flags::DATA_VALIDATED);
+                vec![req(GrantRef(gref), offset, flags, id, size)]
             })
         },
     );
@@ -324,12 +319,15 @@ fn fair_packet() -> impl Strategy<Value = Vec<TxRequest>> {
             slots
                 .iter()
                 .enumerate()
-                .map(|(k, &(gref, size, id))| TxRequest {
-                    gref,
-                    offset: 0,
-                    flags: if k < last { tx_flags::MORE_DATA } else { 0 },
-                    id,
-                    size: if k == 0 { total } else { size },
+                .map(|(k, &(gref, size, id))| {
+                    let flags = if k < last { tx_flags::MORE_DATA } else { 0 };
+                    req(
+                        GrantRef(gref),
+                        0,
+                        flags,
+                        id,
+                        if k == 0 { total } else { size },
+                    )
                 })
                 .collect()
         });

@@ -88,16 +88,21 @@ fn pick<T>(map: &BTreeMap<GrantRef, T>, which: u8) -> Option<GrantRef> {
 }
 
 /// Copies `len` bytes at `offset` of the grant into the local buffer; returns the status.
+/// Twice: as a batch of one, then as `copy_one` (the same bytes again), which must agree.
 fn copy_out(peer: &PeerGrants, gref: GrantRef, offset: u16, len: u16) -> GrantStatus {
-    let mut ops = [CopyOp::new(
+    let op = CopyOp::new(
         CopyPtr::Grant { gref, offset },
         CopyPtr::Local {
             frame: LOCAL_BUFFER,
             offset: 0,
         },
         len,
-    )];
+    );
+    let mut ops = [op];
     peer.copy(&mut ops);
+    let mut single = op;
+    peer.copy_one(&mut single);
+    assert_eq!(single.status, ops[0].status, "copy_one agrees with copy");
     ops[0].status
 }
 

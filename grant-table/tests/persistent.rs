@@ -9,9 +9,15 @@ use shared_mem::SharedRegion;
 
 const PEER: DomId = DomId(0);
 
+/// One copy, as a batch of one and then again as `copy_one` (which must agree: the same
+/// bytes land twice, and a held claim stays one claim).
 fn copy(peer: &PeerGrants, source: CopyPtr, dest: CopyPtr, len: u16) -> GrantStatus {
-    let mut ops = [CopyOp::new(source, dest, len)];
+    let op = CopyOp::new(source, dest, len);
+    let mut ops = [op];
     peer.copy(&mut ops);
+    let mut single = op;
+    peer.copy_one(&mut single);
+    assert_eq!(single.status, ops[0].status, "copy_one agrees with copy");
     ops[0].status
 }
 

@@ -111,8 +111,8 @@ fn fatal_packets_disable_only_their_vif() {
             let b = raw.buffer(0);
             raw.send(&[req(b, 4000, 0, 1, 200)]);
         }),
-        // Behind good packets in the same poll: they are in backend memory, their copies
-        // not yet checked, when the fault ends the poll; they must go back (`close_all`
+        // Behind good packets in the same poll: they were copied and handed on when the
+        // fault ends the poll, and none of them may stay in backend memory (`close_all`
         // checks that no packet is left).
         ("page-crossing slot after good ones", |raw| {
             let (b1, b2, b3) = (raw.buffer(1), raw.buffer(2), raw.buffer(3));

@@ -3,7 +3,6 @@
 //! the first data slot.
 
 use std::collections::VecDeque;
-use std::ops::Range;
 
 use event_channel::{EventChannel, QueuePorts};
 use grant_table::{
@@ -19,23 +18,14 @@ use crate::memory::{PacketId, PacketMemory};
 use crate::stats::VifStats;
 use crate::tx::{PollFailure, ring_failure};
 
-struct Answer {
-    packet: PacketId,
-    /// Its requests in `RxScratch::reqs`.
-    reqs: Range<usize>,
-    /// Its copies or transfers.
-    ops: Range<usize>,
-    data_slots: usize,
-    meta: Offload,
-}
-
 /// Buffers reused by every receive poll.
 #[derive(Default)]
 pub(crate) struct RxScratch {
+    /// The requests of the frame being placed.
     reqs: Vec<RxRequest>,
-    copies: Vec<CopyOp>,
+    /// Its page flips (flip mode).
     transfers: Vec<TransferOp>,
-    answers: Vec<Answer>,
+    /// Pool frames free for flipping, taken from the end.
     pool_free: Vec<FrameNumber>,
 }
 
@@ -147,10 +137,14 @@ impl RxQueue {
         self.ring.final_check_requests_for(self.need.max(1))
     }
 
-    /// Fills up to `budget` frames of the backlog into posted buffers.
+    /// Fills up to `budget` frames of the backlog into posted buffers: each frame is copied
+    /// (or flipped) and its responses written as it is taken, and published every
+    /// [`COPY_CHUNK`](crate::tx::COPY_CHUNK) pages (told at once, so a frontend asleep starts
+    /// on the first 64 KiB frames while the rest are copied) and at the end (told at the
+    /// poll's end, with the transmit ring's answers).
     pub(crate) fn poll<M: FrameMemory, P: EventChannel>(
         &mut self,
-        mut vif: RxVif<'_, M>,
+        vif: RxVif<'_, M>,
         events: &QueuePorts<P>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
@@ -159,10 +153,6 @@ impl RxQueue {
         if self.backlog.is_empty() {
             return Ok(0);
         }
-        scratch.reqs.clear();
-        scratch.copies.clear();
-        scratch.transfers.clear();
-        scratch.answers.clear();
         let flip = vif.choice.rx_mode == RxMode::Flip;
         if flip {
             scratch.pool_free.clear();
@@ -172,6 +162,7 @@ impl RxQueue {
         }
         let mut avail = self.ring.unconsumed_requests().map_err(ring_failure)?;
         let mut done = 0;
+        let mut chunk_pages = 0;
         while done < budget {
             let Some(&packet) = self.backlog.front() else {
                 self.need = 0;
@@ -188,81 +179,44 @@ impl RxQueue {
             self.backlog.pop_front();
             *vif.backlog_pages -= data_slots;
             avail -= need;
-            let first = scratch.reqs.len();
-            take_requests(&mut self.ring, need as usize, &mut scratch.reqs)?;
-            let reqs = first..scratch.reqs.len();
-            if reqs.len() != need as usize {
-                // The ring said `need` were there; a short read is a local inconsistency.
-                mem.release(packet);
-                return Err(PollFailure::Local(crate::NetbackError::BadFrontend(
-                    "rx requests vanished".into(),
-                )));
-            }
-            let extra = usize::from(meta.gso.is_some());
-            let len = mem.len(packet) as usize;
-            let ops_start = if flip {
-                scratch.transfers.len()
-            } else {
-                scratch.copies.len()
-            };
-            for k in 0..data_slots {
-                // Data slot k is request k, after the extra's slot for k >= 1.
-                let req = scratch.reqs[first + if k == 0 { 0 } else { k + extra }];
-                let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
-                let page = mem.page(packet, k);
-                if flip {
-                    let frame = scratch.pool_free.pop().expect("counted above");
-                    let pool = vif.grants.pool().expect("flip mode has a pool");
-                    let at = frame.0 as usize * FRAME_SIZE;
-                    // The flipped frame holds the packet's bytes and zeros, nothing older
-                    // (XSA-403).
-                    let copied = mem
-                        .region()
-                        .copy_to(page.0 as usize * FRAME_SIZE, pool.region(), at, chunk)
-                        .and_then(|()| pool.region().fill(at + chunk, FRAME_SIZE - chunk, 0));
-                    let mut op = TransferOp::new(frame, GrantRef(req.gref));
-                    if copied.is_err() {
-                        op.status = GrantStatus::BadPage;
+            scratch.reqs.clear();
+            let placed = take_requests(&mut self.ring, need as usize, &mut scratch.reqs)
+                .and_then(|()| {
+                    if scratch.reqs.len() == need as usize {
+                        Ok(())
+                    } else {
+                        // The ring said `need` were there; a short read is a local
+                        // inconsistency.
+                        Err(PollFailure::Local(crate::NetbackError::BadFrontend(
+                            "rx requests vanished".into(),
+                        )))
                     }
-                    scratch.transfers.push(op);
-                } else {
-                    scratch.copies.push(CopyOp::new(
-                        CopyPtr::Local {
-                            frame: page,
-                            offset: 0,
-                        },
-                        CopyPtr::Grant {
-                            gref: GrantRef(req.gref),
-                            offset: 0,
-                        },
-                        u16::try_from(chunk).expect("at most a page"),
-                    ));
+                })
+                .and_then(|()| {
+                    let ok = if flip {
+                        flip_frame(&vif, mem, packet, meta, scratch)
+                    } else {
+                        copy_frame(vif.grants, mem, packet, meta, &scratch.reqs)
+                    };
+                    self.respond(vif.stats, mem, packet, meta, &scratch.reqs, ok)
+                });
+            mem.release(packet);
+            placed?;
+            done += 1;
+            chunk_pages += data_slots;
+            if chunk_pages >= crate::tx::COPY_CHUNK {
+                chunk_pages = 0;
+                // Told now, not at the end of the poll: a frontend asleep starts on these.
+                if self.ring.publish_responses() {
+                    events
+                        .notify_rx()
+                        .map_err(|e| PollFailure::Local(e.into()))?;
                 }
             }
-            let ops_end = if flip {
-                scratch.transfers.len()
-            } else {
-                scratch.copies.len()
-            };
-            scratch.answers.push(Answer {
-                packet,
-                reqs,
-                ops: ops_start..ops_end,
-                data_slots,
-                meta,
-            });
-            done += 1;
-            // Large frames: move and answer in chunks, so the frontend starts on the first
-            // frames while the rest are copied.
-            if scratch.copies.len() + scratch.transfers.len() >= crate::tx::COPY_CHUNK {
-                // Told now, not at the end of the poll: a frontend asleep starts on these.
-                self.move_and_respond(&mut vif, Some(events), mem, scratch, flip)?;
-            }
         }
-        if scratch.answers.is_empty() {
-            return Ok(done);
+        if chunk_pages > 0 && self.ring.publish_responses() {
+            self.notify_owed = true;
         }
-        self.move_and_respond(&mut vif, None::<&QueuePorts<P>>, mem, scratch, flip)?;
         Ok(done)
     }
 
@@ -272,115 +226,147 @@ impl RxQueue {
         std::mem::take(&mut self.notify_owed)
     }
 
-    /// Performs the batch's copies or transfers and writes its responses; the scratch is
-    /// empty afterwards. Notifies through `now` if given, else leaves the notification owed
-    /// (for the end of the poll).
-    fn move_and_respond<M: FrameMemory, P: EventChannel>(
-        &mut self,
-        vif: &mut RxVif<'_, M>,
-        now: Option<&QueuePorts<P>>,
-        mem: &mut PacketMemory,
-        scratch: &mut RxScratch,
-        flip: bool,
-    ) -> Result<(), PollFailure> {
-        if flip {
-            // Only transfers whose frame was filled (a failed fill keeps the frame ours).
-            if scratch
-                .transfers
-                .iter()
-                .all(|o| o.status != GrantStatus::BadPage)
-            {
-                vif.grants.transfer(&mut scratch.transfers);
-            } else {
-                for op in &mut scratch.transfers {
-                    if op.status != GrantStatus::BadPage {
-                        vif.grants.transfer(core::slice::from_mut(op));
-                    }
-                }
-            }
-        } else {
-            vif.grants.copy(&mut scratch.copies);
-        }
-        self.respond(vif.stats, now, mem, scratch, flip)?;
-        scratch.reqs.clear();
-        scratch.copies.clear();
-        scratch.transfers.clear();
-        Ok(())
-    }
-
-    fn respond<P: EventChannel>(
+    /// Writes a frame's responses in the slots of its requests `reqs` (the GSO extra after
+    /// the first data slot), unpublished: each data slot's length, or `ERROR` in every one if
+    /// `ok` is false; counts it.
+    fn respond(
         &mut self,
         stats: &mut VifStats,
-        now: Option<&QueuePorts<P>>,
-        mem: &mut PacketMemory,
-        scratch: &mut RxScratch,
-        flip: bool,
+        mem: &PacketMemory,
+        packet: PacketId,
+        meta: Offload,
+        reqs: &[RxRequest],
+        ok: bool,
     ) -> Result<(), PollFailure> {
-        for a in scratch.answers.drain(..) {
-            let ok = if flip {
-                scratch.transfers[a.ops.clone()]
-                    .iter()
-                    .all(|o| o.status == GrantStatus::Okay)
+        let len = mem.len(packet) as usize;
+        let data_slots = mem.npages(packet);
+        let extra = meta.gso_extra();
+        let mut slot = 0;
+        for k in 0..data_slots {
+            let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
+            let mut flags = if k + 1 < data_slots {
+                rx_flags::MORE_DATA
             } else {
-                scratch.copies[a.ops.clone()]
-                    .iter()
-                    .all(|o| o.status == GrantStatus::Okay)
+                0
             };
-            let len = mem.len(a.packet) as usize;
-            let reqs = &scratch.reqs[a.reqs.clone()];
-            let extra = a.meta.gso_extra();
-            let mut slot = 0;
-            for k in 0..a.data_slots {
-                let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
-                let mut flags = if k + 1 < a.data_slots {
-                    rx_flags::MORE_DATA
-                } else {
-                    0
-                };
-                if k == 0 {
-                    flags |= a.meta.rx_flags();
-                    if extra.is_some() {
-                        flags |= rx_flags::EXTRA_INFO;
-                    }
+            if k == 0 {
+                flags |= meta.rx_flags();
+                if extra.is_some() {
+                    flags |= rx_flags::EXTRA_INFO;
                 }
-                let rsp = RxResponse {
-                    id: reqs[slot].id,
-                    offset: 0,
-                    flags,
-                    status: if ok {
-                        i16::try_from(chunk).expect("at most a page")
-                    } else {
-                        status::ERROR
-                    },
-                };
+            }
+            let rsp = RxResponse {
+                id: reqs[slot].id,
+                offset: 0,
+                flags,
+                status: if ok {
+                    i16::try_from(chunk).expect("at most a page")
+                } else {
+                    status::ERROR
+                },
+            };
+            self.ring.push_response(&rsp).map_err(ring_failure)?;
+            slot += 1;
+            if k == 0
+                && let Some(e) = extra
+            {
+                let rsp = e.to_rx_slot();
                 self.ring.push_response(&rsp).map_err(ring_failure)?;
                 slot += 1;
-                if k == 0
-                    && let Some(e) = extra
-                {
-                    let rsp = e.to_rx_slot();
-                    self.ring.push_response(&rsp).map_err(ring_failure)?;
-                    slot += 1;
-                }
             }
-            if ok {
-                stats.rx_packets += 1;
-                stats.rx_bytes += len as u64;
-            } else {
-                stats.rx_errors += 1;
-            }
-            mem.release(a.packet);
         }
-        if self.ring.publish_responses() {
-            match now {
-                Some(events) => events
-                    .notify_rx()
-                    .map_err(|e| PollFailure::Local(e.into()))?,
-                None => self.notify_owed = true,
-            }
+        if ok {
+            stats.rx_packets += 1;
+            stats.rx_bytes += len as u64;
+        } else {
+            stats.rx_errors += 1;
         }
         Ok(())
     }
+}
+
+/// The request that receives data slot `k` of a frame: request `k`, after the extra's slot
+/// for `k >= 1`.
+#[inline]
+fn data_request(reqs: &[RxRequest], k: usize, meta: Offload) -> RxRequest {
+    reqs[if k == 0 {
+        0
+    } else {
+        k + usize::from(meta.gso.is_some())
+    }]
+}
+
+/// Copy mode: grant-copies each page of the frame into the buffer of its request, now;
+/// whether every copy succeeded.
+#[inline]
+fn copy_frame<M: FrameMemory>(
+    grants: &PeerGrants<M>,
+    mem: &PacketMemory,
+    packet: PacketId,
+    meta: Offload,
+    reqs: &[RxRequest],
+) -> bool {
+    let len = mem.len(packet) as usize;
+    let mut ok = true;
+    for k in 0..mem.npages(packet) {
+        let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
+        let mut op = CopyOp::new(
+            CopyPtr::Local {
+                frame: mem.page(packet, k),
+                offset: 0,
+            },
+            CopyPtr::Grant {
+                gref: GrantRef(data_request(reqs, k, meta).gref),
+                offset: 0,
+            },
+            u16::try_from(chunk).expect("at most a page"),
+        );
+        grants.copy_one(&mut op);
+        ok &= op.status == GrantStatus::Okay;
+    }
+    ok
+}
+
+/// Flip mode: copies each page of the frame into a pool frame (the rest of it zeroed) and
+/// transfers it to the grant of its request; whether every transfer succeeded.
+fn flip_frame<M: FrameMemory>(
+    vif: &RxVif<'_, M>,
+    mem: &PacketMemory,
+    packet: PacketId,
+    meta: Offload,
+    scratch: &mut RxScratch,
+) -> bool {
+    let Some(pool) = vif.grants.pool() else {
+        return false;
+    };
+    let len = mem.len(packet) as usize;
+    scratch.transfers.clear();
+    for k in 0..mem.npages(packet) {
+        let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
+        let page = mem.page(packet, k);
+        let frame = scratch.pool_free.pop().expect("counted by the caller");
+        let at = frame.0 as usize * FRAME_SIZE;
+        // The flipped frame holds the packet's bytes and zeros, nothing older (XSA-403).
+        let copied = mem
+            .region()
+            .copy_to(page.0 as usize * FRAME_SIZE, pool.region(), at, chunk)
+            .and_then(|()| pool.region().fill(at + chunk, FRAME_SIZE - chunk, 0));
+        let mut op = TransferOp::new(frame, GrantRef(data_request(&scratch.reqs, k, meta).gref));
+        if copied.is_err() {
+            op.status = GrantStatus::BadPage;
+        }
+        scratch.transfers.push(op);
+    }
+    // Only transfers whose frame was filled (a failed fill keeps the frame ours).
+    for op in &mut scratch.transfers {
+        if op.status != GrantStatus::BadPage {
+            vif.grants.transfer(core::slice::from_mut(op));
+        }
+    }
+    scratch
+        .transfers
+        .iter()
+        .all(|o| o.status == GrantStatus::Okay)
 }
 
 /// Takes exactly `n` requests (known to be there), across snapshot refreshes.

@@ -228,7 +228,8 @@ impl RxQueue {
 
     /// Writes a frame's responses in the slots of its requests `reqs` (the GSO extra after
     /// the first data slot), unpublished: each data slot's length, or `ERROR` in every one if
-    /// `ok` is false; counts it.
+    /// `ok` is false; counts the frame once they are written.
+    #[inline]
     fn respond(
         &mut self,
         stats: &mut VifStats,
@@ -239,7 +240,45 @@ impl RxQueue {
         ok: bool,
     ) -> Result<(), PollFailure> {
         let len = mem.len(packet) as usize;
-        let data_slots = mem.npages(packet);
+        let written = if let [req] = reqs
+            && meta.gso.is_none()
+        {
+            // The usual frame: one page (one request and no extra), one response.
+            let rsp = RxResponse {
+                id: req.id,
+                offset: 0,
+                flags: meta.rx_flags(),
+                status: if ok {
+                    i16::try_from(len).expect("at most a page")
+                } else {
+                    status::ERROR
+                },
+            };
+            self.ring.push_response(&rsp).map_err(ring_failure)
+        } else {
+            self.respond_slots(len, mem.npages(packet), meta, reqs, ok)
+        };
+        if written.is_ok() {
+            if ok {
+                stats.rx_packets += 1;
+                stats.rx_bytes += len as u64;
+            } else {
+                stats.rx_errors += 1;
+            }
+        }
+        written
+    }
+
+    /// [`respond`](Self::respond)'s responses for any frame: `len` bytes in `data_slots`
+    /// pages, the GSO extra's slot after the first.
+    fn respond_slots(
+        &mut self,
+        len: usize,
+        data_slots: usize,
+        meta: Offload,
+        reqs: &[RxRequest],
+        ok: bool,
+    ) -> Result<(), PollFailure> {
         let extra = meta.gso_extra();
         let mut slot = 0;
         for k in 0..data_slots {
@@ -274,12 +313,6 @@ impl RxQueue {
                 self.ring.push_response(&rsp).map_err(ring_failure)?;
                 slot += 1;
             }
-        }
-        if ok {
-            stats.rx_packets += 1;
-            stats.rx_bytes += len as u64;
-        } else {
-            stats.rx_errors += 1;
         }
         Ok(())
     }

@@ -18,8 +18,9 @@ use crate::error::{NetbackError, VifFault};
 use crate::memory::{PacketId, PacketMemory};
 use crate::stats::VifStats;
 
-/// Grant copies (pages) after which a poll copies and answers what it has so far: pipelines
-/// large frames with the frontend (16 copies make one 64 KiB frame).
+/// Pages copied after which a poll writes the answers (transmit) or publishes the responses
+/// (receive) it has so far: pipelines large frames with the frontend (16 pages make one
+/// 64 KiB frame).
 pub(crate) const COPY_CHUNK: usize = 32;
 
 /// How netback reads a guest's transmitted bytes.

@@ -175,11 +175,7 @@ pub fn parse_rx_into(
 }
 
 /// [`parse_rx_into`] for every packet: extras, following slots, and every error.
-fn parse_general(
-    rsps: &[RxResponse],
-    posted: &[u16],
-    out: &mut RxPacket,
-) -> Result<(), RxError> {
+fn parse_general(rsps: &[RxResponse], posted: &[u16], out: &mut RxPacket) -> Result<(), RxError> {
     let fail = |kind: RxErrorKind, slots: usize| RxError {
         kind,
         severity: kind.severity(),

@@ -180,6 +180,11 @@ impl RxQueue {
             *vif.backlog_pages -= data_slots;
             avail -= need;
             scratch.reqs.clear();
+            // One chain, with the frame released after it on every path. Left as it is on
+            // purpose: the same steps as a method with `?` made the register allocator spill
+            // more in this loop and ran 0.81x at rx 64 B (BENCHMARKS.md, "Copy as you
+            // parse"); every stack store here waits behind the stores into the frontend's
+            // lines.
             let placed = take_requests(&mut self.ring, need as usize, &mut scratch.reqs)
                 .and_then(|()| {
                     if scratch.reqs.len() == need as usize {

@@ -144,7 +144,7 @@ impl RxQueue {
     /// poll's end, with the transmit ring's answers).
     pub(crate) fn poll<M: FrameMemory, P: EventChannel>(
         &mut self,
-        vif: RxVif<'_, M>,
+        mut vif: RxVif<'_, M>,
         events: &QueuePorts<P>,
         mem: &mut PacketMemory,
         scratch: &mut RxScratch,
@@ -164,51 +164,29 @@ impl RxQueue {
         let mut done = 0;
         let mut chunk_pages = 0;
         while done < budget {
-            let Some(&packet) = self.backlog.front() else {
-                self.need = 0;
-                break;
+            // The usual frames in a loop of their own (`copy_run`), any other one by one.
+            let run = if flip {
+                0
+            } else {
+                let limit = (budget - done)
+                    .min(avail as usize)
+                    .min(crate::tx::COPY_CHUNK - chunk_pages);
+                self.copy_run(&mut vif, mem, limit)?
             };
-            let meta = vif.rx_meta(mem.meta(packet));
-            let data_slots = mem.npages(packet);
-            let need =
-                u32::try_from(data_slots + usize::from(meta.gso.is_some())).unwrap_or(u32::MAX);
-            if need > avail || (flip && scratch.pool_free.len() < data_slots) {
-                self.need = need;
-                break;
-            }
-            self.backlog.pop_front();
-            *vif.backlog_pages -= data_slots;
-            avail -= need;
-            scratch.reqs.clear();
-            // One chain, with the frame released after it on every path. Left as it is on
-            // purpose: the same steps as a method with `?` made the register allocator spill
-            // more in this loop and ran 0.81x at rx 64 B (BENCHMARKS.md, "Copy as you
-            // parse"); every stack store here waits behind the stores into the frontend's
-            // lines.
-            let placed = take_requests(&mut self.ring, need as usize, &mut scratch.reqs)
-                .and_then(|()| {
-                    if scratch.reqs.len() == need as usize {
-                        Ok(())
-                    } else {
-                        // The ring said `need` were there; a short read is a local
-                        // inconsistency.
-                        Err(PollFailure::Local(crate::NetbackError::BadFrontend(
-                            "rx requests vanished".into(),
-                        )))
+            let pages = if run > 0 {
+                avail -= u32::try_from(run).expect("at most `avail`");
+                run
+            } else {
+                match self.place(&mut vif, mem, scratch, flip, avail)? {
+                    Some((need, pages)) => {
+                        avail -= need;
+                        pages
                     }
-                })
-                .and_then(|()| {
-                    let ok = if flip {
-                        flip_frame(&vif, mem, packet, meta, scratch)
-                    } else {
-                        copy_frame(vif.grants, mem, packet, meta, &scratch.reqs)
-                    };
-                    self.respond(vif.stats, mem, packet, meta, &scratch.reqs, ok)
-                });
-            mem.release(packet);
-            placed?;
-            done += 1;
-            chunk_pages += data_slots;
+                    None => break,
+                }
+            };
+            done += run.max(1);
+            chunk_pages += pages;
             if chunk_pages >= crate::tx::COPY_CHUNK {
                 chunk_pages = 0;
                 // Told now, not at the end of the poll: a frontend asleep starts on these.
@@ -223,6 +201,136 @@ impl RxQueue {
             self.notify_owed = true;
         }
         Ok(done)
+    }
+
+    /// Places the frame at the head of the backlog, of any kind, in copy or flip mode, with
+    /// `avail` requests published: takes its requests, copies or flips it, writes its
+    /// responses (unpublished) and releases it. Returns the requests it took and its pages;
+    /// `None` when there is no frame, or when it needs more requests (or flip frames) than
+    /// there are, which `need` then records.
+    fn place<M: FrameMemory>(
+        &mut self,
+        vif: &mut RxVif<'_, M>,
+        mem: &mut PacketMemory,
+        scratch: &mut RxScratch,
+        flip: bool,
+        avail: u32,
+    ) -> Result<Option<(u32, usize)>, PollFailure> {
+        let Some(&packet) = self.backlog.front() else {
+            self.need = 0;
+            return Ok(None);
+        };
+        let meta = vif.rx_meta(mem.meta(packet));
+        let data_slots = mem.npages(packet);
+        let need = u32::try_from(data_slots + usize::from(meta.gso.is_some())).unwrap_or(u32::MAX);
+        if need > avail || (flip && scratch.pool_free.len() < data_slots) {
+            self.need = need;
+            return Ok(None);
+        }
+        self.backlog.pop_front();
+        *vif.backlog_pages -= data_slots;
+        scratch.reqs.clear();
+        // The frame is released after this on every path.
+        let placed = take_requests(&mut self.ring, need as usize, &mut scratch.reqs)
+            .and_then(|()| {
+                if scratch.reqs.len() == need as usize {
+                    Ok(())
+                } else {
+                    Err(requests_vanished())
+                }
+            })
+            .and_then(|()| {
+                let ok = if flip {
+                    flip_frame(vif, mem, packet, meta, scratch)
+                } else {
+                    copy_frame(vif.grants, mem, packet, meta, &scratch.reqs)
+                };
+                self.respond(vif.stats, mem, packet, meta, &scratch.reqs, ok)
+            });
+        mem.release(packet);
+        placed.map(|()| Some((need, data_slots)))
+    }
+
+    /// Places up to `limit` frames from the head of the backlog that are the usual kind, one
+    /// page with no GSO extra, in copy mode (at least `limit` requests are published): one
+    /// request, one copy, one response each, unpublished. Returns how many; stops at the
+    /// first frame of another kind.
+    ///
+    /// A loop of its own, out of line, so that its few values stay in registers: at rx 64 B
+    /// the backend waits on its store buffer, which fills behind the stores into the
+    /// frontend's lines (the buffer, the response slot), and every spill of the general
+    /// loop is one more store in that queue (BENCHMARKS.md, "Copy as you parse"). The
+    /// counters are kept in locals and written once.
+    #[inline(never)]
+    fn copy_run<M: FrameMemory>(
+        &mut self,
+        vif: &mut RxVif<'_, M>,
+        mem: &mut PacketMemory,
+        limit: usize,
+    ) -> Result<usize, PollFailure> {
+        let mut n = 0;
+        let mut taken = 0;
+        let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        let outcome = loop {
+            if n == limit {
+                break Ok(());
+            }
+            let Some(&packet) = self.backlog.front() else {
+                break Ok(());
+            };
+            let meta = mem.meta(packet);
+            if mem.npages(packet) != 1 || meta.gso.is_some() {
+                break Ok(());
+            }
+            let req = match self.ring.requests().map(|mut r| r.next()) {
+                Ok(Some(req)) => req,
+                Ok(None) => break Err(requests_vanished()),
+                Err(e) => break Err(ring_failure(e)),
+            };
+            self.backlog.pop_front();
+            taken += 1;
+            let len = mem.len(packet);
+            let mut op = CopyOp::new(
+                CopyPtr::Local {
+                    frame: mem.page(packet, 0),
+                    offset: 0,
+                },
+                CopyPtr::Grant {
+                    gref: GrantRef(req.gref),
+                    offset: 0,
+                },
+                u16::try_from(len).expect("one page"),
+            );
+            vif.grants.copy_one(&mut op);
+            mem.release(packet);
+            let ok = op.status == GrantStatus::Okay;
+            let rsp = RxResponse {
+                id: req.id,
+                offset: 0,
+                flags: meta.rx_flags(),
+                status: if ok {
+                    i16::try_from(len).expect("one page")
+                } else {
+                    status::ERROR
+                },
+            };
+            if let Err(e) = self.ring.push_response(&rsp) {
+                break Err(ring_failure(e));
+            }
+            n += 1;
+            if ok {
+                packets += 1;
+                bytes += u64::from(len);
+            } else {
+                errors += 1;
+            }
+        };
+        // Every frame taken off the backlog, answered or not.
+        *vif.backlog_pages -= taken;
+        vif.stats.rx_packets += packets;
+        vif.stats.rx_bytes += bytes;
+        vif.stats.rx_errors += errors;
+        outcome.map(|()| n)
     }
 
     /// Whether the frontend is owed a notification for responses published (and forgets
@@ -321,6 +429,14 @@ impl RxQueue {
         }
         Ok(())
     }
+}
+
+/// The failure when fewer requests come out of the ring than it said it held: the poll
+/// counted them first, so a short read is a local inconsistency, not the frontend's doing.
+fn requests_vanished() -> PollFailure {
+    PollFailure::Local(crate::NetbackError::BadFrontend(
+        "rx requests vanished".into(),
+    ))
 }
 
 /// The request that receives data slot `k` of a frame: request `k`, after the extra's slot

@@ -72,7 +72,7 @@ impl PacketMemory {
 
     /// A packet of `len` bytes (contents undefined until written) with one reference, or
     /// `None` when `len` exceeds 65535 or memory is short (back-pressure: try later).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, len: u32, meta: Offload) -> Option<PacketId> {
         let n = Self::pages_for(len);
         if len > 0xffff || self.free_pages.len() < n {
@@ -80,10 +80,7 @@ impl PacketMemory {
         }
         let id = match self.free_slots.pop() {
             Some(i) => i,
-            None => {
-                self.slots.push(Slot::default());
-                u32::try_from(self.slots.len() - 1).ok()?
-            }
+            None => self.new_slot()?,
         };
         // Filled in place: a slot is 100 bytes, and this runs once per packet.
         let slot = &mut self.slots[id as usize];
@@ -101,6 +98,15 @@ impl PacketMemory {
         slot.meta = meta;
         slot.refs = 1;
         Some(PacketId(id))
+    }
+
+    /// A slot more, when every one holds a packet (only while the number of packets held
+    /// grows to its peak: out of [`alloc`](Self::alloc)'s way).
+    #[cold]
+    #[inline(never)]
+    fn new_slot(&mut self) -> Option<u32> {
+        self.slots.push(Slot::default());
+        u32::try_from(self.slots.len() - 1).ok()
     }
 
     /// A packet holding `bytes`, or `None` as for [`alloc`](Self::alloc).

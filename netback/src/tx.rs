@@ -154,13 +154,15 @@ impl TxQueue {
         &mut self,
         grants: &PeerGrants<M>,
     ) -> Result<(), PollFailure> {
-        let from = self.pending.len();
         let reqs = self.ring.requests().map_err(ring_failure)?;
-        self.pending.extend(reqs);
-        // Every slot, extras and all: a hint reads nothing, and one without a held claim
-        // does nothing.
-        for r in &self.pending[from..] {
+        self.pending.reserve(reqs.len());
+        // A plain loop: `extend` pushed each request through a generic path out of line
+        // (callgrind: 35 instructions a request).
+        for r in reqs {
+            // Every slot, extras and all: a hint reads nothing, and one without a held claim
+            // does nothing.
             grants.prefetch_held(GrantRef(r.gref), r.offset);
+            self.pending.push(r);
         }
         Ok(())
     }
@@ -199,101 +201,180 @@ impl TxQueue {
             if result.packets >= budget {
                 break Ok(());
             }
-            if self.start >= self.pending.len() {
-                if refilled {
-                    break Ok(());
-                }
-                refilled = true;
-                if let Err(f) = self.refill_pending(grants) {
-                    break Err(f);
-                }
-                continue;
-            }
-            let parsed = parse_tx_into(&self.pending[self.start..], &mut scratch.packet);
-            match parsed {
-                Err(e) if e.severity == Severity::Fatal => {
-                    // A packet cut short at the end of what we copied: the frontend may have
-                    // published more since; look once before judging (Linux judges the
-                    // frontend by what it published, as this does after the refill).
-                    if !refilled {
-                        refilled = true;
-                        if let Err(f) = self.refill_pending(grants) {
-                            break Err(f);
-                        }
-                        continue;
-                    }
-                    break Err(PollFailure::Fault(VifFault::Tx(e.kind)));
-                }
-                Err(e) => {
-                    let st = if e.severity == Severity::Drop {
-                        stats.tx_dropped += 1;
-                        status::DROPPED
-                    } else {
-                        stats.tx_errors += 1;
-                        status::ERROR
-                    };
-                    self.answers.push(TxAnswer {
-                        start: self.start,
-                        slots: e.slots,
-                        extra_slots: e.extra_slots,
-                        status: st,
-                    });
-                    self.start += e.slots;
-                    result.packets += 1;
-                }
-                Ok(()) => {
-                    let pkt = &scratch.packet;
-                    if let Some(now) = now
-                        && !credit.take(u64::from(pkt.len), now)
-                    {
-                        stats.tx_throttled += 1;
-                        result.throttled = credit.refill_at();
+            // The usual packets in a loop of their own (`copy_run`), any other one by one.
+            let run = if mode == TxMode::Copy && now.is_none() {
+                let limit = (budget - result.packets).min(COPY_CHUNK - chunk_pages);
+                self.copy_run(grants, stats, mem, &mut scratch.accepted, limit)
+            } else {
+                0
+            };
+            let pages = if run > 0 {
+                result.packets += run;
+                run
+            } else {
+                if self.start >= self.pending.len() {
+                    if refilled {
                         break Ok(());
                     }
-                    let Some(packet) = mem.alloc(u32::from(pkt.len), Offload::from_tx(pkt)) else {
-                        result.out_of_memory = true;
-                        break Ok(());
-                    };
-                    // The bytes now, and the answer with them: no list of copies to check
-                    // later (the batch's misses still overlap: `refill_pending` asked for
-                    // every request's first line).
-                    let copied = match mode {
-                        TxMode::Copy => copy_in(grants, pkt, packet, mem),
-                        TxMode::Map => read_mapped(grants, pkt, packet, mem),
-                    };
-                    let st = if copied {
-                        stats.tx_packets += 1;
-                        stats.tx_bytes += u64::from(pkt.len);
-                        scratch.accepted.push(packet);
-                        status::OKAY
-                    } else {
-                        stats.tx_errors += 1;
-                        mem.release(packet);
-                        status::ERROR
-                    };
-                    self.answers.push(TxAnswer {
-                        start: self.start,
-                        slots: pkt.slots,
-                        extra_slots: pkt.extra_slots,
-                        status: st,
-                    });
-                    self.start += pkt.slots;
-                    result.packets += 1;
-                    // Large frames: answer in chunks, so the frontend gets buffers back (and
-                    // refills) while the rest of the batch is copied.
-                    chunk_pages += PacketMemory::pages_for(u32::from(pkt.len));
-                    if chunk_pages >= COPY_CHUNK {
-                        chunk_pages = 0;
-                        if let Err(e) = self.flush(events) {
-                            break Err(PollFailure::Local(e));
-                        }
+                    refilled = true;
+                    if let Err(f) = self.refill_pending(grants) {
+                        break Err(f);
                     }
+                    continue;
+                }
+                let parsed = parse_tx_into(&self.pending[self.start..], &mut scratch.packet);
+                match parsed {
+                    Err(e) if e.severity == Severity::Fatal => {
+                        // A packet cut short at the end of what we copied: the frontend may
+                        // have published more since; look once before judging (Linux judges
+                        // the frontend by what it published, as this does after the refill).
+                        if !refilled {
+                            refilled = true;
+                            if let Err(f) = self.refill_pending(grants) {
+                                break Err(f);
+                            }
+                            continue;
+                        }
+                        break Err(PollFailure::Fault(VifFault::Tx(e.kind)));
+                    }
+                    Err(e) => {
+                        let st = if e.severity == Severity::Drop {
+                            stats.tx_dropped += 1;
+                            status::DROPPED
+                        } else {
+                            stats.tx_errors += 1;
+                            status::ERROR
+                        };
+                        self.answers.push(TxAnswer {
+                            start: self.start,
+                            slots: e.slots,
+                            extra_slots: e.extra_slots,
+                            status: st,
+                        });
+                        self.start += e.slots;
+                        result.packets += 1;
+                        0
+                    }
+                    Ok(()) => {
+                        let pkt = &scratch.packet;
+                        if let Some(now) = now
+                            && !credit.take(u64::from(pkt.len), now)
+                        {
+                            stats.tx_throttled += 1;
+                            result.throttled = credit.refill_at();
+                            break Ok(());
+                        }
+                        let Some(packet) = mem.alloc(u32::from(pkt.len), Offload::from_tx(pkt))
+                        else {
+                            result.out_of_memory = true;
+                            break Ok(());
+                        };
+                        // The bytes now, and the answer with them: no list of copies to check
+                        // later (the batch's misses still overlap: `refill_pending` asked for
+                        // every request's first line).
+                        let copied = match mode {
+                            TxMode::Copy => copy_in(grants, pkt, packet, mem),
+                            TxMode::Map => read_mapped(grants, pkt, packet, mem),
+                        };
+                        let st = if copied {
+                            stats.tx_packets += 1;
+                            stats.tx_bytes += u64::from(pkt.len);
+                            scratch.accepted.push(packet);
+                            status::OKAY
+                        } else {
+                            stats.tx_errors += 1;
+                            mem.release(packet);
+                            status::ERROR
+                        };
+                        self.answers.push(TxAnswer {
+                            start: self.start,
+                            slots: pkt.slots,
+                            extra_slots: pkt.extra_slots,
+                            status: st,
+                        });
+                        self.start += pkt.slots;
+                        result.packets += 1;
+                        PacketMemory::pages_for(u32::from(pkt.len))
+                    }
+                }
+            };
+            // Large frames: answer in chunks, so the frontend gets buffers back (and refills)
+            // while the rest of the batch is copied.
+            chunk_pages += pages;
+            if chunk_pages >= COPY_CHUNK {
+                chunk_pages = 0;
+                if let Err(e) = self.flush(events) {
+                    break Err(PollFailure::Local(e));
                 }
             }
         };
         // A fault ends the poll with every packet before it answered (and accepted ones
         // on their way, as Linux netback submits what it built before a fatal error).
         outcome.map(|()| result)
+    }
+
+    /// Handles up to `limit` packets from the head of `pending` that are the usual kind, one
+    /// slot alone and valid ([`netif::one_slot`]), in copy mode: each copied into a packet of
+    /// its own (accepted) and answered, as the general path would. Returns how many; stops at
+    /// the first packet of another kind, at the end of what was copied out of the ring, or
+    /// when backend memory runs out (the general path then finds each of these again and
+    /// handles it). Not for a vif with a credit limit.
+    ///
+    /// A loop of its own, out of line, with its counters in locals: as on the receive path,
+    /// the general loop's values did not fit in registers, and the packets that are nearly
+    /// all of a small-frame stream paid for its spills.
+    #[inline(never)]
+    fn copy_run<M: FrameMemory>(
+        &mut self,
+        grants: &PeerGrants<M>,
+        stats: &mut VifStats,
+        mem: &mut PacketMemory,
+        accepted: &mut Vec<PacketId>,
+        limit: usize,
+    ) -> usize {
+        let mut n = 0;
+        let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        while n < limit {
+            let Some(req) = self.pending.get(self.start) else {
+                break;
+            };
+            let Some(frag) = netif::one_slot(req) else {
+                break;
+            };
+            let Some(packet) = mem.alloc(u32::from(frag.len), Offload::from_tx_flags(req.flags))
+            else {
+                break;
+            };
+            let st = if copy_piece(
+                grants,
+                frag.gref,
+                usize::from(frag.offset),
+                mem.page(packet, 0),
+                0,
+                usize::from(frag.len),
+            ) {
+                packets += 1;
+                bytes += u64::from(frag.len);
+                accepted.push(packet);
+                status::OKAY
+            } else {
+                errors += 1;
+                mem.release(packet);
+                status::ERROR
+            };
+            self.answers.push(TxAnswer {
+                start: self.start,
+                slots: 1,
+                extra_slots: 0,
+                status: st,
+            });
+            self.start += 1;
+            n += 1;
+        }
+        stats.tx_packets += packets;
+        stats.tx_bytes += bytes;
+        stats.tx_errors += errors;
+        n
     }
 
     /// Writes the answers the polls since the last flush decided, in request order, and

@@ -46,5 +46,5 @@ pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx, parse_rx_into
 
 pub use tx::{
     DROP_AT_FOLLOWING, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError, TxErrorKind,
-    TxFragment, TxPacket, parse_tx, parse_tx_into, tx_responses,
+    TxFragment, TxPacket, one_slot, parse_tx, parse_tx_into, tx_responses,
 };

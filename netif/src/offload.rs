@@ -91,9 +91,20 @@ impl Offload {
     #[inline]
     pub fn from_tx(p: &TxPacket) -> Self {
         Self {
-            csum_blank: p.csum_blank(),
-            data_validated: p.data_validated(),
             gso: gso(p.gso()),
+            ..Self::from_tx_flags(p.flags)
+        }
+    }
+
+    /// What a tx packet without extras carries, from its first slot's `flags` (as
+    /// [`from_tx`](Self::from_tx) of such a packet; a packet [`one_slot`](crate::one_slot)
+    /// accepts, for one).
+    #[inline]
+    pub fn from_tx_flags(flags: u16) -> Self {
+        Self {
+            csum_blank: flags & tx_flags::CSUM_BLANK != 0,
+            data_validated: flags & tx_flags::DATA_VALIDATED != 0,
+            gso: None,
         }
     }
 

@@ -181,17 +181,11 @@ pub fn parse_tx_into(reqs: &[TxRequest], out: &mut TxPacket) -> Result<(), TxErr
     // The usual packet, one slot and no extras, valid: what `parse_general` concludes for it,
     // without its loops or a call (inlined into the backend's poll). Anything else, valid or
     // not, goes the general way; a test checks that both agree on every first slot.
-    if let Some(&first) = reqs.first()
-        && first.flags & (tx_flags::EXTRA_INFO | tx_flags::MORE_DATA) == 0
-        && first.size >= ETH_HLEN
-        && u32::from(first.offset) + u32::from(first.size) <= PAGE_SIZE
+    if let Some(first) = reqs.first()
+        && let Some(frag) = one_slot(first)
     {
         out.extras = Extras::default();
-        out.fragments[0] = TxFragment {
-            gref: first.gref,
-            offset: first.offset,
-            len: first.size,
-        };
+        out.fragments[0] = frag;
         out.len = first.size;
         out.flags = first.flags;
         out.nfrags = 1;
@@ -200,6 +194,24 @@ pub fn parse_tx_into(reqs: &[TxRequest], out: &mut TxPacket) -> Result<(), TxErr
         return Ok(());
     }
     parse_general(reqs, out)
+}
+
+/// The usual packet's one fragment: `first` a packet by itself (no extras, no following
+/// slots) and valid, a frame of at least an Ethernet header inside its page. `None` for any
+/// other first slot, valid or not, which only [`parse_tx_into`] may judge. A backend may
+/// take such a packet without parsing: [`parse_tx_into`] would conclude the same (a packet
+/// of this one fragment, `len` its size, `flags` the slot's) by the same test.
+#[inline(always)]
+#[must_use]
+pub fn one_slot(first: &TxRequest) -> Option<TxFragment> {
+    (first.flags & (tx_flags::EXTRA_INFO | tx_flags::MORE_DATA) == 0
+        && first.size >= ETH_HLEN
+        && u32::from(first.offset) + u32::from(first.size) <= PAGE_SIZE)
+        .then_some(TxFragment {
+            gref: first.gref,
+            offset: first.offset,
+            len: first.size,
+        })
 }
 
 /// [`parse_tx_into`] for every packet: extras, following slots, and every error.

@@ -314,7 +314,7 @@ impl TxQueue {
     }
 
     /// Handles up to `limit` packets from the head of `pending` that are the usual kind, one
-    /// slot alone and valid ([`netif::one_slot`]), in copy mode: each copied into a packet of
+    /// slot alone and valid ([`netif::tx_one_slot`]), in copy mode: each copied into a packet of
     /// its own (accepted) and answered, as the general path would. Returns how many; stops at
     /// the first packet of another kind, at the end of what was copied out of the ring, or
     /// when backend memory runs out (the general path then finds each of these again and
@@ -338,7 +338,7 @@ impl TxQueue {
             let Some(req) = self.pending.get(self.start) else {
                 break;
             };
-            let Some(frag) = netif::one_slot(req) else {
+            let Some(frag) = netif::tx_one_slot(req) else {
                 break;
             };
             let Some(packet) = mem.alloc(u32::from(frag.len), Offload::from_tx_flags(req.flags))

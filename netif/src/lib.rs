@@ -42,9 +42,9 @@ pub mod wire;
 pub use extras::{EXTRA_KINDS, Extras};
 pub use flow::flow_hash;
 pub use offload::{Gso, GsoKind, Offload};
-pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx, parse_rx_into};
+pub use rx::{RxError, RxErrorKind, RxFragment, RxPacket, parse_rx, parse_rx_into, rx_one_slot};
 
 pub use tx::{
     DROP_AT_FOLLOWING, FATAL_AT_FOLLOWING, MAX_DATA_SLOTS, Severity, TxError, TxErrorKind,
-    TxFragment, TxPacket, one_slot, parse_tx, parse_tx_into, tx_responses,
+    TxFragment, TxPacket, parse_tx, parse_tx_into, tx_one_slot, tx_responses,
 };

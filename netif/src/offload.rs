@@ -97,7 +97,7 @@ impl Offload {
     }
 
     /// What a tx packet without extras carries, from its first slot's `flags` (as
-    /// [`from_tx`](Self::from_tx) of such a packet; a packet [`one_slot`](crate::one_slot)
+    /// [`from_tx`](Self::from_tx) of such a packet; a packet [`tx_one_slot`](crate::tx_one_slot)
     /// accepts, for one).
     #[inline]
     pub fn from_tx_flags(flags: u16) -> Self {
@@ -112,9 +112,20 @@ impl Offload {
     #[inline]
     pub fn from_rx(p: &RxPacket) -> Self {
         Self {
-            csum_blank: p.csum_blank(),
-            data_validated: p.data_validated(),
             gso: gso(p.gso()),
+            ..Self::from_rx_flags(p.flags)
+        }
+    }
+
+    /// What an rx packet without extras carries, from its first slot's `flags` (as
+    /// [`from_rx`](Self::from_rx) of such a packet; a packet
+    /// [`rx_one_slot`](crate::rx_one_slot) accepts, for one).
+    #[inline]
+    pub fn from_rx_flags(flags: u16) -> Self {
+        Self {
+            csum_blank: flags & rx_flags::CSUM_BLANK != 0,
+            data_validated: flags & rx_flags::DATA_VALIDATED != 0,
+            gso: None,
         }
     }
 }

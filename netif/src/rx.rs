@@ -152,26 +152,38 @@ pub fn parse_rx_into(
     // The usual packet, one slot and no extras, valid: what `parse_general` concludes for it,
     // without its closures or a call (inlined into the frontend's receive). Anything else,
     // valid or not, goes the general way; a test checks that both agree on every first slot.
-    if let (Some(&first), Some(&id)) = (rsps.first(), posted.first())
-        && first.flags & (rx_flags::EXTRA_INFO | rx_flags::MORE_DATA) == 0
-        && first.id == id
-        && first.status >= 0
-        && u32::from(first.offset) + u32::from(first.status.unsigned_abs()) <= PAGE_SIZE
+    if let (Some(first), Some(&id)) = (rsps.first(), posted.first())
+        && let Some(frag) = rx_one_slot(first, id)
     {
-        let len = first.status.unsigned_abs();
-        out.fragments[0] = RxFragment {
-            id,
-            offset: first.offset,
-            len,
-        };
+        out.fragments[0] = frag;
         out.extras = Extras::default();
-        out.len = u32::from(len);
+        out.len = u32::from(frag.len);
         out.flags = first.flags;
         out.nfrags = 1;
         out.slots = 1;
         return Ok(());
     }
     parse_general(rsps, posted, out)
+}
+
+/// The usual packet's one fragment: `first` (answering the buffer posted as `posted`) a
+/// packet by itself (no extras, no following slots) and valid: its id the one posted, a
+/// status that is a length, the data inside the page. `None` for any other first slot,
+/// valid or not, which only [`parse_rx_into`] may judge. A frontend may take such a packet
+/// without parsing: [`parse_rx_into`] would conclude the same (a packet of this one
+/// fragment, `len` its length, `flags` the slot's) by the same test.
+#[inline(always)]
+#[must_use]
+pub fn rx_one_slot(first: &RxResponse, posted: u16) -> Option<RxFragment> {
+    (first.flags & (rx_flags::EXTRA_INFO | rx_flags::MORE_DATA) == 0
+        && first.id == posted
+        && first.status >= 0
+        && u32::from(first.offset) + u32::from(first.status.unsigned_abs()) <= PAGE_SIZE)
+        .then_some(RxFragment {
+            id: posted,
+            offset: first.offset,
+            len: first.status.unsigned_abs(),
+        })
 }
 
 /// [`parse_rx_into`] for every packet: extras, following slots, and every error.

@@ -182,7 +182,7 @@ pub fn parse_tx_into(reqs: &[TxRequest], out: &mut TxPacket) -> Result<(), TxErr
     // without its loops or a call (inlined into the backend's poll). Anything else, valid or
     // not, goes the general way; a test checks that both agree on every first slot.
     if let Some(first) = reqs.first()
-        && let Some(frag) = one_slot(first)
+        && let Some(frag) = tx_one_slot(first)
     {
         out.extras = Extras::default();
         out.fragments[0] = frag;
@@ -203,7 +203,7 @@ pub fn parse_tx_into(reqs: &[TxRequest], out: &mut TxPacket) -> Result<(), TxErr
 /// of this one fragment, `len` its size, `flags` the slot's) by the same test.
 #[inline(always)]
 #[must_use]
-pub fn one_slot(first: &TxRequest) -> Option<TxFragment> {
+pub fn tx_one_slot(first: &TxRequest) -> Option<TxFragment> {
     (first.flags & (tx_flags::EXTRA_INFO | tx_flags::MORE_DATA) == 0
         && first.size >= ETH_HLEN
         && u32::from(first.offset) + u32::from(first.size) <= PAGE_SIZE)

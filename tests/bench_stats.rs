@@ -48,6 +48,23 @@ fn a_few_outliers_are_not_a_group() {
 }
 
 #[test]
+fn a_short_far_spell_in_a_long_run_is_a_group() {
+    // 14 minutes at ten samples a second, four seconds of it far: 0.5% of the samples.
+    let mut v: Vec<f64> = (0..8360).map(|i| 70.0 + f64::from(i % 30)).collect();
+    v.extend((0..40).map(|i| 400.0 + f64::from(i % 8) * 10.0));
+    let s = split(&sorted(v)).expect("two groups");
+    assert!(s > 99.0 && s < 400.0, "split {s} between 99 and 400");
+}
+
+#[test]
+fn outliers_under_two_seconds_of_samples_are_not_a_group() {
+    // Ten slow samples in a long run: fewer than the group a spell of two seconds makes.
+    let mut v: Vec<f64> = (0..8000).map(|i| 70.0 + f64::from(i % 30)).collect();
+    v.extend((0..10).map(|i| 700.0 + f64::from(i) * 50.0));
+    assert_eq!(split(&sorted(v)), None);
+}
+
+#[test]
 fn a_gap_under_a_factor_two_is_not_a_split() {
     let mut v = vec![100.0; 50];
     v.extend(vec![190.0; 50]);
@@ -83,6 +100,17 @@ fn a_run_inside_one_placement_takes_it() {
     // No sample inside, but both neighbours agree.
     assert_eq!(p.over(11.2, 11.8), Placement::Near);
     assert_eq!(p.over(7.2, 7.8), Placement::Far);
+}
+
+#[test]
+fn the_samples_are_kept_as_taken() {
+    // What `probe.csv` is written from, so a run can be judged again: in time order.
+    let p = ten_far_between_near();
+    let s = p.samples();
+    assert_eq!(s.len(), 15);
+    assert_eq!(s[0], (0.0, 80.0));
+    assert_eq!(s[5], (5.0, 450.0));
+    assert!(s.windows(2).all(|w| w[0].0 < w[1].0));
 }
 
 #[test]

@@ -55,6 +55,11 @@ impl<T: Copy + PartialOrd> Placements<T> {
         }
     }
 
+    /// The samples, in time order: (when, round trip in ns).
+    pub fn samples(&self) -> &[(T, f64)] {
+        &self.samples
+    }
+
     /// Whether the samples fell in two groups.
     pub fn bimodal(&self) -> bool {
         self.split.is_some()
@@ -138,13 +143,21 @@ impl<T: Copy + PartialOrd> Placements<T> {
     }
 }
 
+/// Samples that make a group of their own in a long run, whatever its share: two seconds of
+/// the probe (`probe.rs`, ten samples a second). A share alone missed short far spells: in a
+/// 14-minute run, memif's two-second readings at 1500 B fell into far placement in four
+/// rounds of six, yet under 5% of the samples were far, so the run was called one group and
+/// those readings counted as near (BENCHMARKS.md, "Copy as you parse").
+pub const GROUP_SAMPLES: usize = 20;
+
 /// Where sorted round trips split into two groups: the widest gap between neighbours (as a
-/// ratio) with at least 5% of the samples (and two) on each side, if it is at least a factor
-/// 2; the split is the gap's geometric middle. `None` for one group, too few samples, or a
-/// round trip that is not positive.
+/// ratio) with enough samples on each side, if it is at least a factor 2; the split is the
+/// gap's geometric middle. Enough is [`GROUP_SAMPLES`] or 5% of them, whichever is fewer,
+/// and at least two. `None` for one group, too few samples, or a round trip that is not
+/// positive.
 pub fn split(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
-    let least = (n / 20).max(2);
+    let least = (n / 20).clamp(2, GROUP_SAMPLES);
     if n < 2 * least || sorted[0] <= 0.0 {
         return None;
     }

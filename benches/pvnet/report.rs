@@ -527,7 +527,8 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
     g
 }
 
-/// Every timed rate with its placement: `placed.csv` (seconds from the first one).
+/// Every timed rate with its placement: `placed.csv` (seconds from the first one); the
+/// probe's samples: `probe.csv` (seconds on the same clock).
 fn write_timed(opts: &Opts, r: &Results, p: &Placements) {
     let Some(t0) = r.timed.iter().map(|t| t.from).min() else {
         return;
@@ -546,6 +547,17 @@ fn write_timed(opts: &Opts, r: &Results, p: &Placements) {
         );
     }
     let _ = std::fs::write(opts.out.join("placed.csv"), c);
+    // The probe's own samples on the same clock, so a run can be judged again later.
+    let mut q = String::from("at_s,round_trip_ns\n");
+    for &(t, ns) in p.samples() {
+        let at = if t >= t0 {
+            (t - t0).as_secs_f64()
+        } else {
+            -(t0 - t).as_secs_f64()
+        };
+        let _ = writeln!(q, "{at:.3},{ns:.1}");
+    }
+    let _ = std::fs::write(opts.out.join("probe.csv"), q);
 }
 
 /// One result set from several rounds: per configuration the round with the median frame

@@ -409,11 +409,16 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
     /// Queues a held packet for `to`'s receive ring (it gains a reference for that delivery).
     /// Returns whether it was queued (see [`inject`](Self::inject)).
     pub fn deliver(&mut self, to: VifId, packet: PacketId) -> bool {
+        // The uplink's deliveries first, if any wait: frames keep their order.
+        if !self.deliveries.is_empty() {
+            self.deliver_all();
+        }
         self.mem.retain(packet);
-        let before = self.mem.refs(packet);
-        self.deliveries.push((to, packet));
-        self.deliver_all();
-        self.mem.refs(packet) == before
+        let queued = self.enqueue(to, packet);
+        if !queued {
+            self.mem.release(packet);
+        }
+        queued
     }
 
     /// Gives back a packet from [`packet`](Self::packet).
@@ -448,17 +453,26 @@ impl<U: Uplink, H: BackendHost> Netback<U, H> {
 
     /// Moves the uplink's deliveries into the vifs' backlogs.
     fn deliver_all(&mut self) {
-        let cap_pages = self.cfg.rx_backlog_bytes / grant_table::FRAME_SIZE;
-        for (to, p) in self.deliveries.drain(..) {
-            let queued = self
-                .vifs
-                .iter_mut()
-                .find(|v| v.id() == to)
-                .is_some_and(|v| v.enqueue(p, &self.mem, cap_pages));
-            if !queued {
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        for (to, p) in deliveries.drain(..) {
+            if !self.enqueue(to, p) {
                 self.mem.release(p);
             }
         }
+        // The list goes back, empty, with its capacity.
+        self.deliveries = deliveries;
+    }
+
+    /// Queues `packet` (a reference the caller gives) for `to`'s receive ring; `false` if
+    /// there is no such vif or it refused the frame (the reference is then still the
+    /// caller's to release).
+    #[inline]
+    fn enqueue(&mut self, to: VifId, packet: PacketId) -> bool {
+        let cap_pages = self.cfg.rx_backlog_bytes / grant_table::FRAME_SIZE;
+        self.vifs
+            .iter_mut()
+            .find(|v| v.id() == to)
+            .is_some_and(|v| v.enqueue(packet, &self.mem, cap_pages))
     }
 
     /// Whether any ring has work, looking without arming (the spin's check).

@@ -65,6 +65,36 @@ fn outliers_under_two_seconds_of_samples_are_not_a_group() {
 }
 
 #[test]
+fn stray_samples_between_the_groups_do_not_hide_them() {
+    // A 14-minute run's samples, as histogram buckets: near with a tail to 170 ns, three
+    // stray samples at 320 ns, far at 350-500 ns; and 3% at 29-32 ns.
+    let mut v = Vec::new();
+    let mut bucket = |n: usize, lo: f64, hi: f64| {
+        v.extend((0..n).map(|i| lo + (hi - lo) * i as f64 / n as f64));
+    };
+    bucket(275, 29.0, 32.0);
+    bucket(5214, 50.0, 100.0);
+    bucket(16, 100.0, 150.0);
+    bucket(1, 170.0, 170.0);
+    bucket(3, 320.0, 330.0);
+    bucket(439, 350.0, 400.0);
+    bucket(1246, 400.0, 450.0);
+    bucket(1258, 450.0, 500.0);
+    let s = split(&sorted(v)).expect("two groups");
+    assert!(s > 170.0 && s < 320.0, "split {s} between 170 and 320");
+}
+
+#[test]
+fn round_trips_smeared_over_one_range_are_one_group() {
+    // Load spreading the round trips evenly (in logarithm) over 31-716 ns, as the CI smoke
+    // run saw: no two placements in it.
+    let v: Vec<f64> = (0..1000)
+        .map(|i| 31.0 * (716.0f64 / 31.0).powf(f64::from(i) / 999.0))
+        .collect();
+    assert_eq!(split(&v), None);
+}
+
+#[test]
 fn a_gap_under_a_factor_two_is_not_a_split() {
     let mut v = vec![100.0; 50];
     v.extend(vec![190.0; 50]);

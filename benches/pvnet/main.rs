@@ -220,6 +220,8 @@ fn main() {
             shell::run_fit(&args);
         } else if role == "ab-summary" {
             shell::run_ab_summary(&args);
+        } else if role == "rejudge" {
+            report::run_rejudge(&args);
         } else {
             child::run(&role, &args);
         }

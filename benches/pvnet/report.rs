@@ -1,7 +1,7 @@
 //! Results: the table with ratios and goals, a CSV and a JSON file, and the throughput chart.
 
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plotters::prelude::*;
 
@@ -525,6 +525,52 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
         mixed("DPDK")
     );
     g
+}
+
+/// `--role rejudge DIR`: the goals against DPDK per placement again, from a run's
+/// `placed.csv` and `probe.csv`, with this build's rule for the probe's samples (a run
+/// judged when the rule was older, or with another one).
+pub fn run_rejudge(args: &[String]) {
+    let Some(dir) = args.get(3).map(std::path::PathBuf::from) else {
+        eprintln!("rejudge: usage: --role rejudge DIR (with placed.csv and probe.csv)");
+        std::process::exit(2);
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| {
+            eprintln!("rejudge: {}: {e}", dir.join(name).display());
+            std::process::exit(2);
+        })
+    };
+    let (placed, probe) = (read("placed.csv"), read("probe.csv"));
+    // Both files count seconds from one moment, the probe's from before it too: put that
+    // moment far enough after a base instant for every time to be one.
+    let base = Instant::now();
+    let at = |s: f64| base + Duration::from_secs_f64((s + 3600.0).max(0.0));
+    let mut r = Results::default();
+    for line in placed.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if let [name, size, fps, _, from, to] = f[..]
+            && let (Ok(size), Ok(fps), Ok(from), Ok(to)) =
+                (size.parse(), fps.parse(), from.parse(), to.parse())
+        {
+            r.timed.push(Timed {
+                name: name.to_string(),
+                size,
+                fps,
+                from: at(from),
+                to: at(to),
+            });
+        }
+    }
+    let samples = probe
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (t, ns) = l.split_once(',')?;
+            Some((at(t.parse().ok()?), ns.parse().ok()?))
+        })
+        .collect();
+    print!("{}", placement_goals(&r, &Placements::new(samples, None)));
 }
 
 /// Every timed rate with its placement: `placed.csv` (seconds from the first one); the

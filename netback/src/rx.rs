@@ -259,8 +259,8 @@ impl RxQueue {
     /// A loop of its own, out of line, so that its few values stay in registers: at rx 64 B
     /// the backend waits on its store buffer, which fills behind the stores into the
     /// frontend's lines (the buffer, the response slot), and every spill of the general
-    /// loop is one more store in that queue (BENCHMARKS.md, "Copy as you parse"). The
-    /// counters are kept in locals and written once.
+    /// loop is one more store in that queue (BENCHMARKS.md, "The usual packet's own
+    /// loop"). The counters are kept in locals and written once.
     #[inline(never)]
     fn copy_run<M: FrameMemory>(
         &mut self,

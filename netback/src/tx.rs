@@ -245,13 +245,7 @@ impl TxQueue {
                             stats.tx_errors += 1;
                             status::ERROR
                         };
-                        self.answers.push(TxAnswer {
-                            start: self.start,
-                            slots: e.slots,
-                            extra_slots: e.extra_slots,
-                            status: st,
-                        });
-                        self.start += e.slots;
+                        self.answer(e.slots, e.extra_slots, st);
                         result.packets += 1;
                         0
                     }
@@ -286,13 +280,7 @@ impl TxQueue {
                             mem.release(packet);
                             status::ERROR
                         };
-                        self.answers.push(TxAnswer {
-                            start: self.start,
-                            slots: pkt.slots,
-                            extra_slots: pkt.extra_slots,
-                            status: st,
-                        });
-                        self.start += pkt.slots;
+                        self.answer(pkt.slots, pkt.extra_slots, st);
                         result.packets += 1;
                         PacketMemory::pages_for(u32::from(pkt.len))
                     }
@@ -362,19 +350,26 @@ impl TxQueue {
                 mem.release(packet);
                 status::ERROR
             };
-            self.answers.push(TxAnswer {
-                start: self.start,
-                slots: 1,
-                extra_slots: 0,
-                status: st,
-            });
-            self.start += 1;
+            self.answer(1, 0, st);
             n += 1;
         }
         stats.tx_packets += packets;
         stats.tx_bytes += bytes;
         stats.tx_errors += errors;
         n
+    }
+
+    /// Decides the answer to the packet at `pending[start]` (`slots` requests, `extra_slots`
+    /// of them extras), written at the next flush, and moves past it.
+    #[inline(always)]
+    fn answer(&mut self, slots: usize, extra_slots: usize, status: i16) {
+        self.answers.push(TxAnswer {
+            start: self.start,
+            slots,
+            extra_slots,
+            status,
+        });
+        self.start += slots;
     }
 
     /// Writes the answers the polls since the last flush decided, in request order, and

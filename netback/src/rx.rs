@@ -304,16 +304,7 @@ impl RxQueue {
             vif.grants.copy_one(&mut op);
             mem.release(packet);
             let ok = op.status == GrantStatus::Okay;
-            let rsp = RxResponse {
-                id: req.id,
-                offset: 0,
-                flags: meta.rx_flags(),
-                status: if ok {
-                    i16::try_from(len).expect("one page")
-                } else {
-                    status::ERROR
-                },
-            };
+            let rsp = one_page_response(req.id, len as usize, meta, ok);
             if let Err(e) = self.ring.push_response(&rsp) {
                 break Err(ring_failure(e));
             }
@@ -356,17 +347,8 @@ impl RxQueue {
         let written = if let [req] = reqs
             && meta.gso.is_none()
         {
-            // The usual frame: one page (one request and no extra), one response.
-            let rsp = RxResponse {
-                id: req.id,
-                offset: 0,
-                flags: meta.rx_flags(),
-                status: if ok {
-                    i16::try_from(len).expect("at most a page")
-                } else {
-                    status::ERROR
-                },
-            };
+            // A frame of one page (one request and no extra), one response.
+            let rsp = one_page_response(req.id, len, meta, ok);
             self.ring.push_response(&rsp).map_err(ring_failure)
         } else {
             self.respond_slots(len, mem.npages(packet), meta, reqs, ok)
@@ -437,6 +419,22 @@ fn requests_vanished() -> PollFailure {
     PollFailure::Local(crate::NetbackError::BadFrontend(
         "rx requests vanished".into(),
     ))
+}
+
+/// The response to a frame of one page and `len` bytes, with no extra, in the slot of the
+/// request `id`: its length, or `ERROR` in it if its copy or flip failed.
+#[inline(always)]
+fn one_page_response(id: u16, len: usize, meta: Offload, ok: bool) -> RxResponse {
+    RxResponse {
+        id,
+        offset: 0,
+        flags: meta.rx_flags(),
+        status: if ok {
+            i16::try_from(len).expect("at most a page")
+        } else {
+            status::ERROR
+        },
+    }
 }
 
 /// The request that receives data slot `k` of a frame: request `k`, after the extra's slot

@@ -238,8 +238,9 @@ fn frame_limits_follow_the_backends_offer() {
     }
     nic.send(&frame(1, 1, 0, 1514), meta).unwrap();
     let report = nic.close().unwrap();
-    // Two ring pages, 256 transmit and 256 receive buffers.
-    assert_eq!(report.revoked, 2 + 256 + 256);
+    // Two ring pages, 256 transmit buffers (a page and a small half each: two grants) and
+    // 256 receive buffers.
+    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
     // Frames above 1514 bytes would need several slots towards this backend: refused.
     let jumbo = Netfront::connect(&narrow.path, {
         let mut c = NetfrontConfig::default();
@@ -324,6 +325,7 @@ fn backend_initiated_close() {
     assert_eq!(closed.pinned, 0);
     assert!(backend.vifs().is_empty());
     let report = frontend.join().unwrap();
-    assert_eq!(report.revoked, 2 + 256 + 256);
+    // As in `frame_limits_follow_the_backends_offer`: rings, tx pages and halves, rx pages.
+    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -172,10 +172,11 @@ fn every_size_round_trips_in_every_mode_on_one_thread() {
             stats.tx_errors + stats.tx_dropped + stats.rx_errors + stats.rx_dropped,
             0
         );
-        // Rings (2), transmit buffers (256) and receive buffers or transfer offers (256).
+        // Rings (2), transmit buffers (256, with a page and a small half each) and receive
+        // buffers or transfer offers (256).
         assert_eq!(
             close(&mut backend, nic),
-            2 + 256 + 256,
+            2 + 2 * 256 + 256,
             "{tx_mode:?}/{rx_mode:?}"
         );
     }
@@ -276,7 +277,8 @@ fn a_backend_initiated_close_completes_on_one_thread() {
         .finish_close(Duration::ZERO)
         .unwrap()
         .expect("released before it asked");
-    assert_eq!(report.revoked, 2 + 256 + 256);
+    // Rings, transmit pages and small halves, receive buffers.
+    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
 }
 
 proptest! {

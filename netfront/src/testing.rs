@@ -18,7 +18,7 @@
 //! ```
 
 use event_channel::{EventChannel, LocalPort, QueuePorts};
-use grant_table::{Access, FRAME_SIZE, HeldMapping, PeerGrants};
+use grant_table::{Access, FRAME_SIZE, GrantMapping, GrantOps, GrantRef, HeldMapping, PeerGrants};
 use grant_table::{FramePool, PoolSide};
 use io_ring::BackRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
@@ -139,6 +139,32 @@ impl RawBackend {
     /// If the frontend's indices are impossible (netfront never writes such).
     pub fn tx_requests(&mut self) -> Vec<TxRequest> {
         self.tx.requests().expect("a sane frontend").collect()
+    }
+
+    /// The bytes of the transmitted frame whose data requests are `reqs` (in order, extras
+    /// left out), read through read-only mappings of their grants, each at its request's
+    /// offset.
+    ///
+    /// # Panics
+    /// If a grant cannot be mapped or a slot's bytes lie outside its page.
+    pub fn tx_frame(&self, reqs: &[TxRequest]) -> Vec<u8> {
+        let total = usize::from(reqs[0].size);
+        let mut out = Vec::with_capacity(total);
+        for r in reqs {
+            let m = self
+                .grants
+                .map(GrantRef(r.gref), Access::ReadOnly)
+                .expect("a transmit buffer's grant maps");
+            let n = (total - out.len()).min(FRAME_SIZE - usize::from(r.offset));
+            let mut bytes = vec![0; n];
+            m.read(usize::from(r.offset), &mut bytes)
+                .expect("inside the page");
+            out.extend_from_slice(&bytes);
+            if out.len() == total {
+                break;
+            }
+        }
+        out
     }
 
     /// The first `n` posted receive requests (netfront posts them all at connect).

@@ -1,6 +1,12 @@
-//! One queue's transmit side: a pool of pre-granted buffer pages (one per ring slot, granted
-//! read-only once at connect), frames copied into them and posted as request chains, and
-//! completions validated and reclaimed.
+//! One queue's transmit side: a pool of pre-granted buffers (granted read-only once at
+//! connect), frames copied into them and posted as request chains, and completions validated
+//! and reclaimed. Every buffer id has a page of its own, for any frame, and half of a page
+//! shared with one other id, for a small frame (up to [`SMALL_BUFFER`] bytes, one slot).
+//!
+//! Why halves: at 1500 B, frames packed two to a page went 1.18x faster through netback's
+//! copy than one to a page (`benches/pvnet/ab.sh`, BENCHMARKS.md "Two small frames to a
+//! page"): half as many pages for the same bytes, and each page's two frames read one after
+//! the other.
 
 use grant_table::{FRAME_SIZE, GrantRef};
 use io_ring::FrontRing;
@@ -19,8 +25,13 @@ pub(crate) struct TxQueue {
     /// The frames region and the first buffer page's frame number in it.
     frames: SharedRegion,
     first_frame: u32,
-    /// Buffer id -> its grant (granted for the whole connection).
-    pub(crate) grefs: Vec<GrantRef>,
+    /// Buffer id -> the grant of its page (granted for the whole connection).
+    grefs: Vec<GrantRef>,
+    /// The first page of the small buffers (id `i` has half `i % 2` of page `i / 2`).
+    small_first: u32,
+    /// Buffer id -> the grant of its small buffer's page (one grant per id: two requests in
+    /// flight never share one).
+    small_grefs: Vec<GrantRef>,
     free: Vec<u16>,
     /// Buffer id -> [`IN_FLIGHT`] (sent, not answered), with [`HEAD`] if it holds a frame's
     /// first slot (its answer counts the frame); 0 when ours. One byte, so sending a frame
@@ -29,6 +40,12 @@ pub(crate) struct TxQueue {
     /// Ring requests pushed and not yet published.
     pub(crate) unpublished: bool,
 }
+
+/// Bytes of a small buffer: half a page.
+pub(crate) const SMALL_BUFFER: usize = FRAME_SIZE / 2;
+/// [`SMALL_BUFFER`] as a request's offset type.
+const SMALL_BUFFER_U16: u16 = 2048;
+const _: () = assert!(SMALL_BUFFER_U16 as usize == SMALL_BUFFER);
 
 /// A buffer's [`TxQueue::state`] bit: sent and not answered.
 const IN_FLIGHT: u8 = 1;
@@ -50,22 +67,33 @@ impl Taken {
 }
 
 impl TxQueue {
+    /// A queue over `ring` whose buffers lie in `frames`: id `i`'s own page is frame
+    /// `first + i`, granted as `grefs[i]`; its small buffer is half `i % 2` of frame
+    /// `small_first + i / 2`, granted as `small_grefs[i]`.
     pub(crate) fn new(
         ring: FrontRing<TxRequest, TxResponse>,
         frames: SharedRegion,
-        first_frame: u32,
-        grefs: Vec<GrantRef>,
+        (first, grefs): (u32, Vec<GrantRef>),
+        (small_first, small_grefs): (u32, Vec<GrantRef>),
     ) -> Self {
         let n = grefs.len();
+        debug_assert_eq!(small_grefs.len(), n, "a small buffer per id");
         Self {
             ring,
             frames,
-            first_frame,
+            first_frame: first,
             free: (0..u16::try_from(n).unwrap_or(u16::MAX)).rev().collect(),
             state: vec![0; n],
             grefs,
+            small_first,
+            small_grefs,
             unpublished: false,
         }
+    }
+
+    /// Every grant of its buffers (to revoke at close).
+    pub(crate) fn grants(&self) -> impl Iterator<Item = GrantRef> + '_ {
+        self.grefs.iter().chain(&self.small_grefs).copied()
     }
 
     /// Buffers sent and not answered yet.
@@ -158,6 +186,19 @@ impl TxQueue {
         (self.first_frame as usize + usize::from(id)) * FRAME_SIZE
     }
 
+    /// Where buffer `id`'s small buffer starts within its page.
+    #[inline(always)]
+    fn small_within(id: u16) -> u16 {
+        (id & 1) * SMALL_BUFFER_U16
+    }
+
+    /// The region offset of buffer `id`'s small buffer.
+    #[inline(always)]
+    fn small_offset(&self, id: u16) -> usize {
+        (self.small_first as usize + usize::from(id / 2)) * FRAME_SIZE
+            + usize::from(Self::small_within(id))
+    }
+
     /// Copies a frame made of `parts` into buffers and pushes its request chain (not
     /// published).
     #[inline(always)]
@@ -223,12 +264,22 @@ impl TxQueue {
             return Err(SendError::Full);
         }
         let id = self.free.pop().ok_or(SendError::Full)?;
+        let (at, gref, offset) = if len <= SMALL_BUFFER {
+            let within = Self::small_within(id);
+            (
+                self.small_offset(id),
+                self.small_grefs[usize::from(id)],
+                within,
+            )
+        } else {
+            (self.page_offset(id), self.grefs[usize::from(id)], 0)
+        };
         self.frames
-            .copy_in(self.page_offset(id), frame)
+            .copy_in(at, frame)
             .expect("buffer pages lie inside our frames");
         let req = TxRequest {
-            gref: self.grefs[usize::from(id)].0,
-            offset: 0,
+            gref: gref.0,
+            offset,
             flags: meta.tx_flags(),
             id,
             size: u16::try_from(len).expect("at most a page"),

@@ -154,7 +154,8 @@ fn an_error_status_drops_one_frame() {
     assert_eq!(frames, [0], "the second (empty) frame arrived");
     assert_eq!(nic.stats().rx_errors, 1);
     assert!(nic.broken().is_none());
-    assert_eq!(close(nic, b), 2 + 256 + 256, "every grant revoked");
+    // Rings, transmit pages and their small halves, receive buffers.
+    assert_eq!(close(nic, b), 2 + 2 * 256 + 256, "every grant revoked");
 }
 
 /// Completes a transfer into `gref` by hand, as a backend does: the frame number it gives,
@@ -202,9 +203,9 @@ fn a_frame_flipped_back_before_its_grant_is_read_is_accepted() {
     let got = nic.receive(64, |rx| assert_eq!(rx.data.len(), 60)).unwrap();
     assert_eq!(got, 2);
     assert!(nic.broken().is_none());
-    // Rings, transmit buffers, and the 254 offers still out (the two flipped frames are
-    // ours again, waiting to be offered with the next refill batch).
-    assert_eq!(close(nic, b), 2 + 256 + 254, "every grant revoked");
+    // Rings, transmit pages and their small halves, and the 254 offers still out (the two
+    // flipped frames are ours again, waiting to be offered with the next refill batch).
+    assert_eq!(close(nic, b), 2 + 2 * 256 + 254, "every grant revoked");
 }
 
 /// Flip mode: the backend "completes" a transfer with a frame outside the pool, or one the

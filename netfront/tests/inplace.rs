@@ -7,8 +7,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
-use grant_table::{Access, GrantMapping, GrantOps, GrantRef};
-use netif::wire::{TxRequest, tx_flags};
+use netif::wire::tx_flags;
 use netif::{Gso, GsoKind, Offload};
 use pvnet_netfront::testing::{LocalNetfront, RawBackend, raw_backend_offering};
 use pvnet_netfront::{NetfrontConfig, SendError};
@@ -36,23 +35,6 @@ fn pattern(len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The bytes of the frame whose data requests are `reqs`, read through the backend's grants.
-fn frame_of(b: &RawBackend, reqs: &[TxRequest]) -> Vec<u8> {
-    let total = usize::from(reqs[0].size);
-    let mut out = Vec::new();
-    for r in reqs {
-        let m = b.grants().map(GrantRef(r.gref), Access::ReadOnly).unwrap();
-        let n = (total - out.len()).min(4096);
-        let mut page = vec![0; n];
-        m.read(usize::from(r.offset), &mut page).unwrap();
-        out.extend_from_slice(&page);
-        if out.len() == total {
-            break;
-        }
-    }
-    out
-}
-
 #[test]
 fn a_frame_written_in_place_goes_out_as_one_chain() {
     let (mut nic, mut b) = pair();
@@ -77,7 +59,7 @@ fn a_frame_written_in_place_goes_out_as_one_chain() {
     assert_eq!(reqs[0].size, 5000);
     assert_eq!(reqs[0].flags & tx_flags::MORE_DATA, tx_flags::MORE_DATA);
     assert_eq!((reqs[1].size, reqs[1].flags), (904, 0));
-    assert_eq!(frame_of(&b, &reqs), bytes);
+    assert_eq!(b.tx_frame(&reqs), bytes);
     assert_eq!(nic.tx_in_flight(), 2);
     assert_eq!(nic.stats().tx_packets, 1);
 }
@@ -115,7 +97,7 @@ fn a_frame_read_from_a_descriptor_lands_in_the_buffers() {
     );
     assert_eq!(reqs[0].flags & tx_flags::EXTRA_INFO, tx_flags::EXTRA_INFO);
     let data = [reqs[0], reqs[2]];
-    assert_eq!(frame_of(&b, &data), bytes);
+    assert_eq!(b.tx_frame(&data), bytes);
 }
 
 #[test]

@@ -113,7 +113,7 @@ impl<H: FrontendHost> Netfront<H> {
         let mut in_use = 0;
         for q in &self.queues {
             let mut grants: Vec<GrantRef> = q.ring_grants.to_vec();
-            grants.extend_from_slice(&q.tx.grefs);
+            grants.extend(q.tx.grants());
             let mut transfers = Vec::new();
             for (g, flipped) in q.rx.buffers() {
                 match self.rx_memory {

@@ -15,10 +15,10 @@ use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::TxQueue;
 
-/// Frames of our memory per queue: two ring pages, the tx buffers, and (copy mode) the rx
-/// buffers.
+/// Frames of our memory per queue: two ring pages, the tx buffers' own pages, (copy mode) the
+/// rx buffers, and the tx buffers' small halves.
 fn frames_per_queue(copy: bool) -> u32 {
-    2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 }
+    2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 } + RING_SLOTS / 2
 }
 
 fn queue_count(cfg: &NetfrontConfig) -> Result<usize, NetfrontError> {
@@ -36,9 +36,9 @@ impl<H: FrontendHost> PendingNetfront<H> {
     pub fn layout(cfg: &NetfrontConfig) -> Result<Layout, NetfrontError> {
         let nq = queue_count(cfg)?;
         let copy = cfg.choice.rx_mode == RxMode::Copy;
-        // Grants: the ring pages and one per buffer of each ring (access grants for copy
-        // buffers, accept-transfer grants in flip mode).
-        let entries = RESERVED_REFS as usize + nq * (2 + 2 * RING_SLOTS as usize);
+        // Grants: the ring pages, one per buffer of each ring (access grants for copy
+        // buffers, accept-transfer grants in flip mode), and one per small tx buffer.
+        let entries = RESERVED_REFS as usize + nq * (2 + 3 * RING_SLOTS as usize);
         Ok(Layout {
             frames_bytes: nq * frames_per_queue(copy) as usize * FRAME_SIZE,
             table_bytes: entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE,
@@ -128,6 +128,14 @@ impl<H: FrontendHost> PendingNetfront<H> {
             let tx_grefs = (0..RING_SLOTS)
                 .map(|i| table.grant_access(backend, FrameNumber(frame_base + tx_first + i), true))
                 .collect::<Result<Vec<_>, _>>()?;
+            // After the rx buffers (copy mode) or the tx pages (flip mode): the last
+            // `RING_SLOTS / 2` frames of the queue.
+            let small_first = base + per_queue - RING_SLOTS / 2;
+            let small_grefs = (0..RING_SLOTS)
+                .map(|i| {
+                    table.grant_access(backend, FrameNumber(frame_base + small_first + i / 2), true)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let (rx_grefs, rx_first) = match &mut rx_memory {
                 RxMemory::Copy { .. } => {
                     let first = base + 2 + RING_SLOTS;
@@ -154,7 +162,12 @@ impl<H: FrontendHost> PendingNetfront<H> {
                 rx: rx_ref,
             });
             queues.push(Queue {
-                tx: TxQueue::new(tx_ring, frames.clone(), tx_first, tx_grefs),
+                tx: TxQueue::new(
+                    tx_ring,
+                    frames.clone(),
+                    (tx_first, tx_grefs),
+                    (small_first, small_grefs),
+                ),
                 rx: RxQueue::new(rx_ring, rx_grefs, rx_first),
                 events,
                 ring_grants: [tx_ref, rx_ref],

@@ -4,9 +4,9 @@
 //! shared with one other id, for a small frame (up to [`SMALL_BUFFER`] bytes, one slot).
 //!
 //! Why halves: at 1500 B, frames packed two to a page went 1.18x faster through netback's
-//! copy than one to a page (`benches/pvnet/ab.sh`, BENCHMARKS.md "Two small frames to a
-//! page"): half as many pages for the same bytes, and each page's two frames read one after
-//! the other.
+//! copy than one to a page (`benches/pvnet/ab.sh`; BENCHMARKS.md, "Another machine: copies
+//! the peer reads next, two frames to a page"): half as many pages for the same bytes, and
+//! each page's two frames read one after the other.
 
 use grant_table::{FRAME_SIZE, GrantRef};
 use io_ring::FrontRing;

@@ -417,31 +417,10 @@ impl SharedRegion {
         Ok(())
     }
 
-    /// As [`copy_in`](Self::copy_in), for bytes a peer reads next (a frame placed in a buffer
-    /// it will take): on CPUs where it pays, large copies use the CPU's string copy, which
-    /// takes the destination's lines over whole instead of fetching each one from the
-    /// peer's cache before writing it (see `raw_copy_for_peer`).
-    ///
-    /// # Errors
-    /// [`RegionError::OutOfBounds`] if the range does not fit.
-    #[inline]
-    pub fn copy_in_for_peer(&self, offset: usize, src: &[u8]) -> Result<(), RegionError> {
-        #[cfg(not(loom))]
-        {
-            self.check_bytes(offset, src.len())?;
-            // SAFETY: as in `copy_in`: the range is inside the region (checked above) and
-            // `src` is a distinct borrowed local buffer.
-            unsafe {
-                raw_copy_for_peer(src.as_ptr(), self.byte_ptr(offset), src.len());
-            }
-            Ok(())
-        }
-        #[cfg(loom)]
-        self.copy_in(offset, src)
-    }
-
-    /// As [`copy_to`](Self::copy_to), for bytes a peer reads next, with the copy of
-    /// [`copy_in_for_peer`](Self::copy_in_for_peer).
+    /// As [`copy_to`](Self::copy_to), for bytes a peer reads next (a frame placed in a
+    /// buffer it will take): on CPUs where it pays, large copies use the CPU's string copy,
+    /// which takes the destination's lines over whole instead of waiting in the store buffer
+    /// for each one to come from the peer's cache (see `raw_copy_for_peer`).
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if either range does not fit.
@@ -453,19 +432,7 @@ impl SharedRegion {
         dst_offset: usize,
         len: usize,
     ) -> Result<(), RegionError> {
-        #[cfg(not(loom))]
-        {
-            self.check_bytes(offset, len)?;
-            dst.check_bytes(dst_offset, len)?;
-            // SAFETY: as in `copy_to`: both ranges are inside their regions (checked above);
-            // `raw_copy_for_peer` tolerates overlap.
-            unsafe {
-                raw_copy_for_peer(self.byte_ptr(offset), dst.byte_ptr(dst_offset), len);
-            }
-            Ok(())
-        }
-        #[cfg(loom)]
-        self.copy_to(offset, dst, dst_offset, len)
+        self.copy_between(offset, dst, dst_offset, len, true)
     }
 
     /// Copies `len` bytes from this region at `offset` to `dst` at `dst_offset`, without a
@@ -484,16 +451,37 @@ impl SharedRegion {
         dst_offset: usize,
         len: usize,
     ) -> Result<(), RegionError> {
+        self.copy_between(offset, dst, dst_offset, len, false)
+    }
+
+    /// [`copy_to`](Self::copy_to), or with `for_peer` [`copy_to_for_peer`](Self::copy_to_for_peer).
+    #[inline(always)]
+    fn copy_between(
+        &self,
+        offset: usize,
+        dst: &SharedRegion,
+        dst_offset: usize,
+        len: usize,
+        for_peer: bool,
+    ) -> Result<(), RegionError> {
         self.check_bytes(offset, len)?;
         dst.check_bytes(dst_offset, len)?;
         #[cfg(not(loom))]
-        // SAFETY: both ranges are inside their regions (checked above), valid for reads and
-        // writes respectively for the life of the borrows; `raw_copy` tolerates overlap.
-        unsafe {
-            raw_copy(self.byte_ptr(offset), dst.byte_ptr(dst_offset), len);
+        {
+            let (src, to) = (self.byte_ptr(offset), dst.byte_ptr(dst_offset));
+            if for_peer {
+                // SAFETY: both ranges are inside their regions (checked above), valid for
+                // reads and writes respectively for the life of the borrows;
+                // `raw_copy_for_peer` tolerates overlap.
+                unsafe { raw_copy_for_peer(src, to, len) };
+            } else {
+                // SAFETY: as above; `raw_copy` tolerates overlap.
+                unsafe { raw_copy(src, to, len) };
+            }
         }
         #[cfg(loom)]
         {
+            let _ = for_peer;
             // Through a temporary, as `memmove` copies overlapping ranges.
             let bytes: alloc::vec::Vec<u8> = (0..len).map(|i| self.loom_byte(offset + i)).collect();
             for (i, b) in bytes.into_iter().enumerate() {
@@ -783,9 +771,9 @@ const STRING_COPY_MIN: usize = 1280;
 /// room in a store buffer full of the copy's stores. On Intel CPUs with ERMS, `rep movsb`
 /// for such copies made that stream 1.16x faster; copies *out of* the peer's memory were
 /// 0.91x with it (the frontend's transmit copy, whose lines netback then reads, was too), so
-/// those stay with `memmove` (BENCHMARKS.md, "Copies into the peer's memory"). Elsewhere,
-/// below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies ahead of `src`,
-/// this is [`raw_copy`].
+/// those stay with `memmove` (BENCHMARKS.md, "Another machine: copies the peer reads
+/// next"). Elsewhere, below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies
+/// ahead of `src`, this is [`raw_copy`].
 ///
 /// # Safety
 /// `src` must be valid for reads and `dst` for writes of `len` bytes.
@@ -982,9 +970,9 @@ mod tests {
         }
     }
 
-    /// The copies for a peer, on both sides of the length where they may switch to the
-    /// string copy: each byte lands where it should, nothing around it changes, overlapping
-    /// ranges come out as `memmove`'s, and bounds are checked.
+    /// The copy for a peer, on both sides of the length where it may switch to the string
+    /// copy: each byte lands where it should, nothing around it changes, overlapping ranges
+    /// come out as `memmove`'s, and bounds are checked.
     #[test]
     fn copies_for_a_peer_are_exact_at_every_size() {
         let n = 3 * STRING_COPY_MIN;
@@ -1004,32 +992,18 @@ mod tests {
         ];
         for len in lens {
             for (from, to) in [(0usize, 0usize), (3, 17), (64, 5)] {
-                let check = |dst: &SharedRegion, how: &str| {
-                    let mut got = alloc::vec![0u8; dst.len()];
-                    dst.copy_out(0, &mut got).unwrap();
-                    assert_eq!(
-                        &got[to..to + len],
-                        &pattern[from..from + len],
-                        "{how}, len {len}, {from} -> {to}"
-                    );
-                    assert!(
-                        got[..to].iter().all(|&x| x == 0xee),
-                        "{how}: before, len {len}"
-                    );
-                    assert!(
-                        got[to + len..].iter().all(|&x| x == 0xee),
-                        "{how}: after, len {len}"
-                    );
-                };
                 let dst = SharedRegion::new_zeroed(n + 64);
                 dst.fill(0, dst.len(), 0xee).unwrap();
                 src.copy_to_for_peer(from, &dst, to, len).unwrap();
-                check(&dst, "copy_to_for_peer");
-                let dst = SharedRegion::new_zeroed(n + 64);
-                dst.fill(0, dst.len(), 0xee).unwrap();
-                dst.copy_in_for_peer(to, &pattern[from..from + len])
-                    .unwrap();
-                check(&dst, "copy_in_for_peer");
+                let mut got = alloc::vec![0u8; dst.len()];
+                dst.copy_out(0, &mut got).unwrap();
+                let want = &pattern[from..from + len];
+                assert_eq!(&got[to..to + len], want, "len {len}, {from} -> {to}");
+                assert!(got[..to].iter().all(|&x| x == 0xee), "before, len {len}");
+                assert!(
+                    got[to + len..].iter().all(|&x| x == 0xee),
+                    "after, len {len}"
+                );
             }
         }
         // Overlap within one region, either way round: as if through a temporary buffer.
@@ -1045,11 +1019,6 @@ mod tests {
         let small = SharedRegion::new_zeroed(STRING_COPY_MIN);
         assert!(src.copy_to_for_peer(0, &small, 1, STRING_COPY_MIN).is_err());
         assert!(small.copy_to_for_peer(1, &src, 0, STRING_COPY_MIN).is_err());
-        assert!(
-            small
-                .copy_in_for_peer(1, &pattern[..STRING_COPY_MIN])
-                .is_err()
-        );
     }
 
     #[test]

@@ -769,10 +769,10 @@ const STRING_COPY_MIN: usize = 1280;
 /// stores commit in order: at rx 1500 B netback is the bound, and its samples sat on the
 /// first stores after the copy into the frontend's buffer (a `push`, a spill), waiting for
 /// room in a store buffer full of the copy's stores. On Intel CPUs with ERMS, `rep movsb`
-/// for such copies made that stream 1.16x faster; copies *out of* the peer's memory were
-/// 0.91x with it (the frontend's transmit copy, whose lines netback then reads, was too), so
-/// those stay with `memmove` (BENCHMARKS.md, "Another machine: copies the peer reads
-/// next"). Elsewhere, below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies
+/// for such copies made that stream 1.16x faster. With it for every large copy, netback's
+/// copies *out of* the peer's memory made tx 1500 B 0.91x, and with it for the frontend's
+/// transmit copy (into a buffer netback then reads) 0.92x, so those stay with `memmove`
+/// (BENCHMARKS.md, "Another machine: copies the peer reads next"). Elsewhere, below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies
 /// ahead of `src`, this is [`raw_copy`].
 ///
 /// # Safety

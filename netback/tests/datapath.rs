@@ -239,8 +239,11 @@ fn frame_limits_follow_the_backends_offer() {
     nic.send(&frame(1, 1, 0, 1514), meta).unwrap();
     let report = nic.close().unwrap();
     // Two ring pages, 256 transmit buffers (a page and a small half each: two grants) and
-    // 256 receive buffers.
-    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
+    // the receive buffers.
+    assert_eq!(
+        report.revoked,
+        2 + 2 * 256 + netfront::DEFAULT_RX_BUFFERS as usize
+    );
     // Frames above 1514 bytes would need several slots towards this backend: refused.
     let jumbo = Netfront::connect(&narrow.path, {
         let mut c = NetfrontConfig::default();
@@ -326,6 +329,9 @@ fn backend_initiated_close() {
     assert!(backend.vifs().is_empty());
     let report = frontend.join().unwrap();
     // As in `frame_limits_follow_the_backends_offer`: rings, tx pages and halves, rx pages.
-    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
+    assert_eq!(
+        report.revoked,
+        2 + 2 * 256 + netfront::DEFAULT_RX_BUFFERS as usize
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

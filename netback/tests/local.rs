@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::frame;
-use netfront::{NetfrontConfig, SendError};
+use netfront::{DEFAULT_RX_BUFFERS, NetfrontConfig, SendError};
 use netif::{Gso, GsoKind, Offload};
 use proptest::prelude::*;
 use pvnet_netback::testing::{LocalBackendHost, LocalNetfront, connect, local_backend};
@@ -173,10 +173,14 @@ fn every_size_round_trips_in_every_mode_on_one_thread() {
             0
         );
         // Rings (2), transmit buffers (256, with a page and a small half each) and receive
-        // buffers or transfer offers (256).
+        // buffers (copy: `DEFAULT_RX_BUFFERS`) or transfer offers (flip: 256).
+        let rx_grants = match rx_mode {
+            RxMode::Copy => DEFAULT_RX_BUFFERS as usize,
+            RxMode::Flip => 256,
+        };
         assert_eq!(
             close(&mut backend, nic),
-            2 + 2 * 256 + 256,
+            2 + 2 * 256 + rx_grants,
             "{tx_mode:?}/{rx_mode:?}"
         );
     }
@@ -278,7 +282,7 @@ fn a_backend_initiated_close_completes_on_one_thread() {
         .unwrap()
         .expect("released before it asked");
     // Rings, transmit pages and small halves, receive buffers.
-    assert_eq!(report.revoked, 2 + 2 * 256 + 256);
+    assert_eq!(report.revoked, 2 + 2 * 256 + DEFAULT_RX_BUFFERS as usize);
 }
 
 proptest! {

@@ -59,7 +59,10 @@ mod stats;
 pub mod testing;
 mod txq;
 
-pub use device::{CloseReport, Netfront, NetfrontConfig, PendingNetfront, TxBatch, TxBuffer};
+pub use device::{
+    CloseReport, DEFAULT_RX_BUFFERS, MAX_RX_BUFFERS, Netfront, NetfrontConfig, PendingNetfront,
+    TxBatch, TxBuffer,
+};
 pub use error::{BackendFault, NetfrontError, SendError};
 pub use host::{FlipWindow, FrontMemory, FrontendHost, Host, Layout, RingRefs};
 #[cfg(feature = "smoltcp")]

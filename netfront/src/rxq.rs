@@ -2,6 +2,8 @@
 //! accept-transfer grants offering pool frames in flip mode), responses validated by the
 //! netif parser, frames assembled from their slots, and every slot's buffer posted again.
 
+use std::collections::VecDeque;
+
 use grant_table::{
     FRAME_SIZE, FrameNumber, GrantError, GrantRef, GrantTable, TransferEnd, TransferState,
 };
@@ -77,8 +79,10 @@ pub(crate) struct RxQueue {
     cons: u32,
     /// Ring slot -> the id posted there.
     posted: Vec<u16>,
-    /// Ids whose buffers are ours and not posted.
-    to_post: Vec<u16>,
+    /// Ids whose buffers are ours and not posted, oldest first: posted in the order they came
+    /// back, so that with more buffers than ring slots each is written again only after all
+    /// the others (see [`NetfrontConfig::rx_buffers`](crate::NetfrontConfig::rx_buffers)).
+    to_post: VecDeque<u16>,
     /// Responses copied out of the ring, with the id posted in each one's slot; those from
     /// `start` on are not handled yet.
     rsps: Vec<RxResponse>,
@@ -108,7 +112,7 @@ impl RxQueue {
             prod: 0,
             cons: 0,
             posted: vec![0; size],
-            to_post: (0..u16::try_from(ids).unwrap_or(u16::MAX)).rev().collect(),
+            to_post: (0..u16::try_from(ids).unwrap_or(u16::MAX)).collect(),
             rsps: Vec::with_capacity(size),
             ids: Vec::with_capacity(size),
             start: 0,
@@ -129,13 +133,15 @@ impl RxQueue {
     pub(crate) fn post(&mut self, ctx: &mut RxCtx<'_>) -> Result<bool, NetfrontError> {
         // Buffers go back in batches (as netfront's rx refill does): one index publish, one
         // full barrier and at most one notification per batch, and no header-line traffic
-        // on a latency path. A batch of 32 leaves 224 of 256 buffers posted, more than any
-        // packet needs.
-        if self.to_post.len() < REFILL_BATCH.min(self.posted.len() / 2) && !self.starving() {
+        // on a latency path. A batch of 32 leaves 224 of 256 slots posted, more than any
+        // packet needs. A batch needs both the buffers and the ring slots: with more buffers
+        // than slots, the slots are what run short.
+        let ready = self.to_post.len().min(self.ring.free_requests() as usize);
+        if ready < REFILL_BATCH.min(self.posted.len() / 2) && !self.starving() {
             return Ok(false);
         }
         let mask = self.posted.len() - 1;
-        while let Some(&id) = self.to_post.last() {
+        while let Some(&id) = self.to_post.front() {
             if self.ring.free_requests() == 0 {
                 break;
             }
@@ -155,7 +161,7 @@ impl RxQueue {
                 .map_err(ring_error)?;
             self.posted[self.prod as usize & mask] = id;
             self.prod = self.prod.wrapping_add(1);
-            self.to_post.pop();
+            self.to_post.pop_front();
         }
         Ok(self.ring.publish_requests())
     }
@@ -317,8 +323,7 @@ impl RxQueue {
                     e.slots
                 }
             };
-            self.to_post
-                .extend_from_slice(&self.ids[start..start + slots]);
+            self.to_post.extend(&self.ids[start..start + slots]);
             self.start += slots;
             done += 1;
         }
@@ -373,7 +378,7 @@ impl RxQueue {
                 data: &scratch[..len],
                 offload: Offload::from_rx_flags(rsp.flags),
             });
-            self.to_post.push(id);
+            self.to_post.push_back(id);
             self.start += 1;
         };
         stats.rx_packets += n as u64;

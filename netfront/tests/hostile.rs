@@ -155,7 +155,11 @@ fn an_error_status_drops_one_frame() {
     assert_eq!(nic.stats().rx_errors, 1);
     assert!(nic.broken().is_none());
     // Rings, transmit pages and their small halves, receive buffers.
-    assert_eq!(close(nic, b), 2 + 2 * 256 + 256, "every grant revoked");
+    assert_eq!(
+        close(nic, b),
+        2 + 2 * 256 + pvnet_netfront::DEFAULT_RX_BUFFERS as usize,
+        "every grant revoked"
+    );
 }
 
 /// Completes a transfer into `gref` by hand, as a backend does: the frame number it gives,

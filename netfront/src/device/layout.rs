@@ -7,7 +7,7 @@ use io_ring::FrontRing;
 use netif::wire::{RxRequest, RxResponse, TxRequest, TxResponse};
 use xenbus::{BackendFeatures, FrontendChoice, FrontendControl, RxMode, TxFeatures};
 
-use super::{Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
+use super::{MAX_RX_BUFFERS, Netfront, NetfrontConfig, PendingNetfront, Queue, RING_SLOTS};
 use crate::error::NetfrontError;
 use crate::flip::FlipPool;
 use crate::host::{FrontMemory, FrontendHost, Layout, RingRefs};
@@ -15,10 +15,24 @@ use crate::rxq::{RxMemory, RxQueue, RxScratch};
 use crate::stats::Stats;
 use crate::txq::TxQueue;
 
-/// Frames of our memory per queue: two ring pages, the tx buffers' own pages, (copy mode) the
-/// rx buffers, and the tx buffers' small halves.
-fn frames_per_queue(copy: bool) -> u32 {
-    2 + RING_SLOTS + if copy { RING_SLOTS } else { 0 } + RING_SLOTS / 2
+/// Frames of our memory per queue: two ring pages, the tx buffers' own pages, the rx buffers
+/// (copy mode; `rx_pages` of them, 0 in flip mode) and the tx buffers' small halves.
+fn frames_per_queue(rx_pages: u32) -> u32 {
+    2 + RING_SLOTS + rx_pages + RING_SLOTS / 2
+}
+
+/// Receive buffers per queue: pages of our frames in copy mode, as configured (checked);
+/// accept-transfer offers of pool frames in flip mode, one per ring slot.
+fn rx_buffers(cfg: &NetfrontConfig) -> Result<u32, NetfrontError> {
+    match cfg.choice.rx_mode {
+        RxMode::Copy if (RING_SLOTS..=MAX_RX_BUFFERS).contains(&cfg.rx_buffers) => {
+            Ok(cfg.rx_buffers)
+        }
+        RxMode::Copy => Err(NetfrontError::Config(format!(
+            "between {RING_SLOTS} and {MAX_RX_BUFFERS} receive buffers"
+        ))),
+        RxMode::Flip => Ok(RING_SLOTS),
+    }
 }
 
 fn queue_count(cfg: &NetfrontConfig) -> Result<usize, NetfrontError> {
@@ -36,11 +50,12 @@ impl<H: FrontendHost> PendingNetfront<H> {
     pub fn layout(cfg: &NetfrontConfig) -> Result<Layout, NetfrontError> {
         let nq = queue_count(cfg)?;
         let copy = cfg.choice.rx_mode == RxMode::Copy;
-        // Grants: the ring pages, one per buffer of each ring (access grants for copy
-        // buffers, accept-transfer grants in flip mode), and one per small tx buffer.
-        let entries = RESERVED_REFS as usize + nq * (2 + 3 * RING_SLOTS as usize);
+        let rx = rx_buffers(cfg)?;
+        // Grants: the ring pages, one per tx buffer, one per small tx buffer, and one per
+        // rx buffer (access grants for copy buffers, accept-transfer grants in flip mode).
+        let entries = RESERVED_REFS as usize + nq * (2 + 2 * RING_SLOTS + rx) as usize;
         Ok(Layout {
-            frames_bytes: nq * frames_per_queue(copy) as usize * FRAME_SIZE,
+            frames_bytes: nq * frames_per_queue(if copy { rx } else { 0 }) as usize * FRAME_SIZE,
             table_bytes: entries.div_ceil(ENTRIES_PER_PAGE) * FRAME_SIZE,
             pool_bytes: if copy {
                 0
@@ -96,7 +111,8 @@ impl<H: FrontendHost> PendingNetfront<H> {
             ));
         }
         let backend = cfg.backend_domid;
-        let per_queue = frames_per_queue(copy);
+        let rx_count = rx_buffers(&cfg)?;
+        let per_queue = frames_per_queue(if copy { rx_count } else { 0 });
         let mut table = GrantTable::new(table)?;
         let mut rx_memory = match (copy, pool) {
             (true, _) => RxMemory::Copy {
@@ -139,7 +155,7 @@ impl<H: FrontendHost> PendingNetfront<H> {
             let (rx_grefs, rx_first) = match &mut rx_memory {
                 RxMemory::Copy { .. } => {
                     let first = base + 2 + RING_SLOTS;
-                    let grefs = (0..RING_SLOTS)
+                    let grefs = (0..rx_count)
                         .map(|i| {
                             table.grant_access(backend, FrameNumber(frame_base + first + i), false)
                         })

@@ -17,7 +17,7 @@ use xenbus::{EventFds, FrontendChoice, Resources, XenbusError};
 use crate::doorbell::Doorbell;
 use crate::endpoint::{BackendConnection, FrontendConnection, FrontendPending};
 use crate::guarded::GuardedFrames;
-use crate::memfd::{check_sealed, create_memfd, map_shared};
+use crate::memfd::{check_sealed, create_memfd, map_owned, map_shared};
 
 /// The largest memory a frontend may hand over in one descriptor (1 GiB): bounds what a
 /// hostile frontend can make its backend map.
@@ -36,14 +36,14 @@ impl Offer {
         Self::default()
     }
 
-    /// A new memfd of `bytes` bytes (zero-filled), mapped here: the mapping and the
-    /// descriptor's index.
+    /// A new memfd of `bytes` bytes (zero-filled), its pages allocated and mapped here
+    /// ([`map_owned`]): the mapping and the descriptor's index.
     ///
     /// # Errors
-    /// The memfd cannot be created or mapped.
+    /// The memfd cannot be created, allocated or mapped.
     pub fn memory(&mut self, name: &CStr, bytes: usize) -> io::Result<(SharedRegion, usize)> {
         let fd = create_memfd(name, bytes)?;
-        let region = map_shared(&fd, bytes)?;
+        let region = map_owned(&fd, bytes)?;
         self.fds.push(fd);
         Ok((region, self.fds.len() - 1))
     }

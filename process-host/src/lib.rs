@@ -98,7 +98,7 @@ pub use endpoint::{
 };
 pub use guarded::GuardedFrames;
 pub use handover::{MAX_MAPPED, Offer};
-pub use memfd::{SEALS, check_sealed, create_memfd, map_shared};
+pub use memfd::{SEALS, check_sealed, create_memfd, map_owned, map_shared};
 pub use path::default_socket_path;
 pub use remap::RemapWindow;
 pub use socket::MAX_FDS;

@@ -9,7 +9,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::fcntl::{FallocateFlags, FcntlArg, SealFlag, fallocate, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use shared_mem::SharedRegion;
 
@@ -54,11 +54,40 @@ pub fn check_sealed(fd: &impl AsFd) -> io::Result<usize> {
 }
 
 /// Maps `bytes` bytes of `fd` shared, read-write, as a [`SharedRegion`] that keeps the mapping
-/// alive.
+/// alive. Pages are faulted in as they are touched (a peer's memory is never populated here:
+/// a hostile peer could hand over a large sparse file).
 ///
 /// # Errors
 /// The file is shorter than `bytes` ([`io::ErrorKind::InvalidInput`]) or cannot be mapped.
 pub fn map_shared(fd: &impl AsFd, bytes: usize) -> io::Result<SharedRegion> {
+    map(fd, bytes, false)
+}
+
+/// For memory this process made and will offer ([`Offer::memory`](crate::Offer::memory)):
+/// allocates every page of `fd`'s first `bytes` bytes now (`fallocate`) and maps them shared,
+/// read-write, with the page tables filled (`MAP_POPULATE`).
+///
+/// A frontend's buffers are all written in the steady state (receive buffers are posted in
+/// turn), so this costs nothing it would not cost later. It moves the cost out of the data
+/// path: otherwise the peer's first copy into each page allocates and zeroes it, and a
+/// short run pays for it per frame (BENCHMARKS.md, "Receive buffers the frontend has
+/// forgotten"). And a lack of memory is an error here, at connect, not a `SIGBUS` in the
+/// peer on its first touch of a page.
+///
+/// # Errors
+/// The file is shorter than `bytes` ([`io::ErrorKind::InvalidInput`]); the memory cannot be
+/// allocated (`ENOSPC`, `ENOMEM`) or mapped.
+pub fn map_owned(fd: &impl AsFd, bytes: usize) -> io::Result<SharedRegion> {
+    check_len(fd, bytes)?;
+    let len = i64::try_from(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if len > 0 {
+        fallocate(fd.as_fd(), FallocateFlags::empty(), 0, len)?;
+    }
+    map(fd, bytes, true)
+}
+
+/// Refuses to map `bytes` bytes of a shorter file.
+fn check_len(fd: &impl AsFd, bytes: usize) -> io::Result<()> {
     let len = nix::sys::stat::fstat(fd.as_fd())?.st_size;
     if usize::try_from(len).unwrap_or(0) < bytes {
         return Err(io::Error::new(
@@ -66,7 +95,18 @@ pub fn map_shared(fd: &impl AsFd, bytes: usize) -> io::Result<SharedRegion> {
             format!("the file has {len} bytes, {bytes} were to be mapped"),
         ));
     }
-    let map = Arc::new(MmapOptions::new().len(bytes).map_raw(&fd.as_fd())?);
+    Ok(())
+}
+
+/// [`map_shared`], and with `populate` [`map_owned`]'s `MAP_POPULATE`.
+fn map(fd: &impl AsFd, bytes: usize, populate: bool) -> io::Result<SharedRegion> {
+    check_len(fd, bytes)?;
+    let mut options = MmapOptions::new();
+    options.len(bytes);
+    if populate {
+        options.populate();
+    }
+    let map = Arc::new(options.map_raw(&fd.as_fd())?);
     let ptr = NonNull::new(map.as_mut_ptr()).ok_or(io::ErrorKind::InvalidData)?;
     // SAFETY: `map` is a live shared read-write mapping of `bytes` bytes, kept alive by the
     // region (the `Arc` owner) for as long as any clone of it exists, and this process touches

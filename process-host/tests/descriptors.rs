@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 use pvnet_process_host::{
     BackendConfig, BackendConnection, FrontendConnection, Listener, SEALS, connect, create_memfd,
-    map_shared,
+    map_owned, map_shared,
 };
 use xenbus::{EventFds, FrontendChoice, QueueResources, Resources, RxMode, XenbusError};
 
@@ -160,4 +160,30 @@ fn sealed_memory_cannot_be_resized_by_either_side() {
         Err(nix::errno::Errno::EPERM)
     );
     ours.copy_in(4 * PAGE - 4, b"last").unwrap();
+}
+
+#[test]
+fn memory_a_process_offers_is_allocated_when_made() {
+    let _leaks = LeakCheck::new();
+    let blocks = |fd: &OwnedFd| nix::sys::stat::fstat(fd.as_fd()).unwrap().st_blocks * 512;
+    // Mapped as a peer's memory: nothing allocated until it is touched.
+    let lazy = sealed(64 * PAGE);
+    let region = map_shared(&lazy, 64 * PAGE).unwrap();
+    assert_eq!(blocks(&lazy), 0, "a peer's memory is not populated");
+    region.copy_in(0, b"one page").unwrap();
+    assert_eq!(blocks(&lazy), PAGE as i64, "a touched page is allocated");
+    // Mapped by the process that made it: every page allocated at once.
+    let owned = sealed(64 * PAGE);
+    let region = map_owned(&owned, 64 * PAGE).unwrap();
+    assert_eq!(
+        blocks(&owned),
+        64 * PAGE as i64,
+        "the owner's pages are allocated"
+    );
+    region.copy_in(64 * PAGE - 4, b"last").unwrap();
+    assert_eq!(
+        map_owned(&sealed(PAGE), 2 * PAGE).unwrap_err().kind(),
+        std::io::ErrorKind::InvalidInput,
+        "more than the file holds"
+    );
 }

@@ -25,6 +25,11 @@
 #
 #   benches/pvnet/ab.sh OLD_BIN NEW_BIN [ROUNDS] > ab.csv
 #   CONFIGS="rx:64:2000000" benches/pvnet/ab.sh OLD_BIN NEW_BIN 100   # one configuration
+#
+# One build against itself with a setting changed: a wrapper script as OLD or NEW, e.g. the
+# copy into the peer's memory (PVNET_PEER_COPY=string or memmove, read by every child role):
+#   printf '#!/bin/sh\nPVNET_PEER_COPY=memmove exec %s "$@"\n' "$BIN" > /tmp/mm; chmod +x /tmp/mm
+#   benches/pvnet/ab.sh /tmp/mm "$BIN" 10
 set -euo pipefail
 OLD=$1
 NEW=$2

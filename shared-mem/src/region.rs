@@ -418,9 +418,11 @@ impl SharedRegion {
     }
 
     /// As [`copy_to`](Self::copy_to), for bytes a peer reads next (a frame placed in a
-    /// buffer it will take): on CPUs where it pays, large copies use the CPU's string copy,
-    /// which takes the destination's lines over whole instead of waiting in the store buffer
-    /// for each one to come from the peer's cache (see `raw_copy_for_peer`).
+    /// buffer it will take): `memmove`, or the CPU's string copy for large copies if the
+    /// process chose it ([`set_peer_copy`]). The string copy takes the destination's lines
+    /// over whole instead of waiting in the store buffer for each one to come from the
+    /// peer's cache, which pays when the peer read the buffer just before (see
+    /// `raw_copy_for_peer`).
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if either range does not fit.
@@ -762,18 +764,20 @@ unsafe fn raw_copy(src: *const u8, dst: *mut u8, len: usize) {
 #[cfg(not(loom))]
 const STRING_COPY_MIN: usize = 1280;
 
-/// Copies `len` bytes from `src` to `dst`, which a peer reads next, as one opaque operation
-/// (overlapping ranges as `memmove` does).
+/// Copies `len` bytes from `src` to `dst`, which a peer reads next: with the string copy as
+/// one opaque operation if the process chose it ([`set_peer_copy`]), otherwise [`raw_copy`].
 ///
 /// A store into a line the peer's core holds waits in the store buffer for the line, and
-/// stores commit in order: at rx 1500 B netback is the bound, and its samples sat on the
-/// first stores after the copy into the frontend's buffer (a `push`, a spill), waiting for
-/// room in a store buffer full of the copy's stores. On Intel CPUs with ERMS, `rep movsb`
-/// for such copies made that stream 1.16x faster. With it for every large copy, netback's
-/// copies *out of* the peer's memory made tx 1500 B 0.91x, and with it for the frontend's
-/// transmit copy (into a buffer netback then reads) 0.92x, so those stay with `memmove`
-/// (BENCHMARKS.md, "Another machine: copies the peer reads next"). Elsewhere, below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies
-/// ahead of `src`, this is [`raw_copy`].
+/// stores commit in order. When the peer read the destination just before (a frontend with
+/// one receive buffer per ring slot), netback's samples at rx 1500 B sat on the first
+/// stores after the copy, waiting for room in a store buffer full of the copy's stores, and
+/// `rep movsb` (which takes whole lines over) made that stream 1.16x faster on an Intel Xeon.
+/// Once the frontend kept more buffers than slots, so the lines had left its cache, `memmove`
+/// was the faster one by 4-8%: hence the default (BENCHMARKS.md, "Receive buffers the
+/// frontend has forgotten"). Copies *out of* the peer's memory, and the frontend's transmit
+/// copy, were slower with `rep movsb` (0.91x, 0.92x) and never use it. Below
+/// [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies ahead of `src`, this is
+/// always [`raw_copy`].
 ///
 /// # Safety
 /// `src` must be valid for reads and `dst` for writes of `len` bytes.
@@ -808,39 +812,62 @@ unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize) {
     unsafe { raw_copy(src, dst, len) }
 }
 
-/// Whether large copies into a peer's memory should use `rep movsb`: on Intel CPUs with
-/// ERMS (CPUID leaf 7, EBX bit 9). On AMD, `memmove` was as fast or faster in the same
-/// two-process runs (BENCHMARKS.md, "The copy primitive"). Decided once, on first use.
+/// How [`SharedRegion::copy_to_for_peer`] copies, for the whole process: set with
+/// [`set_peer_copy`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerCopy {
+    /// `memmove` (the default).
+    #[default]
+    Memmove,
+    /// The CPU's string copy (`rep movsb`) for copies of 1280 bytes or more on x86-64
+    /// (correct on every x86-64 CPU, fast on those with ERMS); `memmove` for shorter ones
+    /// and on other architectures. For a backend whose frontends reuse a buffer right after
+    /// reading it: there, on an Intel Xeon, it made netback's receive stream of 1500 B
+    /// frames 1.16x faster than `memmove`. Into buffers the frontend read long before (a
+    /// pvnet netfront's default 1024 receive buffers) it was 0.93-0.96x (BENCHMARKS.md,
+    /// "Receive buffers the frontend has forgotten").
+    StringCopy,
+}
+
+/// The peer copy's choice: 0 `memmove`, 1 the string copy. Relaxed everywhere: a setting,
+/// which orders nothing else.
+#[cfg(not(loom))]
+static PEER_COPY: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Chooses how [`SharedRegion::copy_to_for_peer`] copies from now on, in every thread of the
+/// process. Copies already running finish as they began; either way the bytes copied are
+/// the same.
+///
+/// ```
+/// use pvnet_shared_mem::{PeerCopy, SharedRegion, set_peer_copy};
+///
+/// set_peer_copy(PeerCopy::StringCopy);
+/// let (a, b) = (SharedRegion::new_zeroed(4096), SharedRegion::new_zeroed(4096));
+/// a.copy_in(0, &[7; 2048])?;
+/// a.copy_to_for_peer(0, &b, 1024, 2048)?;
+/// set_peer_copy(PeerCopy::default());
+/// # Ok::<(), pvnet_shared_mem::RegionError>(())
+/// ```
+pub fn set_peer_copy(choice: PeerCopy) {
+    #[cfg(not(loom))]
+    PEER_COPY.store(
+        match choice {
+            PeerCopy::Memmove => 0,
+            PeerCopy::StringCopy => 1,
+        },
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    #[cfg(loom)]
+    let _ = choice;
+}
+
+/// Whether large copies into a peer's memory should use `rep movsb`: as [`set_peer_copy`]
+/// chose.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 #[inline(always)]
 fn string_copy_pays() -> bool {
-    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
-    // 0: not decided yet; 1: yes; 2: no. Relaxed: a plain cache of a fixed answer; a race
-    // decides it twice, the same way.
-    static DECIDED: AtomicU8 = AtomicU8::new(0);
-    match DECIDED.load(Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let pays = intel_with_erms();
-            DECIDED.store(if pays { 1 } else { 2 }, Relaxed);
-            pays
-        }
-    }
-}
-
-#[cfg(all(not(loom), target_arch = "x86_64"))]
-#[cold]
-fn intel_with_erms() -> bool {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let vendor = __cpuid(0);
-    let intel = (vendor.ebx, vendor.edx, vendor.ecx)
-        == (
-            u32::from_le_bytes(*b"Genu"),
-            u32::from_le_bytes(*b"ineI"),
-            u32::from_le_bytes(*b"ntel"),
-        );
-    intel && vendor.eax >= 7 && __cpuid_count(7, 0).ebx & (1 << 9) != 0
+    PEER_COPY.load(core::sync::atomic::Ordering::Relaxed) == 1
 }
 
 #[cfg(all(test, not(loom)))]
@@ -975,6 +1002,17 @@ mod tests {
     /// come out as `memmove`'s, and bounds are checked.
     #[test]
     fn copies_for_a_peer_are_exact_at_every_size() {
+        // Both copies, then the default again. The only test that sets the choice: the other
+        // tests' copies run either way, with the same bytes.
+        for choice in [PeerCopy::StringCopy, PeerCopy::default()] {
+            set_peer_copy(choice);
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(string_copy_pays(), choice == PeerCopy::StringCopy);
+            peer_copies_are_exact();
+        }
+    }
+
+    fn peer_copies_are_exact() {
         let n = 3 * STRING_COPY_MIN;
         let pattern: alloc::vec::Vec<u8> = (0..n).map(|i| (i * 11 + 5).to_le_bytes()[0]).collect();
         let src = SharedRegion::new_zeroed(n + 64);

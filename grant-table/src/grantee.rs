@@ -164,19 +164,31 @@ impl<M: FrameMemory> PeerGrants<M> {
         };
     }
 
-    /// Hints that `offset` of the frame behind a held persistent claim on `gref` will be read
-    /// soon (a software prefetch of its line). Does nothing without such a claim: no claim is
-    /// taken and no data read (a hint), so any reference and offset may be passed, a peer's
-    /// garbage included. Issued for a batch before its copies, it lets the batch's misses
-    /// (lines the owner has just written) overlap instead of queueing.
+    /// Hints that bytes `offset..offset + len` of the frame behind a held persistent claim on
+    /// `gref` will be used soon: a software prefetch of each of their lines (at least the one
+    /// at `offset`; none past the frame). Does nothing without such a claim: no claim is taken
+    /// and no data read (a hint), so any reference, offset and length may be passed, a peer's
+    /// garbage included.
+    ///
+    /// Issued for a batch before its copies, it lets the batch's misses (lines the owner has
+    /// just written) overlap instead of queueing. Issued for a buffer the owner read long
+    /// before and a copy will write, it brings the lines in from the shared cache ahead of
+    /// the copy's stores, which then find them here.
     #[inline]
-    pub fn prefetch_held(&self, gref: GrantRef, offset: u16) {
+    pub fn prefetch_held(&self, gref: GrantRef, offset: u16, len: u16) {
         if self.persistent
             && let Some(cell) = self.pins.get(gref.0 as usize)
             && cell.get().held != 0
             && let Some((region, at)) = self.frames.locate(FrameNumber(cell.get().frame))
         {
-            region.prefetch(at + usize::from(offset));
+            let start = usize::from(offset);
+            let end = (start + usize::from(len.max(1))).min(FRAME_SIZE);
+            let mut line = start;
+            while line < end {
+                region.prefetch(at + line);
+                // The next line's start: lines are 64 bytes, frames line-aligned.
+                line = (line | 63) + 1;
+            }
         }
     }
 
@@ -619,7 +631,7 @@ impl<M: FrameMemory> GrantOps for PeerGrants<M> {
             // batch's misses (the owner's freshly written data) overlap.
             for op in ops.iter() {
                 if let CopyPtr::Grant { gref, offset } = op.source {
-                    self.prefetch_held(gref, offset);
+                    self.prefetch_held(gref, offset, 1);
                 }
             }
         }

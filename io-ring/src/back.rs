@@ -131,6 +131,18 @@ impl<Req: Pod, Rsp: Pod> BackRing<Req, Rsp> {
         Ok(self.ring.entries(&mut self.st.req.cons, count))
     }
 
+    /// A copy of the request `ahead` places after the next one to consume, if the last look at
+    /// `req_prod` ([`requests`](Self::requests), [`unconsumed_requests`](Self::unconsumed_requests))
+    /// already counted it; nothing is consumed and `req_prod` is not read again. For hints
+    /// about work to come (netback asks for the lines of the buffer a frame will go to a few
+    /// frames ahead): the copy is the frontend's to change until it is consumed, so nothing
+    /// may rely on it.
+    #[inline]
+    pub fn peek_request(&self, ahead: u32) -> Option<Req> {
+        (self.st.broken.is_none() && ahead < self.st.req.known())
+            .then(|| self.ring.read_entry(self.st.req.cons.wrapping_add(ahead)))
+    }
+
     /// Writes `rsp` as the answer to the oldest unanswered request, into that request's slot,
     /// zeroing the rest of the slot. Not visible until
     /// [`publish_responses`](Self::publish_responses).

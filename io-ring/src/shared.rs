@@ -120,6 +120,12 @@ impl<Req, Rsp> Sring<Req, Rsp> {
         fence(Ordering::SeqCst);
     }
 
+    /// A copy of the entry at ring index `idx` (once; the copy is ours).
+    #[inline(always)]
+    pub(crate) fn read_entry<T: Pod>(&self, idx: u32) -> T {
+        read_slot(&self.region, self.geo, idx)
+    }
+
     /// Iterator over the next `count` entries from `*cons`, advancing `*cons` as it goes.
     pub(crate) fn entries<'a, T: Pod>(&'a self, cons: &'a mut u32, count: u32) -> Entries<'a, T> {
         Entries {

@@ -294,3 +294,37 @@ fn responses_beyond_published_requests_break_the_frontend() {
     );
     assert_eq!(front.push_request(&[2; 3]).unwrap_err(), err);
 }
+
+/// `peek_request` shows only requests the last look counted, consumes nothing, reads no
+/// index, and shows nothing once the ring is broken; a peer rewriting a peeked slot changes
+/// the copy, not what the backend may consume.
+#[test]
+fn peeking_sees_only_counted_requests_and_consumes_nothing() {
+    let (r, mut front, mut back) = honest_pair(u32::MAX - 1);
+    for i in 0..3 {
+        front.push_request(&[i; 3]).unwrap();
+    }
+    let _ = front.publish_requests();
+    assert_eq!(back.peek_request(0), None, "not looked at yet");
+    assert_eq!(back.unconsumed_requests(), Ok(3));
+    assert_eq!(back.peek_request(0), Some([0; 3]));
+    assert_eq!(back.peek_request(2), Some([2; 3]));
+    assert_eq!(back.peek_request(3), None, "past what was counted");
+    assert_eq!(back.peek_request(u32::MAX), None);
+    // Published after the look: not seen until the next one.
+    front.push_request(&[3; 3]).unwrap();
+    let _ = front.publish_requests();
+    assert_eq!(back.peek_request(3), None);
+    // Consuming one moves the window; peeking consumed nothing.
+    assert_eq!(back.requests().unwrap().next(), Some([0; 3]));
+    assert_eq!(back.peek_request(0), Some([1; 3]));
+    assert_eq!(back.unanswered(), 1);
+    // The peer rewrites the slot of request 1 (ring index 2^32 - 1: the last of 256 slots of
+    // 12 bytes after the 64-byte header): the next peek copies what is there now.
+    r.store_u32(64 + 255 * 12, 77, Relaxed).unwrap();
+    assert_eq!(back.peek_request(0).map(|q| q[0]), Some(77));
+    // A broken ring shows nothing.
+    r.store_u32(0, 0x7fff_ffff, Relaxed).unwrap();
+    assert!(back.unconsumed_requests().is_err());
+    assert_eq!(back.peek_request(0), None);
+}

@@ -161,7 +161,7 @@ impl TxQueue {
         for r in reqs {
             // Every slot, extras and all: a hint reads nothing, and one without a held claim
             // does nothing.
-            grants.prefetch_held(GrantRef(r.gref), r.offset);
+            grants.prefetch_held(GrantRef(r.gref), r.offset, 1);
             self.pending.push(r);
         }
         Ok(())

@@ -85,6 +85,7 @@ fn run(args: &Args) -> Res<()> {
     if args.flip {
         cfg.choice.rx_mode = RxMode::Flip;
     }
+    let rx_buffers = cfg.rx_buffers;
     let layout = PendingNetfront::<FrontHost>::layout(&cfg)?;
     let frames_at = GuestAddress(high + (1 << 20));
     let table_at = GuestAddress(1 << 20);
@@ -205,11 +206,19 @@ fn run(args: &Args) -> Res<()> {
         return Err("the vif did not close cleanly".into());
     }
     // What the backend wrote into guest RAM: both ring pages (logged when it unmapped them,
-    // as Xen does) and, in copy mode, every receive buffer (256; the stream used them all).
+    // as Xen does) and, in copy mode, every receive buffer the stream reached (netfront
+    // posts them in turn, so a stream of more pages than buffers reaches them all).
     // Flip mode writes pool frames and transfers them, and the grant table's status bits:
     // neither goes through the frame memory, so neither is logged (DESIGN.md: a migrating
     // VMM treats the pool and the table as always dirty).
-    let expected = if args.flip { 2 } else { 2 + 256 };
+    let pages = args
+        .frames
+        .saturating_mul(args.size.div_ceil(FRAME_SIZE) as u64);
+    let expected = if args.flip {
+        2
+    } else {
+        2 + usize::try_from(pages.min(u64::from(rx_buffers))).unwrap_or(usize::MAX)
+    };
     if dirty != expected {
         return Err(format!("{dirty} guest pages logged dirty, {expected} written").into());
     }

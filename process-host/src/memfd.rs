@@ -60,6 +60,7 @@ pub fn check_sealed(fd: &impl AsFd) -> io::Result<usize> {
 /// # Errors
 /// The file is shorter than `bytes` ([`io::ErrorKind::InvalidInput`]) or cannot be mapped.
 pub fn map_shared(fd: &impl AsFd, bytes: usize) -> io::Result<SharedRegion> {
+    check_len(fd, bytes)?;
     map(fd, bytes, false)
 }
 
@@ -98,9 +99,9 @@ fn check_len(fd: &impl AsFd, bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// [`map_shared`], and with `populate` [`map_owned`]'s `MAP_POPULATE`.
+/// Maps the first `bytes` bytes of `fd` (its length checked by the caller), with `populate`
+/// [`map_owned`]'s `MAP_POPULATE`.
 fn map(fd: &impl AsFd, bytes: usize, populate: bool) -> io::Result<SharedRegion> {
-    check_len(fd, bytes)?;
     let mut options = MmapOptions::new();
     options.len(bytes);
     if populate {

@@ -787,7 +787,7 @@ unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if len >= STRING_COPY_MIN
         && (dst as usize).wrapping_sub(src as usize) >= len
-        && string_copy_pays()
+        && string_copy_chosen()
     {
         // SAFETY: the caller guarantees both ranges; `rep movsb` copies `rcx` bytes forward
         // from `rsi` to `rdi` (the direction flag is clear, as the ABI requires at every
@@ -862,11 +862,10 @@ pub fn set_peer_copy(choice: PeerCopy) {
     let _ = choice;
 }
 
-/// Whether large copies into a peer's memory should use `rep movsb`: as [`set_peer_copy`]
-/// chose.
+/// Whether large copies into a peer's memory use `rep movsb`: as [`set_peer_copy`] chose.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 #[inline(always)]
-fn string_copy_pays() -> bool {
+fn string_copy_chosen() -> bool {
     PEER_COPY.load(core::sync::atomic::Ordering::Relaxed) == 1
 }
 
@@ -1007,7 +1006,7 @@ mod tests {
         for choice in [PeerCopy::StringCopy, PeerCopy::default()] {
             set_peer_copy(choice);
             #[cfg(target_arch = "x86_64")]
-            assert_eq!(string_copy_pays(), choice == PeerCopy::StringCopy);
+            assert_eq!(string_copy_chosen(), choice == PeerCopy::StringCopy);
             peer_copies_are_exact();
         }
     }

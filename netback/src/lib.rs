@@ -58,6 +58,7 @@
 //! }
 //! assert_eq!(echoed, frame);
 //! nic.close()?;
+//! # let _ = std::fs::remove_file(&path); // the listener may have gone already
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]

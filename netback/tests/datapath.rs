@@ -292,8 +292,7 @@ fn frame_limits_follow_the_backends_offer() {
 fn backend_initiated_close() {
     let _leaks = process_host::testing::LeakCheck::new();
     use netfront::{BackendFault, NetfrontError};
-    let dir = std::env::temp_dir().join(format!("netback-detach-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = process_host::testing::TestDir::new("netback-detach");
     let path = dir.join("backend.sock");
     let listener = process_host::Listener::bind(&path, {
         let mut c = process_host::BackendConfig::default();
@@ -333,5 +332,4 @@ fn backend_initiated_close() {
         report.revoked,
         2 + 2 * 256 + netfront::DEFAULT_RX_BUFFERS as usize
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

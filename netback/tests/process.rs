@@ -251,8 +251,7 @@ fn echo(nic: &mut Netfront, n: u32) {
 #[test]
 fn a_killed_backend_is_noticed_and_a_restarted_one_serves() {
     let _leaks = process_host::testing::LeakCheck::new();
-    let dir = std::env::temp_dir().join(format!("netback-kill-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = process_host::testing::TestDir::new("netback-kill");
     let path = dir.join("backend.sock");
     let mut backend = BackendChild::start(&path);
     let mut nic = Netfront::connect(&path, NetfrontConfig::default()).unwrap();
@@ -300,7 +299,6 @@ fn a_killed_backend_is_noticed_and_a_restarted_one_serves() {
         report.reclaimed, 0,
         "a backend that answers leaves nothing to reclaim"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The backend process of `a_killed_backend_is_noticed_and_a_restarted_one_serves`: serves

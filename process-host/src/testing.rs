@@ -98,3 +98,38 @@ impl Drop for LeakCheck {
         );
     }
 }
+
+/// A directory of its own for one test's sockets (`pvnet-LABEL-PID` in the temporary
+/// directory, emptied first if a killed run left it), removed with all it holds when
+/// dropped: also when the test fails.
+#[derive(Debug)]
+pub struct TestDir(std::path::PathBuf);
+
+impl TestDir {
+    /// Makes the directory for `label` (unique among this binary's tests).
+    ///
+    /// # Panics
+    /// If the directory cannot be made.
+    pub fn new(label: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pvnet-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a test directory");
+        Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// `name` in the directory (nothing is made there).
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

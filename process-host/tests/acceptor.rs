@@ -54,7 +54,7 @@ fn good(path: &Path) -> Result<(), XenbusError> {
 #[test]
 fn silent_frontends_do_not_keep_others_out() {
     let _leaks = LeakCheck::new();
-    let path = common::sock_path("acceptor", "silent");
+    let (_dir, path) = common::sock_path("acceptor", "silent");
     let timeout = Duration::from_secs(3);
     let incoming = spawn_acceptor(listener(&path, timeout), || {}).unwrap();
     let silent: Vec<OwnedFd> = (0..10).map(|_| common::raw_client(&path)).collect();
@@ -109,7 +109,7 @@ fn told_refused(s: &OwnedFd, wait: Duration) -> Option<String> {
 #[test]
 fn one_uid_holds_at_most_its_share_of_the_handshakes() {
     let _leaks = LeakCheck::new();
-    let path = common::sock_path("acceptor", "per-uid");
+    let (_dir, path) = common::sock_path("acceptor", "per-uid");
     let incoming = spawn_acceptor(listener(&path, Duration::from_secs(3)), || {}).unwrap();
     let n = MAX_HANDSHAKES_PER_UID + 4;
     let silent: Vec<OwnedFd> = (0..n).map(|_| common::raw_client(&path)).collect();
@@ -148,7 +148,7 @@ fn another_users_silent_frontends_do_not_keep_ours_out() {
         );
         return;
     }
-    let path = common::sock_path("acceptor", "other-uid");
+    let (_dir, path) = common::sock_path("acceptor", "other-uid");
     let timeout = Duration::from_secs(4);
     let mut config = BackendConfig::default();
     config.timeout = timeout;
@@ -215,7 +215,6 @@ fn another_users_silent_frontends_do_not_keep_ours_out() {
     assert!(waited < Duration::from_secs(2), "{waited:?}: kept out");
     xenbus::BackendControl::connected(&mut conn).unwrap();
     front.join().unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 /// The silent frontends of `another_users_silent_frontends_do_not_keep_ours_out`, as uid
@@ -237,7 +236,7 @@ fn silent_nobody_entry() {
 #[test]
 fn at_the_descriptor_limit_the_acceptor_backs_off() {
     let _leaks = LeakCheck::new();
-    let path = common::sock_path("acceptor", "emfile");
+    let (_dir, path) = common::sock_path("acceptor", "emfile");
     let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -272,7 +271,6 @@ fn at_the_descriptor_limit_the_acceptor_backs_off() {
     eprintln!("acceptor at the descriptor limit: {cpu:.3} s of CPU in 1 s");
     // Retrying accept at full speed takes the whole second.
     assert!(cpu < 0.2, "{cpu} s of CPU in 1 s");
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 /// The backend process of `at_the_descriptor_limit_the_acceptor_backs_off`: an acceptor,

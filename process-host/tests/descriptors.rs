@@ -22,7 +22,7 @@ const PAGE: usize = 4096;
 /// returns the backend's connection and the frontend's (kept open for the test).
 fn hand_over(name: &str, fds: Vec<OwnedFd>) -> (BackendConnection, FrontendConnection) {
     assert_eq!(fds.len(), 3);
-    let path = common::sock_path("fds", name);
+    let (_dir, path) = common::sock_path("fds", name);
     let listener = Listener::bind(&path, BackendConfig::default()).unwrap();
     let front = std::thread::spawn(move || {
         let pending = connect(&path, T).unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use pvnet_process_host::testing::LeakCheck;
+use pvnet_process_host::testing::{LeakCheck, TestDir};
 use std::fs::File;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -19,14 +19,16 @@ use xenbus::{
 
 const T: Duration = Duration::from_secs(5);
 
-fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> Listener {
+/// A listener for test `name`, and its directory's guard (keep it for the test's length).
+fn listener(name: &str, allowed: Vec<u32>, timeout: Duration) -> (TestDir, Listener) {
     let config = {
         let mut c = BackendConfig::default();
         c.allowed_uids = allowed;
         c.timeout = timeout;
         c
     };
-    Listener::bind(&common::sock_path("xenbus", name), config).unwrap()
+    let (dir, path) = common::sock_path("xenbus", name);
+    (dir, Listener::bind(&path, config).unwrap())
 }
 
 fn me() -> u32 {
@@ -133,7 +135,7 @@ fn raw_client(l: &Listener) -> OwnedFd {
 #[test]
 fn the_socket_is_private() {
     let _leaks = LeakCheck::new();
-    let l = listener("mode", vec![me()], T);
+    let (_dir, l) = listener("mode", vec![me()], T);
     let mode = std::fs::metadata(l.path()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
@@ -141,7 +143,7 @@ fn the_socket_is_private() {
 #[test]
 fn every_mode_negotiates_and_reconnects() {
     let _leaks = LeakCheck::new();
-    let l = listener("modes", vec![me()], T);
+    let (_dir, l) = listener("modes", vec![me()], T);
     let modes = [
         FrontendChoice::default(),
         {
@@ -182,7 +184,7 @@ fn every_mode_negotiates_and_reconnects() {
 #[test]
 fn a_uid_outside_the_allow_list_is_refused() {
     let _leaks = LeakCheck::new();
-    let l = listener("uid", vec![me().wrapping_add(1)], T);
+    let (_dir, l) = listener("uid", vec![me().wrapping_add(1)], T);
     let client = std::thread::spawn({
         let path = l.path().to_owned();
         move || connect(&path, T)
@@ -197,7 +199,7 @@ fn a_uid_outside_the_allow_list_is_refused() {
 #[test]
 fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
     let _leaks = LeakCheck::new();
-    let l = listener("hostile", vec![me()], Duration::from_millis(300));
+    let (_dir, l) = listener("hostile", vec![me()], Duration::from_millis(300));
     let good = |l: &Listener| {
         let c = good_frontend(l.path().to_owned(), FrontendChoice::default());
         serve_one(l).unwrap();
@@ -278,7 +280,7 @@ fn hostile_frontends_get_typed_errors_and_the_listener_serves_on() {
 #[test]
 fn a_stalled_frontend_does_not_hold_up_the_next_one() {
     let _leaks = LeakCheck::new();
-    let l = listener("stall-many", vec![me()], Duration::from_secs(2));
+    let (_dir, l) = listener("stall-many", vec![me()], Duration::from_secs(2));
     let staller = raw_client(&l);
     let stalled = l.accept().unwrap();
     let pending = std::thread::spawn(move || stalled.handshake());
@@ -302,7 +304,7 @@ fn a_stalled_frontend_does_not_hold_up_the_next_one() {
 fn a_frontend_reconnects_to_a_restarted_backend() {
     let _leaks = LeakCheck::new();
     let name = "restart";
-    let l = listener(name, vec![me()], T);
+    let (_dir, l) = listener(name, vec![me()], T);
     let path = l.path().to_owned();
     let c = good_frontend(path.clone(), FrontendChoice::default());
     serve_one(&l).unwrap();
@@ -342,7 +344,7 @@ fn another_user_is_kept_out_by_mode_and_by_credentials() {
         );
         return;
     }
-    let l = listener("nobody", vec![0], T);
+    let (_dir, l) = listener("nobody", vec![0], T);
     // The directory must let `nobody` reach the socket; only the socket's own mode may stop it.
     std::fs::set_permissions(
         l.path().parent().unwrap(),
@@ -414,7 +416,7 @@ fn nobody_client_entry() {
 #[test]
 fn a_frontend_checks_who_is_listening() {
     let _leaks = LeakCheck::new();
-    let l = listener("who-listens", vec![me()], T);
+    let (_dir, l) = listener("who-listens", vec![me()], T);
     let path = l.path().to_owned();
     let stranger = me().wrapping_add(4242);
     let front = std::thread::spawn(move || connect_to(&path, T, &[stranger]));
@@ -447,11 +449,9 @@ fn a_squatter_of_another_user_receives_nothing() {
         );
         return;
     }
-    let dir = std::env::temp_dir().join(format!("pvnet-squat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestDir::new("squat");
     // A directory anyone can write, as /tmp is.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let path = dir.join("b.sock");
     let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -479,7 +479,6 @@ fn a_squatter_of_another_user_receives_nothing() {
     );
     let status = child.wait_with_output().unwrap().status;
     assert!(status.success(), "the squatter got something: {status}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The squatter of `a_squatter_of_another_user_receives_nothing`: listens, and checks that

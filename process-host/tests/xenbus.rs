@@ -7,7 +7,7 @@
 //! backend releases everything before acknowledging, so the frontend can then revoke every
 //! grant.
 
-use pvnet_process_host::testing::LeakCheck;
+use pvnet_process_host::testing::{LeakCheck, TestDir};
 use std::process::Command;
 use std::time::Duration;
 
@@ -55,10 +55,8 @@ fn choice(mode: &str) -> FrontendChoice {
 #[test]
 fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
     let _leaks = LeakCheck::new();
-    let dir = std::env::temp_dir().join(format!("xenbus-process-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestDir::new("xenbus-process");
     let path = dir.join("backend.sock");
-    let _ = std::fs::remove_file(&path);
     let config = {
         let mut c = BackendConfig::default();
         c.timeout = T;
@@ -146,7 +144,6 @@ fn two_processes_negotiate_every_mode_exchange_fds_and_reconnect() {
     let status = child.wait().unwrap();
     assert!(status.success(), "frontend failed: {status}");
     drop(listener);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The frontend process of `two_processes_negotiate_every_mode_exchange_fds_and_reconnect`.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use netback::{Netback, NetbackConfig};
 use netfront::{Netfront, NetfrontConfig};
+use process_host::testing::TestDir;
 use process_host::{BackendConfig, Listener};
 use pvnet_tap::{Tap, TapBridge, TapOffloads, TapStats, TapUplink};
 use xenbus::{BackendFeatures, FrontendChoice};
@@ -147,15 +148,14 @@ struct Backend {
     stop: Arc<AtomicBool>,
     waker: netback::Waker,
     handle: Option<JoinHandle<TapStats>>,
-    dir: PathBuf,
+    /// Removed after the backend's thread has ended (fields drop after `drop`).
+    _dir: TestDir,
     path: PathBuf,
 }
 
 impl Backend {
     fn start(name: &str, tap: Tap) -> Self {
-        let dir = std::env::temp_dir().join(format!("pvnet-tap-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TestDir::new(&format!("tap-{name}"));
         let path = dir.join("b.sock");
         let mut config = BackendConfig::default();
         config.features = BackendFeatures::default();
@@ -185,7 +185,7 @@ impl Backend {
             stop,
             waker,
             handle: Some(handle),
-            dir,
+            _dir: dir,
             path,
         }
     }
@@ -204,7 +204,6 @@ impl Drop for Backend {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use process_host::testing::TestDir;
 use process_host::{BackendConfig, Listener};
 use pvnet_netback::{
     ClosedVif, Netback, NetbackConfig, ProcessHost, ProcessHosts, Uplink, VifInfo,
@@ -24,7 +25,8 @@ pub struct Running<U, H: ProcessHosts = ProcessHost> {
     attached: Arc<AtomicUsize>,
     waker: pvnet_netback::Waker,
     handle: JoinHandle<(Netback<U, H>, Vec<ClosedVif>, Duration)>,
-    dir: PathBuf,
+    /// Removed when the backend stops, or when a failing test drops it.
+    _dir: TestDir,
 }
 
 pub struct Stopped<U, H: ProcessHosts = ProcessHost> {
@@ -73,8 +75,7 @@ pub fn start_on<U: Uplink + Send + 'static, H: ProcessHosts + Send + 'static>(
     uplink: U,
     make: fn(NetbackConfig, U) -> Result<Netback<U, H>, pvnet_netback::NetbackError>,
 ) -> Running<U, H> {
-    let dir = std::env::temp_dir().join(format!("netback-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TestDir::new(&format!("netback-{name}"));
     let path = dir.join("backend.sock");
     let _ = std::fs::remove_file(&path);
     let listener = Listener::bind(&path, {
@@ -120,7 +121,7 @@ pub fn start_on<U: Uplink + Send + 'static, H: ProcessHosts + Send + 'static>(
         attached,
         waker,
         handle,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -142,7 +143,6 @@ impl<U, H: ProcessHosts> Running<U, H> {
         self.stop.store(true, Ordering::Release);
         self.waker.wake().unwrap();
         let (backend, closed, cpu) = self.handle.join().unwrap();
-        let _ = std::fs::remove_dir_all(&self.dir);
         Stopped {
             backend,
             closed,

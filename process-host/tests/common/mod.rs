@@ -5,15 +5,16 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use pvnet_process_host::testing::TestDir;
+
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
 
-/// A fresh socket path for test `name` of file `file` (its directory made, no socket there).
-pub fn sock_path(file: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pvnet-{file}-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A directory of its own for test `name` of file `file`, removed when the guard is dropped
+/// (keep it for the test's length), and a socket path in it (nothing there yet).
+pub fn sock_path(file: &str, name: &str) -> (TestDir, PathBuf) {
+    let dir = TestDir::new(&format!("{file}-{name}"));
     let path = dir.join("b.sock");
-    let _ = std::fs::remove_file(&path);
-    path
+    (dir, path)
 }
 
 /// A client connected to the listener at `path` that has said nothing (yet).

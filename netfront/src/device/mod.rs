@@ -67,13 +67,15 @@ pub struct NetfrontConfig {
     /// and [`MAX_RX_BUFFERS`]; [`DEFAULT_RX_BUFFERS`] by default. Flip mode offers one
     /// frame per slot and ignores this.
     ///
-    /// Buffers beyond the ring's slots wait their turn, and are posted in the order they
-    /// came back: each buffer is written again by the backend only after all the others.
-    /// By then this side's cache has let its lines go, and the backend's copy takes them
-    /// without asking this core for them. Measured on an Intel Xeon with 2 MiB of L2 a core
-    /// (BENCHMARKS.md, "Receive buffers the frontend has forgotten"): 1024 buffers against
-    /// 256 received 1.33x the frames of 1500 B and 1.20x of 64 B, and 0.93x of 64 KiB; 512
-    /// and 2048 gained less, and 4096 nothing (the pages then outgrow the TLBs).
+    /// Buffers beyond the ring's slots wait their turn, and those of one-slot frames are
+    /// posted in the order they came back: each is written again by the backend only after
+    /// all the others. By then this side's cache has let its lines go, and the backend's
+    /// copy takes them without asking this core for them. Measured on an Intel Xeon with 2
+    /// MiB of L2 a core (BENCHMARKS.md, "Receive buffers the frontend has forgotten"): 1024
+    /// buffers against 256 received 1.33x the frames of 1500 B and 1.20x of 64 B; 512 and
+    /// 2048 gained less, and 4096 nothing (the pages then outgrow the TLBs). The buffers of
+    /// a frame of several slots (GSO, jumbo frames) are posted again first instead, so that
+    /// large frames circulate about a ring's worth: 64 KiB frames run as with 256 buffers.
     ///
     /// Each buffer costs a page of frame memory and a grant: 1024 buffers make a queue 5.5
     /// MiB and 1538 grants, against 2.5 MiB and 770 with 256 (Xen's default grant table of

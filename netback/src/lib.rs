@@ -65,6 +65,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod buffer_age;
 mod credit;
 mod error;
 mod host;

@@ -14,6 +14,7 @@ use netif::wire::{RxRequest, RxResponse, rx_flags, status};
 use netif::{GsoKind, Offload};
 use xenbus::{FrontendChoice, RxMode};
 
+use crate::buffer_age::BufferAges;
 use crate::memory::{PacketId, PacketMemory};
 use crate::stats::VifStats;
 use crate::tx::{PollFailure, ring_failure};
@@ -55,6 +56,10 @@ pub(crate) struct RxQueue {
     /// last batch leaves its notification to the end of the poll, where it goes out with
     /// the transmit ring's in one event when both rings share a channel.
     notify_owed: bool,
+    /// When each of the guest's buffers was last written by a frame the read-ahead is for
+    /// (of [`PREFETCH_MIN`] bytes or more; the smaller ones are left out of the count, which
+    /// costs rx 64 B an extra store per frame): whether reading one ahead pays.
+    ages: BufferAges,
 }
 
 /// What a receive poll uses of its vif: its grants (and flip pool), what it negotiated, its
@@ -96,6 +101,7 @@ impl<'a, M> RxVif<'a, M> {
 impl RxQueue {
     pub(crate) fn new(ring: BackRing<RxRequest, RxResponse>) -> Self {
         Self {
+            ages: BufferAges::new(ring.size()),
             ring,
             backlog: VecDeque::new(),
             need: 0,
@@ -251,7 +257,14 @@ impl RxQueue {
                 let ok = if flip {
                     flip_frame(vif, mem, packet, meta, scratch)
                 } else {
-                    copy_frame(vif.grants, mem, packet, meta, &scratch.reqs)
+                    let ok = copy_frame(vif.grants, mem, packet, meta, &scratch.reqs);
+                    if ok && mem.len(packet) >= u32::from(PREFETCH_MIN) {
+                        for k in 0..data_slots {
+                            let gref = data_request(&scratch.reqs, k, meta).gref;
+                            self.ages.wrote(gref, vif.grants.table_entries());
+                        }
+                    }
+                    ok
                 };
                 self.respond(vif.stats, mem, packet, meta, &scratch.reqs, ok)
             });
@@ -337,23 +350,29 @@ impl RxQueue {
     /// behind the one being copied will be written to (the buffer of the request as many
     /// places ahead), if both are known and the frame is of one page.
     ///
-    /// The frontend read that buffer long before (netfront keeps more buffers than ring
-    /// slots and posts them in turn), so its lines are in the shared cache, not in the
+    /// When the frontend read that buffer long before (netfront keeps more buffers than
+    /// ring slots and posts them in turn), its lines are in the shared cache, not in the
     /// frontend's: read now, they arrive here unshared, and the copy's stores then find them
     /// owned instead of waiting for each. rx 1500 B went 1.08-1.10x faster. With the lines
-    /// still in the frontend's cache (one buffer per slot) the same hint took them from
-    /// under it and halved the rate (BENCHMARKS.md, "Receive buffers the frontend has
-    /// forgotten"). Only a hint: the request's reference and the frame's length are checked
-    /// again when the frame is copied.
+    /// still in the frontend's cache (a buffer posted again as soon as it was read) the same
+    /// hint takes them from under it and halves the rate, so it is given only for buffers
+    /// netback has not written for two rings' worth of buffers ([`BufferAges`];
+    /// BENCHMARKS.md, "Read ahead only into buffers left alone"). Only a hint: the request's
+    /// reference and the frame's length are checked again when the frame is copied.
     #[inline(always)]
-    fn prefetch_ahead<M: FrameMemory>(&self, grants: &PeerGrants<M>, mem: &PacketMemory) {
+    fn prefetch_ahead<M: FrameMemory>(&mut self, grants: &PeerGrants<M>, mem: &PacketMemory) {
         if let Some(&packet) = self.backlog.get(COPY_AHEAD as usize - 1)
             && let Ok(len) = u16::try_from(mem.len(packet))
             && len >= PREFETCH_MIN
             && usize::from(len) <= FRAME_SIZE
             && let Some(req) = self.ring.peek_request(COPY_AHEAD - 1)
         {
-            grants.prefetch_held(GrantRef(req.gref), 0, len);
+            if self.ages.left_alone(req.gref) {
+                grants.prefetch_held(GrantRef(req.gref), 0, len);
+            }
+            // Written two frames from now, if nothing fails: counted now, so that the loop
+            // of the small frames, which never get here, has no more stores.
+            self.ages.wrote(req.gref, grants.table_entries());
         }
     }
 

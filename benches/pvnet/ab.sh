@@ -30,6 +30,8 @@
 # copy into the peer's memory (PVNET_PEER_COPY=string or memmove, read by every child role):
 #   printf '#!/bin/sh\nPVNET_PEER_COPY=memmove exec %s "$@"\n' "$BIN" > /tmp/mm; chmod +x /tmp/mm
 #   benches/pvnet/ab.sh /tmp/mm "$BIN" 10
+# The frontend's receive buffers the same way (PVNET_RX_BUFFERS=256: one per ring slot, each
+# posted again as soon as it is read, as Linux netfront does; unset, netfront's default).
 set -euo pipefail
 OLD=$1
 NEW=$2

@@ -184,8 +184,23 @@ fn try_connect(
         };
         c.flip_remap = remap;
         c.spin = Duration::from_micros(req(args, "--spin-us"));
+        if let Some(n) = rx_buffers_from_env() {
+            c.rx_buffers = n;
+        }
         c
     })
+}
+
+/// `PVNET_RX_BUFFERS` (a count; unset, netfront's default): the frontend's receive buffers,
+/// to run a frontend that posts each buffer again at once (256, one per slot, as Linux
+/// netfront does) with `ab.sh` (a wrapper script per setting). A count netfront refuses
+/// fails the connect.
+fn rx_buffers_from_env() -> Option<u32> {
+    let v = std::env::var("PVNET_RX_BUFFERS").ok()?;
+    Some(
+        v.parse()
+            .expect("PVNET_RX_BUFFERS: a count of receive buffers"),
+    )
 }
 
 fn rx_mode(args: &[String]) -> (RxMode, bool) {

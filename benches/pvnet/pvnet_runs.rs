@@ -18,15 +18,18 @@ pub struct Mode {
     rx_mode: &'static str,
     /// A mode with goals (copy): run `--repeats` times a round, each run a timed sample.
     repeated: bool,
+    /// The frontend's receive buffers (`PVNET_RX_BUFFERS`), if not netfront's default.
+    rx_buffers: Option<u32>,
 }
 
-pub const MODES: [Mode; 5] = [
+pub const MODES: [Mode; 6] = [
     Mode {
         name: "tx copy",
         uplink: "sink",
         tx_mode: "copy",
         rx_mode: "copy",
         repeated: true,
+        rx_buffers: None,
     },
     Mode {
         name: "tx map",
@@ -34,6 +37,7 @@ pub const MODES: [Mode; 5] = [
         tx_mode: "map",
         rx_mode: "copy",
         repeated: false,
+        rx_buffers: None,
     },
     Mode {
         name: "rx copy",
@@ -41,6 +45,7 @@ pub const MODES: [Mode; 5] = [
         tx_mode: "copy",
         rx_mode: "copy",
         repeated: true,
+        rx_buffers: None,
     },
     Mode {
         name: "rx flip",
@@ -48,6 +53,7 @@ pub const MODES: [Mode; 5] = [
         tx_mode: "copy",
         rx_mode: "flip",
         repeated: false,
+        rx_buffers: None,
     },
     Mode {
         name: "rx flip+remap",
@@ -55,14 +61,33 @@ pub const MODES: [Mode; 5] = [
         tx_mode: "copy",
         rx_mode: "flip-remap",
         repeated: false,
+        rx_buffers: None,
+    },
+    // A frontend that posts each buffer again as soon as it has read it: 256 buffers, one
+    // per ring slot, as Linux netfront keeps them. netback's heuristics are tuned on
+    // netfront's default; this row shows what they do to such a guest (a read-ahead that
+    // cost it 2x went unseen for a session, BENCHMARKS.md).
+    Mode {
+        name: "rx recycled",
+        uplink: "source",
+        tx_mode: "copy",
+        rx_mode: "copy",
+        repeated: false,
+        rx_buffers: Some(256),
     },
 ];
 
 /// Spawns a child role; the backend runs on the first CPU of the pair, the frontend on the
 /// second. Its standard output and input are pipes.
 pub fn spawn(role: &str, args: &[String]) -> Child {
+    spawn_with(role, args, &[])
+}
+
+/// [`spawn`] with environment variables set for the child.
+fn spawn_with(role: &str, args: &[String], env: &[(&str, String)]) -> Child {
     let cpu = crate::cpu_pair().map(|(b, f)| if role == "backend" { b } else { f });
     Command::new(std::env::current_exe().expect("own path"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .args(["--role", role])
         .args(
             cpu.map(|c| vec!["--cpu".to_string(), c.to_string()])
@@ -135,7 +160,12 @@ fn throughput(opts: &Opts, mode: Mode, size: usize) -> (Throughput, Instant, Ins
     } else {
         "front-rx"
     };
-    let front = spawn(
+    let env: Vec<(&str, String)> = mode
+        .rx_buffers
+        .map(|n| ("PVNET_RX_BUFFERS", n.to_string()))
+        .into_iter()
+        .collect();
+    let front = spawn_with(
         role,
         &common(&[
             "--frames".into(),
@@ -143,6 +173,7 @@ fn throughput(opts: &Opts, mode: Mode, size: usize) -> (Throughput, Instant, Ins
             "--rx-mode".into(),
             mode.rx_mode.into(),
         ]),
+        &env,
     );
     let f = output(front);
     let to = Instant::now();

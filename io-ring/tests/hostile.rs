@@ -198,6 +198,17 @@ fn honest_pair(start: u32) -> (SharedRegion, FrontRing<Req, Rsp>, BackRing<Req, 
     (r, front, back)
 }
 
+/// An honest pair whose indices wrap two requests in, with requests `[i; 3]` for `i` in
+/// `0..n` published.
+fn published(n: u8) -> (SharedRegion, FrontRing<Req, Rsp>, BackRing<Req, Rsp>) {
+    let (r, mut front, back) = honest_pair(u32::MAX - 1);
+    for i in 0..n {
+        front.push_request(&[i.into(); 3]).unwrap();
+    }
+    let _ = front.publish_requests();
+    (r, front, back)
+}
+
 #[test]
 fn xsa39_huge_req_prod_breaks_the_ring_without_work() {
     let (r, mut front, mut back) = honest_pair(u32::MAX - 2);
@@ -224,11 +235,7 @@ fn xsa39_huge_req_prod_breaks_the_ring_without_work() {
 
 #[test]
 fn xsa39_req_prod_moving_backwards_is_detected() {
-    let (r, mut front, mut back) = honest_pair(u32::MAX - 1);
-    for i in 0..4 {
-        front.push_request(&[i; 3]).unwrap();
-    }
-    let _ = front.publish_requests();
+    let (r, _front, mut back) = published(4);
     assert_eq!(
         back.requests().unwrap().take(1).collect::<Vec<_>>(),
         [[0; 3]]
@@ -243,11 +250,7 @@ fn xsa39_req_prod_moving_backwards_is_detected() {
 
 #[test]
 fn requests_drains_a_validated_snapshot_then_detects_the_bad_index() {
-    let (r, mut front, mut back) = honest_pair(u32::MAX - 1);
-    for i in 0..4 {
-        front.push_request(&[i; 3]).unwrap();
-    }
-    let _ = front.publish_requests();
+    let (r, _front, mut back) = published(4);
     assert_eq!(back.requests().unwrap().take(1).count(), 1);
     r.store_u32(0, 0, Relaxed).unwrap();
     // The 3 requests the validated read published are still served, and nothing beyond them;
@@ -300,11 +303,7 @@ fn responses_beyond_published_requests_break_the_frontend() {
 /// the copy, not what the backend may consume.
 #[test]
 fn peeking_sees_only_counted_requests_and_consumes_nothing() {
-    let (r, mut front, mut back) = honest_pair(u32::MAX - 1);
-    for i in 0..3 {
-        front.push_request(&[i; 3]).unwrap();
-    }
-    let _ = front.publish_requests();
+    let (r, mut front, mut back) = published(3);
     assert_eq!(back.peek_request(0), None, "not looked at yet");
     assert_eq!(back.unconsumed_requests(), Ok(3));
     assert_eq!(back.peek_request(0), Some([0; 3]));

@@ -79,7 +79,7 @@ mod endpoint;
 mod guarded;
 mod handover;
 mod path;
-#[cfg(feature = "test-utils")]
+#[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 // The unsafe code of this crate, one module per kind (see DESIGN.md's unsafe inventory):
 // adopting a mapping, reserving and remapping a window, adopting received descriptors.

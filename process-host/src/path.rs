@@ -60,9 +60,7 @@ mod tests {
     #[test]
     fn only_a_private_directory_of_ours_is_used() {
         let uid = nix::unistd::getuid().as_raw();
-        let base = std::env::temp_dir().join(format!("pvnet-path-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
+        let base = crate::testing::TestDir::new("path-test");
         let dir = base.join("made");
         private_dir(&dir, uid).unwrap();
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
@@ -86,6 +84,5 @@ mod tests {
                 .to_string()
                 .contains("not a directory")
         );
-        std::fs::remove_dir_all(&base).unwrap();
     }
 }

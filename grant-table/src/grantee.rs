@@ -382,10 +382,10 @@ impl<M: FrameMemory> PeerGrants<M> {
             Ok((dst, dst_at, dst_grant)) => {
                 let len = usize::from(op.len);
                 // Into the peer's frame from ours (netback's receive copy): the peer reads it
-                // next, so the process's choice of peer copy applies, with the caller's hint.
-                // Between two grants, or out of one, the plain copy.
+                // next, so the process's choice of peer copy applies. Between two grants, or
+                // out of one, the plain copy.
                 let copied = if dst_grant.is_some() && src_grant.is_none() {
-                    src.copy_to_for_peer(src_at, dst, dst_at, len, op.dest_lines)
+                    src.copy_to_for_peer(src_at, dst, dst_at, len)
                 } else {
                     src.copy_to(src_at, dst, dst_at, len)
                 };

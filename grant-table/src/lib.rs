@@ -74,5 +74,3 @@ pub use grantee::{HeldMapping, PeerGrants, PeerMapping};
 pub use ops::{Access, CopyOp, CopyPtr, GrantMapping, GrantOps, TransferOp};
 pub use owner::{GrantTable, TransferEnd, TransferState};
 pub use pool::{FramePool, PoolSide};
-/// The hint a [`CopyOp`] carries about its destination (from `shared-mem`).
-pub use shared_mem::DestLines;

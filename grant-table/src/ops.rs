@@ -1,7 +1,5 @@
 //! The grantee's side (the backend): batched operations on someone else's grants.
 
-use shared_mem::DestLines;
-
 use crate::entry::{FrameNumber, GrantRef, GrantStatus};
 
 /// What a mapping may do.
@@ -42,11 +40,6 @@ pub struct CopyOp {
     pub dest: CopyPtr,
     /// How many bytes.
     pub len: u16,
-    /// Where `dest`'s lines probably are, when it is the owner's frame: a hint for how the
-    /// bytes are copied (`SharedRegion::copy_to_for_peer`), never for which. Set it to
-    /// [`DestLines::PeerCached`] for a buffer the owner read a moment ago and posted again
-    /// at once. [`DestLines::Unknown`] unless set.
-    pub dest_lines: DestLines,
     /// The result, set by [`GrantOps::copy`].
     pub status: GrantStatus,
 }
@@ -58,7 +51,6 @@ impl CopyOp {
             source,
             dest,
             len,
-            dest_lines: DestLines::Unknown,
             status: GrantStatus::GeneralError,
         }
     }

@@ -57,11 +57,10 @@ pub(crate) struct RxQueue {
     /// the transmit ring's in one event when both rings share a channel.
     notify_owed: bool,
     /// When each of the guest's buffers was last written by a frame of [`PREFETCH_MIN`]
-    /// bytes or more: whether reading one ahead pays, and which copy into it does (a buffer
-    /// posted again at once takes the string copy where the process's `PeerCopy` allows). A
-    /// one-page frame's buffer is counted where the read-ahead looks at it, two frames
-    /// before its copy, a larger frame's after its copy; smaller frames are not counted (one
-    /// store more per frame in their loop cost rx 64 B 3-4%).
+    /// bytes or more: whether reading one ahead pays. A one-page frame's buffer is counted
+    /// where the read-ahead looks at it, two frames before its copy, a larger frame's after
+    /// its copy; smaller frames are not counted (one store more per frame in their loop cost
+    /// rx 64 B 3-4%).
     ages: BufferAges,
 }
 
@@ -260,7 +259,7 @@ impl RxQueue {
                 let ok = if flip {
                     flip_frame(vif, mem, packet, meta, scratch)
                 } else {
-                    let ok = copy_frame(vif.grants, mem, packet, meta, &scratch.reqs, &self.ages);
+                    let ok = copy_frame(vif.grants, mem, packet, meta, &scratch.reqs);
                     if ok && mem.len(packet) >= u32::from(PREFETCH_MIN) {
                         for k in 0..data_slots {
                             let gref = data_request(&scratch.reqs, k, meta).gref;
@@ -326,10 +325,6 @@ impl RxQueue {
                 },
                 u16::try_from(len).expect("one page"),
             );
-            // Frames that short never take the string copy, and are not counted.
-            if len >= u32::from(PREFETCH_MIN) {
-                op.dest_lines = self.ages.dest_lines(req.gref);
-            }
             vif.grants.copy_one(&mut op);
             mem.release(packet);
             let ok = op.status == GrantStatus::Okay;
@@ -374,11 +369,12 @@ impl RxQueue {
             && usize::from(len) <= FRAME_SIZE
             && let Some(req) = self.ring.peek_request(COPY_AHEAD - 1)
         {
-            // Written two frames from now, if nothing fails: counted now, so that the loop
-            // of the small frames, which never get here, has no more stores.
-            if self.ages.wrote(req.gref, grants.table_entries()) {
+            if self.ages.left_alone(req.gref) {
                 grants.prefetch_held(GrantRef(req.gref), 0, len);
             }
+            // Written two frames from now, if nothing fails: counted now, so that the loop
+            // of the small frames, which never get here, has no more stores.
+            self.ages.wrote(req.gref, grants.table_entries());
         }
     }
 
@@ -506,8 +502,8 @@ fn data_request(reqs: &[RxRequest], k: usize, meta: Offload) -> RxRequest {
     }]
 }
 
-/// Copy mode: grant-copies each page of the frame into the buffer of its request, now, each
-/// copy with the hint `ages` gives for its buffer; whether every copy succeeded.
+/// Copy mode: grant-copies each page of the frame into the buffer of its request, now;
+/// whether every copy succeeded.
 #[inline]
 fn copy_frame<M: FrameMemory>(
     grants: &PeerGrants<M>,
@@ -515,25 +511,22 @@ fn copy_frame<M: FrameMemory>(
     packet: PacketId,
     meta: Offload,
     reqs: &[RxRequest],
-    ages: &BufferAges,
 ) -> bool {
     let len = mem.len(packet) as usize;
     let mut ok = true;
     for k in 0..mem.npages(packet) {
         let chunk = (len - k * FRAME_SIZE).min(FRAME_SIZE);
-        let gref = data_request(reqs, k, meta).gref;
         let mut op = CopyOp::new(
             CopyPtr::Local {
                 frame: mem.page(packet, k),
                 offset: 0,
             },
             CopyPtr::Grant {
-                gref: GrantRef(gref),
+                gref: GrantRef(data_request(reqs, k, meta).gref),
                 offset: 0,
             },
             u16::try_from(chunk).expect("at most a page"),
         );
-        op.dest_lines = ages.dest_lines(gref);
         grants.copy_one(&mut op);
         ok &= op.status == GrantStatus::Okay;
     }

@@ -418,12 +418,11 @@ impl SharedRegion {
     }
 
     /// As [`copy_to`](Self::copy_to), for bytes a peer reads next (a frame placed in a
-    /// buffer it will take): `memmove`, or the CPU's string copy for large copies as the
-    /// process chose ([`set_peer_copy`]) and `dest` tells. The string copy takes the
-    /// destination's lines over whole instead of waiting in the store buffer for each one
-    /// to come from the peer's cache, which pays when the peer read the buffer just before
-    /// ([`DestLines::PeerCached`]; see `raw_copy_for_peer`). `dest` is only a hint: the
-    /// bytes copied are the same either way.
+    /// buffer it will take): `memmove`, or the CPU's string copy for large copies if the
+    /// process chose it ([`set_peer_copy`]). The string copy takes the destination's lines
+    /// over whole instead of waiting in the store buffer for each one to come from the
+    /// peer's cache, which pays when the peer read the buffer just before (see
+    /// `raw_copy_for_peer`).
     ///
     /// # Errors
     /// [`RegionError::OutOfBounds`] if either range does not fit.
@@ -434,9 +433,8 @@ impl SharedRegion {
         dst: &SharedRegion,
         dst_offset: usize,
         len: usize,
-        dest: DestLines,
     ) -> Result<(), RegionError> {
-        self.copy_between(offset, dst, dst_offset, len, Some(dest))
+        self.copy_between(offset, dst, dst_offset, len, true)
     }
 
     /// Copies `len` bytes from this region at `offset` to `dst` at `dst_offset`, without a
@@ -455,7 +453,7 @@ impl SharedRegion {
         dst_offset: usize,
         len: usize,
     ) -> Result<(), RegionError> {
-        self.copy_between(offset, dst, dst_offset, len, None)
+        self.copy_between(offset, dst, dst_offset, len, false)
     }
 
     /// [`copy_to`](Self::copy_to), or with `for_peer` [`copy_to_for_peer`](Self::copy_to_for_peer).
@@ -466,18 +464,18 @@ impl SharedRegion {
         dst: &SharedRegion,
         dst_offset: usize,
         len: usize,
-        for_peer: Option<DestLines>,
+        for_peer: bool,
     ) -> Result<(), RegionError> {
         self.check_bytes(offset, len)?;
         dst.check_bytes(dst_offset, len)?;
         #[cfg(not(loom))]
         {
             let (src, to) = (self.byte_ptr(offset), dst.byte_ptr(dst_offset));
-            if let Some(dest) = for_peer {
+            if for_peer {
                 // SAFETY: both ranges are inside their regions (checked above), valid for
                 // reads and writes respectively for the life of the borrows;
                 // `raw_copy_for_peer` tolerates overlap.
-                unsafe { raw_copy_for_peer(src, to, len, dest) };
+                unsafe { raw_copy_for_peer(src, to, len) };
             } else {
                 // SAFETY: as above; `raw_copy` tolerates overlap.
                 unsafe { raw_copy(src, to, len) };
@@ -767,31 +765,29 @@ unsafe fn raw_copy(src: *const u8, dst: *mut u8, len: usize) {
 const STRING_COPY_MIN: usize = 1280;
 
 /// Copies `len` bytes from `src` to `dst`, which a peer reads next: with the string copy as
-/// one opaque operation where the process's choice ([`set_peer_copy`]) and `dest` call for
-/// it ([`string_copy_for`]), otherwise [`raw_copy`].
+/// one opaque operation if the process chose it ([`set_peer_copy`]), otherwise [`raw_copy`].
 ///
 /// A store into a line the peer's core holds waits in the store buffer for the line, and
-/// stores commit in order. When the peer read the destination just before (a frontend that
-/// posts each receive buffer again as soon as it has read it, as Linux netfront does),
-/// netback's samples at rx 1500 B sat on the first stores after the copy, waiting for room
-/// in a store buffer full of the copy's stores, and `rep movsb` (which takes whole lines
-/// over) made that stream 1.16-1.20x faster on an Intel Xeon. Into buffers the frontend read
-/// long before (a pvnet netfront's default 1024 receive buffers, posted in turn), `memmove`
-/// was the faster one by 4-8% (BENCHMARKS.md, "Receive buffers the frontend has forgotten"
-/// and "The string copy for buffers posted again at once"). Copies *out of* the peer's
-/// memory, and the frontend's transmit copy, were slower with `rep movsb` (0.91x, 0.92x) and
-/// never use it. Below [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies
-/// ahead of `src`, this is always [`raw_copy`].
+/// stores commit in order. When the peer read the destination just before (a frontend with
+/// one receive buffer per ring slot), netback's samples at rx 1500 B sat on the first
+/// stores after the copy, waiting for room in a store buffer full of the copy's stores, and
+/// `rep movsb` (which takes whole lines over) made that stream 1.16x faster on an Intel Xeon.
+/// Once the frontend kept more buffers than slots, so the lines had left its cache, `memmove`
+/// was the faster one by 4-8%: hence the default (BENCHMARKS.md, "Receive buffers the
+/// frontend has forgotten"). Copies *out of* the peer's memory, and the frontend's transmit
+/// copy, were slower with `rep movsb` (0.91x, 0.92x) and never use it. Below
+/// [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies ahead of `src`, this is
+/// always [`raw_copy`].
 ///
 /// # Safety
 /// `src` must be valid for reads and `dst` for writes of `len` bytes.
 #[cfg(not(loom))]
 #[inline(always)]
-unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize, dest: DestLines) {
+unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if len >= STRING_COPY_MIN
         && (dst as usize).wrapping_sub(src as usize) >= len
-        && string_copy_for(dest)
+        && string_copy_chosen()
     {
         // SAFETY: the caller guarantees both ranges; `rep movsb` copies `rcx` bytes forward
         // from `rsi` to `rdi` (the direction flag is clear, as the ABI requires at every
@@ -812,24 +808,8 @@ unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize, dest: Dest
         }
         return;
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = dest;
     // SAFETY: the caller's guarantee, passed on.
     unsafe { raw_copy(src, dst, len) }
-}
-
-/// Where the lines of a copy's destination probably are, as far as the caller can tell
-/// ([`SharedRegion::copy_to_for_peer`]): a hint for how the bytes are copied, never for
-/// which bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DestLines {
-    /// Not known, or in none of the peer's caches: a buffer it read long before.
-    #[default]
-    Unknown,
-    /// Likely still in the peer's cache: it read the buffer a moment ago and posted it
-    /// again at once.
-    PeerCached,
 }
 
 /// How [`SharedRegion::copy_to_for_peer`] copies, for the whole process: set with
@@ -837,46 +817,35 @@ pub enum DestLines {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PeerCopy {
-    /// `memmove` for every copy.
-    Memmove,
-    /// The CPU's string copy (`rep movsb`) for every copy of 1280 bytes or more on x86-64
-    /// (correct on every x86-64 CPU, fast on those with ERMS); `memmove` for shorter ones
-    /// and on other architectures. For a backend whose frontends all reuse a buffer right
-    /// after reading it, on a CPU where [`Auto`](Self::Auto) does not choose it by itself.
-    StringCopy,
-    /// The default: the string copy for copies of 1280 bytes or more into
-    /// [`DestLines::PeerCached`] destinations, on Intel CPUs with ERMS (where it was
-    /// measured: 1.2x at 1500 B for such buffers); `memmove` for every other copy, and on
-    /// every other CPU. On an AMD Zen 3 `rep movsb` was 5-15x slower than `memmove` when
-    /// the two addresses lay close modulo 4 KiB (BENCHMARKS.md, "The copy primitive").
+    /// `memmove` (the default).
     #[default]
-    Auto,
+    Memmove,
+    /// The CPU's string copy (`rep movsb`) for copies of 1280 bytes or more on x86-64
+    /// (correct on every x86-64 CPU, fast on those with ERMS); `memmove` for shorter ones
+    /// and on other architectures. For a backend whose frontends reuse a buffer right after
+    /// reading it: there, on an Intel Xeon, it made netback's receive stream of 1500 B
+    /// frames 1.16x faster than `memmove`. Into buffers the frontend read long before (a
+    /// pvnet netfront's default 1024 receive buffers) it was 0.93-0.96x (BENCHMARKS.md,
+    /// "Receive buffers the frontend has forgotten").
+    StringCopy,
 }
 
-/// [`PEER_COPY`]'s values.
+/// The peer copy's choice: 0 `memmove`, 1 the string copy. Relaxed everywhere: a setting,
+/// which orders nothing else.
 #[cfg(not(loom))]
-const MEMMOVE: u8 = 0;
-#[cfg(not(loom))]
-const STRING: u8 = 1;
-#[cfg(not(loom))]
-const AUTO: u8 = 2;
-
-/// The peer copy's choice: [`MEMMOVE`], [`STRING`] or [`AUTO`]. Relaxed everywhere: a
-/// setting, which orders nothing else.
-#[cfg(not(loom))]
-static PEER_COPY: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(AUTO);
+static PEER_COPY: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 /// Chooses how [`SharedRegion::copy_to_for_peer`] copies from now on, in every thread of the
 /// process. Copies already running finish as they began; either way the bytes copied are
 /// the same.
 ///
 /// ```
-/// use pvnet_shared_mem::{DestLines, PeerCopy, SharedRegion, set_peer_copy};
+/// use pvnet_shared_mem::{PeerCopy, SharedRegion, set_peer_copy};
 ///
 /// set_peer_copy(PeerCopy::StringCopy);
 /// let (a, b) = (SharedRegion::new_zeroed(4096), SharedRegion::new_zeroed(4096));
 /// a.copy_in(0, &[7; 2048])?;
-/// a.copy_to_for_peer(0, &b, 1024, 2048, DestLines::Unknown)?;
+/// a.copy_to_for_peer(0, &b, 1024, 2048)?;
 /// set_peer_copy(PeerCopy::default());
 /// # Ok::<(), pvnet_shared_mem::RegionError>(())
 /// ```
@@ -884,9 +853,8 @@ pub fn set_peer_copy(choice: PeerCopy) {
     #[cfg(not(loom))]
     PEER_COPY.store(
         match choice {
-            PeerCopy::Memmove => MEMMOVE,
-            PeerCopy::StringCopy => STRING,
-            PeerCopy::Auto => AUTO,
+            PeerCopy::Memmove => 0,
+            PeerCopy::StringCopy => 1,
         },
         core::sync::atomic::Ordering::Relaxed,
     );
@@ -894,54 +862,11 @@ pub fn set_peer_copy(choice: PeerCopy) {
     let _ = choice;
 }
 
-/// Whether a large copy into a peer's memory whose destination is `dest` uses `rep movsb`:
-/// as [`set_peer_copy`] chose and, for [`PeerCopy::Auto`], as the CPU suits.
+/// Whether large copies into a peer's memory use `rep movsb`: as [`set_peer_copy`] chose.
 #[cfg(all(not(loom), target_arch = "x86_64"))]
 #[inline(always)]
-fn string_copy_for(dest: DestLines) -> bool {
-    match PEER_COPY.load(core::sync::atomic::Ordering::Relaxed) {
-        STRING => true,
-        AUTO => dest == DestLines::PeerCached && string_copy_suits_cpu(),
-        _ => false,
-    }
-}
-
-/// Whether this CPU is one [`PeerCopy::Auto`] uses the string copy on: an Intel one with
-/// ERMS (enhanced `rep movsb`). Asked of the CPU once, then remembered (Relaxed: every
-/// thread computes the same answer, so a race only asks twice).
-#[cfg(all(not(loom), target_arch = "x86_64"))]
-#[inline(never)]
-fn string_copy_suits_cpu() -> bool {
-    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
-    /// 0: not asked yet; 1: yes; 2: no.
-    static SUITS: AtomicU8 = AtomicU8::new(0);
-    match SUITS.load(Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let yes = intel_with_erms();
-            SUITS.store(if yes { 1 } else { 2 }, Relaxed);
-            yes
-        }
-    }
-}
-
-/// Whether the CPU's vendor is Intel and it has ERMS (CPUID leaf 7, EBX bit 9).
-#[cfg(all(not(loom), target_arch = "x86_64"))]
-fn intel_with_erms() -> bool {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    // SAFETY: `cpuid` exists on every x86-64 CPU and only writes the four registers the
-    // intrinsic returns; asking for a leaf beyond the highest one is not done (checked
-    // against leaf 0's EAX). The intrinsic is a safe function in Rust 1.95, an unsafe one
-    // in the workspace's oldest supported Rust (1.91).
-    #[allow(unused_unsafe)]
-    let vendor = unsafe { __cpuid(0) };
-    // "GenuineIntel", as EBX, EDX, ECX.
-    let intel = (vendor.ebx, vendor.edx, vendor.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
-    // SAFETY: as above; leaf 7 exists (`vendor.eax >= 7`).
-    #[allow(unused_unsafe)]
-    let leaf7 = || unsafe { __cpuid_count(7, 0) };
-    intel && vendor.eax >= 7 && leaf7().ebx & (1 << 9) != 0
+fn string_copy_chosen() -> bool {
+    PEER_COPY.load(core::sync::atomic::Ordering::Relaxed) == 1
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1072,32 +997,21 @@ mod tests {
     }
 
     /// The copy for a peer, on both sides of the length where it may switch to the string
-    /// copy, by every choice and hint: each byte lands where it should, nothing around it
-    /// changes, overlapping ranges come out as `memmove`'s, and bounds are checked.
+    /// copy: each byte lands where it should, nothing around it changes, overlapping ranges
+    /// come out as `memmove`'s, and bounds are checked.
     #[test]
     fn copies_for_a_peer_are_exact_at_every_size() {
-        // Every choice, then the default again. The only test that sets the choice: the
-        // other tests' copies run either way, with the same bytes.
-        for choice in [PeerCopy::StringCopy, PeerCopy::Memmove, PeerCopy::default()] {
+        // Both copies, then the default again. The only test that sets the choice: the other
+        // tests' copies run either way, with the same bytes.
+        for choice in [PeerCopy::StringCopy, PeerCopy::default()] {
             set_peer_copy(choice);
-            for dest in [DestLines::Unknown, DestLines::PeerCached] {
-                #[cfg(target_arch = "x86_64")]
-                assert_eq!(
-                    string_copy_for(dest),
-                    match choice {
-                        PeerCopy::StringCopy => true,
-                        PeerCopy::Memmove => false,
-                        PeerCopy::Auto => dest == DestLines::PeerCached && intel_with_erms(),
-                    },
-                    "{choice:?} {dest:?}"
-                );
-                peer_copies_are_exact(dest);
-            }
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(string_copy_chosen(), choice == PeerCopy::StringCopy);
+            peer_copies_are_exact();
         }
-        assert_eq!(PeerCopy::default(), PeerCopy::Auto);
     }
 
-    fn peer_copies_are_exact(dest: DestLines) {
+    fn peer_copies_are_exact() {
         let n = 3 * STRING_COPY_MIN;
         let pattern: alloc::vec::Vec<u8> = (0..n).map(|i| (i * 11 + 5).to_le_bytes()[0]).collect();
         let src = SharedRegion::new_zeroed(n + 64);
@@ -1117,7 +1031,7 @@ mod tests {
             for (from, to) in [(0usize, 0usize), (3, 17), (64, 5)] {
                 let dst = SharedRegion::new_zeroed(n + 64);
                 dst.fill(0, dst.len(), 0xee).unwrap();
-                src.copy_to_for_peer(from, &dst, to, len, dest).unwrap();
+                src.copy_to_for_peer(from, &dst, to, len).unwrap();
                 let mut got = alloc::vec![0u8; dst.len()];
                 dst.copy_out(0, &mut got).unwrap();
                 let want = &pattern[from..from + len];
@@ -1134,21 +1048,14 @@ mod tests {
             let len = STRING_COPY_MIN + 100;
             let r = SharedRegion::new_zeroed(n + 64);
             r.copy_in(0, &pattern).unwrap();
-            r.copy_to_for_peer(from, &r, to, len, dest).unwrap();
+            r.copy_to_for_peer(from, &r, to, len).unwrap();
             let mut out = alloc::vec![0u8; len];
             r.copy_out(to, &mut out).unwrap();
             assert_eq!(out[..], pattern[from..from + len], "{from} -> {to}");
         }
         let small = SharedRegion::new_zeroed(STRING_COPY_MIN);
-        assert!(
-            src.copy_to_for_peer(0, &small, 1, STRING_COPY_MIN, dest)
-                .is_err()
-        );
-        assert!(
-            small
-                .copy_to_for_peer(1, &src, 0, STRING_COPY_MIN, dest)
-                .is_err()
-        );
+        assert!(src.copy_to_for_peer(0, &small, 1, STRING_COPY_MIN).is_err());
+        assert!(small.copy_to_for_peer(1, &src, 0, STRING_COPY_MIN).is_err());
     }
 
     #[test]

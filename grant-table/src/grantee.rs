@@ -176,6 +176,20 @@ impl<M: FrameMemory> PeerGrants<M> {
     /// the copy's stores, which then find them here.
     #[inline]
     pub fn prefetch_held(&self, gref: GrantRef, offset: u16, len: u16) {
+        self.prefetch_lines(gref, offset, len, false);
+    }
+
+    /// As [`prefetch_held`](Self::prefetch_held), for lines a copy will write: asked for
+    /// with the intent to own them (`prefetchw`). For a buffer the owner read a moment ago,
+    /// whose lines its core still holds: they come over once, owned, instead of shared and
+    /// then taken over again by the copy's stores.
+    #[inline]
+    pub fn prefetch_held_for_write(&self, gref: GrantRef, offset: u16, len: u16) {
+        self.prefetch_lines(gref, offset, len, true);
+    }
+
+    #[inline(always)]
+    fn prefetch_lines(&self, gref: GrantRef, offset: u16, len: u16, write: bool) {
         if self.persistent
             && let Some(cell) = self.pins.get(gref.0 as usize)
             && cell.get().held != 0
@@ -185,7 +199,11 @@ impl<M: FrameMemory> PeerGrants<M> {
             let end = (start + usize::from(len.max(1))).min(FRAME_SIZE);
             let mut line = start;
             while line < end {
-                region.prefetch(at + line);
+                if write {
+                    region.prefetch_for_write(at + line);
+                } else {
+                    region.prefetch(at + line);
+                }
                 // The next line's start: lines are 64 bytes, frames line-aligned.
                 line = (line | 63) + 1;
             }

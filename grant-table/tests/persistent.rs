@@ -130,6 +130,7 @@ fn persistent_claims_hold_until_released() {
             (u16::MAX, u16::MAX),
         ] {
             peer.prefetch_held(gref, offset, len);
+            peer.prefetch_held_for_write(gref, offset, len);
         }
     }
     assert_eq!(peer.pinned(), 2);

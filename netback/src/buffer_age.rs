@@ -1,16 +1,17 @@
 //! How long ago netback wrote each of a guest's receive buffers, counted in buffers written
-//! since: the test for whether asking for a buffer's lines ahead of the copy pays.
+//! since: the test for how to ask for a buffer's lines ahead of the copy into it.
 //!
-//! A hint that reads a buffer's lines ahead of the copy into it (`RxQueue::prefetch_ahead`)
-//! gains 1.10x at rx 1500 B when the frontend read that buffer long ago: its lines have left
-//! the frontend's cache, and arrive here unshared. When the frontend read it a moment ago
-//! (one buffer per ring slot, as Linux netfront and a netfront with `rx_buffers` 256 post
-//! them, or the buffers of a large frame posted again at once), the hint takes the lines
-//! from under the frontend while it may still be reading them, and the same frames ran at
-//! 0.46-0.55x (BENCHMARKS.md, "Read ahead only into buffers left alone"). netback cannot see
-//! the frontend's cache, but it can see how recently it wrote a buffer itself: a buffer
-//! written again within two rings' worth of buffers was posted again at once, and its
-//! lines are likely still where the frontend read them.
+//! A hint that reads a buffer's lines ahead of the copy (`RxQueue::prefetch_ahead`) gains
+//! 1.10x at rx 1500 B when the frontend read that buffer long ago: its lines have left the
+//! frontend's cache, and arrive here unshared. When the frontend read it a moment ago (one
+//! buffer per ring slot, as Linux netfront and a netfront with `rx_buffers` 256 post them,
+//! or the buffers of a large frame posted again at once), the read brings them over shared
+//! and the copy's stores must take them over again: 0.46-0.55x. Those lines are asked for
+//! to be owned instead (`prefetchw`), which gains 1.25-1.5x (BENCHMARKS.md, "Buffers posted
+//! again at once: owned ahead"). netback cannot see the frontend's cache, but it can see how
+//! recently it wrote a buffer itself: a buffer written again within two rings' worth of
+//! buffers was posted again at once, and its lines are likely still where the frontend
+//! read them.
 
 /// The age, in rings' worth of buffers written since, from which a buffer counts as left
 /// alone. A frontend that posts its buffers in turn with more buffers than slots (netfront's

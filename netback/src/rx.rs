@@ -22,9 +22,10 @@ use crate::tx::{PollFailure, ring_failure};
 /// How many frames ahead of its copy netback asks for the lines of the frontend's buffer
 /// ([`RxQueue::prefetch_ahead`]): 2 and 4 measured alike.
 const COPY_AHEAD: u32 = 2;
-/// The shortest frame whose buffer lines are asked for ahead: at 512 B the hint gained 1.06x,
-/// at 256 B nothing, and at 64 B (one line, asked for with the request's slot anyway) its
-/// cost showed, 0.875x.
+/// The shortest frame whose buffer lines may be asked for reading ahead, and whose buffer
+/// is counted in [`BufferAges`]: the read gained 1.06x at 512 B, nothing at 256 B, and at
+/// 64 B (one line, asked for with the request's slot anyway) its cost showed, 0.875x.
+/// Shorter frames' lines are asked for writing.
 const PREFETCH_MIN: u16 = 512;
 
 /// Buffers reused by every receive poll.
@@ -57,10 +58,10 @@ pub(crate) struct RxQueue {
     /// the transmit ring's in one event when both rings share a channel.
     notify_owed: bool,
     /// When each of the guest's buffers was last written by a frame of [`PREFETCH_MIN`]
-    /// bytes or more: whether reading one ahead pays. A one-page frame's buffer is counted
-    /// where the read-ahead looks at it, two frames before its copy, a larger frame's after
-    /// its copy; smaller frames are not counted (one store more per frame in their loop cost
-    /// rx 64 B 3-4%).
+    /// bytes or more: whether its lines are asked for ahead to be read or to be owned. A
+    /// one-page frame's buffer is counted where the read-ahead looks at it, two frames
+    /// before its copy, a larger frame's after its copy; smaller frames are not counted (one
+    /// store more per frame in their loop cost rx 64 B 3-4%).
     ages: BufferAges,
 }
 
@@ -350,27 +351,40 @@ impl RxQueue {
 
     /// Asks for the lines of the frontend's buffer that the frame [`COPY_AHEAD`] places
     /// behind the one being copied will be written to (the buffer of the request as many
-    /// places ahead), if both are known and the frame is of one page.
+    /// places ahead), if both are known and the frame is of one page: for writing
+    /// (`prefetchw`) if the frontend's core probably still holds them, for reading if not.
     ///
     /// When the frontend read that buffer long before (netfront keeps more buffers than
     /// ring slots and posts them in turn), its lines are in the shared cache, not in the
     /// frontend's: read now, they arrive here unshared, and the copy's stores then find them
-    /// owned instead of waiting for each. rx 1500 B went 1.08-1.10x faster. With the lines
-    /// still in the frontend's cache (a buffer posted again as soon as it was read) the same
-    /// hint takes them from under it and halves the rate, so it is given only for buffers
-    /// netback has not written for two rings' worth of buffers ([`BufferAges`];
-    /// BENCHMARKS.md, "Read ahead only into buffers left alone"). Only a hint: the request's
-    /// reference and the frame's length are checked again when the frame is copied.
+    /// owned instead of waiting for each. rx 1500 B went 1.08-1.10x faster (and 0.94x with
+    /// `prefetchw` instead). When the frontend read it a moment ago (a buffer posted again as
+    /// soon as it was read, as Linux netfront does), a read brings the lines over shared and
+    /// the copy's stores must then take them over once more, which halved the rate; asked
+    /// for writing they come over once, owned: rx 512 B 1.52x, 1024 B 1.53x, 1500 B 1.25x,
+    /// 4096 B 1.08x against no hint. netback tells the two apart by when it last wrote the
+    /// buffer ([`BufferAges`]; BENCHMARKS.md, "Read ahead only into buffers left alone",
+    /// "Buffers posted again at once: owned ahead"). Frames under [`PREFETCH_MIN`] are not
+    /// counted (a store more per frame cost rx 64 B 3-4%) and always take `prefetchw`: with
+    /// buffers posted again at once rx 64 B ran 1.14x and 256 B 1.38x faster, with
+    /// netfront's default level. Only a hint: the request's reference and the frame's length
+    /// are checked again when the frame is copied.
     #[inline(always)]
     fn prefetch_ahead<M: FrameMemory>(&mut self, grants: &PeerGrants<M>, mem: &PacketMemory) {
         if let Some(&packet) = self.backlog.get(COPY_AHEAD as usize - 1)
             && let Ok(len) = u16::try_from(mem.len(packet))
-            && len >= PREFETCH_MIN
             && usize::from(len) <= FRAME_SIZE
             && let Some(req) = self.ring.peek_request(COPY_AHEAD - 1)
         {
+            let gref = GrantRef(req.gref);
+            if len < PREFETCH_MIN {
+                grants.prefetch_held_for_write(gref, 0, len);
+                return;
+            }
             if self.ages.left_alone(req.gref) {
-                grants.prefetch_held(GrantRef(req.gref), 0, len);
+                grants.prefetch_held(gref, 0, len);
+            } else {
+                grants.prefetch_held_for_write(gref, 0, len);
             }
             // Written two frames from now, if nothing fails: counted now, so that the loop
             // of the small frames, which never get here, has no more stores.

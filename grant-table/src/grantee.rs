@@ -197,13 +197,15 @@ impl<M: FrameMemory> PeerGrants<M> {
         {
             let start = usize::from(offset);
             let end = (start + usize::from(len.max(1))).min(FRAME_SIZE);
+            if write {
+                if start < end {
+                    region.prefetch_for_write(at + start, end - start);
+                }
+                return;
+            }
             let mut line = start;
             while line < end {
-                if write {
-                    region.prefetch_for_write(at + line);
-                } else {
-                    region.prefetch(at + line);
-                }
+                region.prefetch(at + line);
                 // The next line's start: lines are 64 bytes, frames line-aligned.
                 line = (line | 63) + 1;
             }

@@ -564,29 +564,43 @@ impl SharedRegion {
         let _ = offset;
     }
 
-    /// Hints that the cache line at `offset` will be written soon (`prefetchw`): the line is
-    /// asked for with the intent to own it, so that a line another core holds comes over
-    /// once, owned, instead of shared first and then taken over by the store. A hint only,
-    /// as [`prefetch`](Self::prefetch): it reads and writes nothing, cannot fault, and does
-    /// nothing out of bounds, under loom, or off x86-64.
+    /// Hints that the bytes `offset..offset + len` (at least the line at `offset`) will be
+    /// written soon: each of their cache lines is asked for with the intent to own it
+    /// (`prefetchw`), so that a line another core holds comes over once, owned, instead of
+    /// shared first and then taken over by the store. A hint only, as
+    /// [`prefetch`](Self::prefetch): it reads and writes nothing, cannot fault, and does
+    /// nothing past the region's end, under loom, or off x86-64. On a CPU without
+    /// `prefetchw` it is a read prefetch of each line.
     #[inline]
-    pub fn prefetch_for_write(&self, offset: usize) {
+    pub fn prefetch_for_write(&self, offset: usize, len: usize) {
         #[cfg(all(target_arch = "x86_64", not(loom)))]
-        if offset < self.len() {
-            let p = self.byte_ptr(offset).cast_const();
-            // SAFETY: `prefetchw` is a hint: it never faults and changes no memory, register
-            // or flag; `p` lies inside the region (checked above). On an x86-64 CPU without
-            // it the instruction is a no-op (its opcode, 0F 0D, is a hinting NOP there).
-            unsafe {
-                core::arch::asm!(
-                    "prefetchw [{p}]",
-                    p = in(reg) p,
-                    options(nostack, preserves_flags, readonly)
-                );
+        {
+            let end = offset.saturating_add(len.max(1)).min(self.len());
+            let owned = prefetchw_supported();
+            let mut at = offset;
+            while at < end {
+                if owned {
+                    let p = self.byte_ptr(at).cast_const();
+                    // SAFETY: `prefetchw` is a hint: it never faults and changes no memory,
+                    // register or flag; `p` lies inside the region (`at < end <= len`). The
+                    // CPU has the instruction (CPUID's PRFCHW bit, `owned`): older x86-64
+                    // CPUs may not decode it.
+                    unsafe {
+                        core::arch::asm!(
+                            "prefetchw [{p}]",
+                            p = in(reg) p,
+                            options(nostack, preserves_flags, readonly)
+                        );
+                    }
+                } else {
+                    self.prefetch(at);
+                }
+                // The next line's start: lines are 64 bytes, the region starts on one.
+                at = (at | 63) + 1;
             }
         }
         #[cfg(not(all(target_arch = "x86_64", not(loom))))]
-        let _ = offset;
+        let _ = (offset, len);
     }
 
     /// Zeroes `len` bytes from `offset` (both multiples of 4).
@@ -801,8 +815,9 @@ const STRING_COPY_MIN: usize = 1280;
 /// was the faster one by 4-8%: hence the default (BENCHMARKS.md, "Receive buffers the
 /// frontend has forgotten"). Since netback asks for the lines of such buffers ahead to own
 /// them (`prefetchw`), `memmove` is the faster one there too (the string copy 0.91-0.96x at
-/// 1280-2048 B; "Buffers posted again at once: owned ahead"). Copies *out of* the peer's memory, and the frontend's transmit
-/// copy, were slower with `rep movsb` (0.91x, 0.92x) and never use it. Below
+/// 1280-2048 B; "Buffers posted again at once: owned ahead"). Copies *out of* the peer's
+/// memory, and the frontend's transmit copy, were slower with `rep movsb` (0.91x, 0.92x) and
+/// never use it. Below
 /// [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies ahead of `src`, this is
 /// always [`raw_copy`].
 ///
@@ -837,6 +852,46 @@ unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize) {
     }
     // SAFETY: the caller's guarantee, passed on.
     unsafe { raw_copy(src, dst, len) }
+}
+
+/// Whether the CPU has `prefetchw` (CPUID leaf 0x8000_0001, ECX bit 8, "PRFCHW" or
+/// "3DNowPrefetch"). Asked of the CPU once, then remembered (Relaxed: every thread computes
+/// the same answer, so a race only asks twice).
+#[cfg(all(not(loom), target_arch = "x86_64"))]
+#[inline(always)]
+fn prefetchw_supported() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    /// 0: not asked yet; 1: yes; 2: no.
+    static HAS: AtomicU8 = AtomicU8::new(0);
+    match HAS.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = cpu_has_prefetchw();
+            HAS.store(if yes { 1 } else { 2 }, Relaxed);
+            yes
+        }
+    }
+}
+
+/// [`prefetchw_supported`]'s question, asked of the CPU.
+#[cfg(all(not(loom), target_arch = "x86_64"))]
+#[cold]
+fn cpu_has_prefetchw() -> bool {
+    use core::arch::x86_64::__cpuid;
+    // SAFETY: `cpuid` exists on every x86-64 CPU and only writes the four registers the
+    // intrinsic returns; leaf 0x8000_0000 gives the highest extended leaf, and 0x8000_0001 is
+    // asked for only if it exists. (The intrinsic is a safe function in Rust 1.95, an unsafe
+    // one in the workspace's oldest supported Rust, 1.91.)
+    #[allow(unused_unsafe)]
+    let highest = unsafe { __cpuid(0x8000_0000) }.eax;
+    if highest < 0x8000_0001 {
+        return false;
+    }
+    // SAFETY: as above; the leaf exists (checked against `highest`).
+    #[allow(unused_unsafe)]
+    let ecx = unsafe { __cpuid(0x8000_0001) }.ecx;
+    ecx & (1 << 8) != 0
 }
 
 /// How [`SharedRegion::copy_to_for_peer`] copies, for the whole process: set with
@@ -1093,12 +1148,20 @@ mod tests {
         r.copy_in(100, &[9; 64]).unwrap();
         for offset in [0, 100, 4095, 8191, 8192, usize::MAX] {
             r.prefetch(offset);
-            r.prefetch_for_write(offset);
+            for len in [0, 1, 64, 1500, 8192, usize::MAX] {
+                r.prefetch_for_write(offset, len);
+            }
         }
         let mut all = alloc::vec![0u8; 8192];
         r.copy_out(0, &mut all).unwrap();
         assert!(all[100..164].iter().all(|&b| b == 9));
         assert!(all[..100].iter().chain(&all[164..]).all(|&b| b == 0));
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            prefetchw_supported(),
+            cpu_has_prefetchw(),
+            "remembered as asked"
+        );
     }
 
     #[test]

@@ -286,10 +286,14 @@ fn goal_line(
     );
 }
 
+/// A throughput goal: frame size, the baseline, the label's end, whether frames/s are
+/// compared, the least ratio ([`THROUGHPUT_GOALS`]).
+type ThroughputGoal = (usize, Option<&'static str>, &'static str, bool, f64);
+
 /// The throughput goals of copy mode, each direction: frame size, the baseline (`None`: the
 /// one-core memcpy bound), the label's end, whether frames/s (else Gbit/s) are compared, and
 /// the least ratio that meets it.
-const THROUGHPUT_GOALS: [(usize, Option<&str>, &str, bool, f64); 8] = [
+const THROUGHPUT_GOALS: [ThroughputGoal; 8] = [
     (
         64,
         Some("AF_UNIX seqpacket"),
@@ -331,6 +335,22 @@ const THROUGHPUT_GOALS: [(usize, Option<&str>, &str, bool, f64); 8] = [
     ),
 ];
 
+/// The copy-mode rows that answer to [`THROUGHPUT_GOALS`], each with every goal it answers
+/// to: both directions to all of them, and "rx recycled" (a frontend that posts each buffer
+/// again at once, as Linux netfront does: the receive path such guests get) to the memif
+/// ones.
+fn goal_rows() -> impl Iterator<Item = (&'static str, ThroughputGoal)> {
+    ["pvnet tx copy", "pvnet rx copy", "pvnet rx recycled"]
+        .into_iter()
+        .flat_map(|mode| {
+            THROUGHPUT_GOALS
+                .iter()
+                .copied()
+                .filter(move |g| mode != "pvnet rx recycled" || g.1 == Some("DPDK memif"))
+                .map(move |g| (mode, g))
+        })
+}
+
 /// The goals: every ratio computed per round, then its median and spread.
 fn goals(rounds: &[Results], r: &Results) -> String {
     let mut g = String::from(
@@ -339,29 +359,27 @@ fn goals(rounds: &[Results], r: &Results) -> String {
     let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
     let fps = |r: &Results, name: &str, size| r.tp(name, size).map(Throughput::fps);
     let gbps = |r: &Results, name: &str, size| r.tp(name, size).map(Throughput::gbps);
-    for mode in ["pvnet tx copy", "pvnet rx copy"] {
-        for &(size, against, label, by_frames, at_least) in &THROUGHPUT_GOALS {
-            let of = |r: &Results, name: &str| {
-                if by_frames {
-                    fps(r, name, size)
-                } else {
-                    gbps(r, name, size)
-                }
-            };
-            goal_line(
-                &mut g,
-                rounds,
-                &format!("{size} B {mode} / {label}"),
-                |r| {
-                    let base = match against {
-                        Some(name) => of(r, name),
-                        None => r.memcpy_gbps(size),
-                    };
-                    ratio(of(r, mode), base)
-                },
-                Some(Goal::AtLeast(at_least)),
-            );
-        }
+    for (mode, (size, against, label, by_frames, at_least)) in goal_rows() {
+        let of = |r: &Results, name: &str| {
+            if by_frames {
+                fps(r, name, size)
+            } else {
+                gbps(r, name, size)
+            }
+        };
+        goal_line(
+            &mut g,
+            rounds,
+            &format!("{size} B {mode} / {label}"),
+            |r| {
+                let base = match against {
+                    Some(name) => of(r, name),
+                    None => r.memcpy_gbps(size),
+                };
+                ratio(of(r, mode), base)
+            },
+            Some(Goal::AtLeast(at_least)),
+        );
     }
     let bound = |r: &Results, busy: bool| {
         r.latency
@@ -476,46 +494,44 @@ fn placement_goals(r: &Results, p: &Placements) -> String {
             .filter(|t| t.name.starts_with(name) && p.over(t.from, t.to) == Placement::Mixed)
             .count()
     };
-    for mode in ["pvnet tx copy", "pvnet rx copy"] {
-        for &(size, against, label, by_frames, at_least) in &THROUGHPUT_GOALS {
-            let Some(peer) = against.filter(|a| by_frames && a.starts_with("DPDK")) else {
+    for (mode, (size, against, label, by_frames, at_least)) in goal_rows() {
+        let Some(peer) = against.filter(|a| by_frames && a.starts_with("DPDK")) else {
+            continue;
+        };
+        for class in [Placement::Near, Placement::Far] {
+            let (a, b) = (rates(mode, size, class), rates(peer, size, class));
+            let head = format!("  {}: {size} B {mode} / {label}", class.name());
+            let measured = |n: &str| r.timed.iter().any(|t| t.name == n && t.size == size);
+            if !measured(mode) || !measured(peer) {
                 continue;
-            };
-            for class in [Placement::Near, Placement::Far] {
-                let (a, b) = (rates(mode, size, class), rates(peer, size, class));
-                let head = format!("  {}: {size} B {mode} / {label}", class.name());
-                let measured = |n: &str| r.timed.iter().any(|t| t.name == n && t.size == size);
-                if !measured(mode) || !measured(peer) {
-                    continue;
-                }
-                if a.len() < 3 || b.len() < 3 {
-                    let _ = writeln!(
-                        g,
-                        "{head}: too few samples (pvnet {}, peer {})",
-                        a.len(),
-                        b.len()
-                    );
-                    continue;
-                }
-                let spread = RatioSpread::new(&a, &b);
-                let RatioSpread { lo, mid, hi } = spread;
-                let goal = Goal::AtLeast(at_least);
-                let v = match spread.verdict(goal) {
-                    Verdict::Met => "met",
-                    Verdict::NotMet => "NOT met",
-                    Verdict::Inconclusive => "inconclusive: the spread straddles it",
-                };
+            }
+            if a.len() < 3 || b.len() < 3 {
                 let _ = writeln!(
                     g,
-                    "{head}: {mid:.2}x ({lo:.2}-{hi:.2}); pvnet {:.2} Mpps (n={}), peer {:.2} \
-                     (n={}); goal {}: {v}",
-                    median(&a) / 1e6,
+                    "{head}: too few samples (pvnet {}, peer {})",
                     a.len(),
-                    median(&b) / 1e6,
-                    b.len(),
-                    goal.describe()
+                    b.len()
                 );
+                continue;
             }
+            let spread = RatioSpread::new(&a, &b);
+            let RatioSpread { lo, mid, hi } = spread;
+            let goal = Goal::AtLeast(at_least);
+            let v = match spread.verdict(goal) {
+                Verdict::Met => "met",
+                Verdict::NotMet => "NOT met",
+                Verdict::Inconclusive => "inconclusive: the spread straddles it",
+            };
+            let _ = writeln!(
+                g,
+                "{head}: {mid:.2}x ({lo:.2}-{hi:.2}); pvnet {:.2} Mpps (n={}), peer {:.2} \
+                 (n={}); goal {}: {v}",
+                median(&a) / 1e6,
+                a.len(),
+                median(&b) / 1e6,
+                b.len(),
+                goal.describe()
+            );
         }
     }
     let _ = writeln!(

@@ -7,11 +7,11 @@
 //! buffer per ring slot, as Linux netfront and a netfront with `rx_buffers` 256 post them,
 //! or the buffers of a large frame posted again at once), the read brings them over shared
 //! and the copy's stores must take them over again: 0.46-0.55x. Those lines are asked for
-//! to be owned instead (`prefetchw`), which gains 1.25-1.5x (BENCHMARKS.md, "Buffers posted
-//! again at once: owned ahead"). netback cannot see the frontend's cache, but it can see how
-//! recently it wrote a buffer itself: a buffer written again within two rings' worth of
-//! buffers was posted again at once, and its lines are likely still where the frontend
-//! read them.
+//! to be owned instead (`prefetchw`), which gains 1.3-1.7x up to 1500 B (BENCHMARKS.md,
+//! "Buffers posted again at once: owned ahead"). netback cannot see the frontend's cache,
+//! but it can see how recently it wrote a buffer itself: a buffer written again within two
+//! rings' worth of buffers was posted again at once, and its lines are likely still where
+//! the frontend read them.
 
 /// The age, in rings' worth of buffers written since, from which a buffer counts as left
 /// alone. A frontend that posts its buffers in turn with more buffers than slots (netfront's

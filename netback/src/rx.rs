@@ -361,14 +361,14 @@ impl RxQueue {
     /// `prefetchw` instead). When the frontend read it a moment ago (a buffer posted again as
     /// soon as it was read, as Linux netfront does), a read brings the lines over shared and
     /// the copy's stores must then take them over once more, which halved the rate; asked
-    /// for writing they come over once, owned: rx 512 B 1.52x, 1024 B 1.53x, 1500 B 1.25x,
-    /// 4096 B 1.08x against no hint. netback tells the two apart by when it last wrote the
-    /// buffer ([`BufferAges`]; BENCHMARKS.md, "Read ahead only into buffers left alone",
-    /// "Buffers posted again at once: owned ahead"). Frames under [`PREFETCH_MIN`] are not
-    /// counted (a store more per frame cost rx 64 B 3-4%) and always take `prefetchw`: with
-    /// buffers posted again at once rx 64 B ran 1.14x and 256 B 1.38x faster, with
-    /// netfront's default level. Only a hint: the request's reference and the frame's length
-    /// are checked again when the frame is copied.
+    /// for writing they come over once, owned. Against no hint, 256 buffers posted again at
+    /// once: rx 64 B 1.30x, 256 B 1.27x, 512 B 1.74x, 1024 B 1.32x, 1500 B 1.70x, 4096 B
+    /// level; with netfront's default every size level. netback tells the two apart by when
+    /// it last wrote the buffer ([`BufferAges`]; BENCHMARKS.md, "Read ahead only into
+    /// buffers left alone", "Buffers posted again at once: owned ahead"). Frames under
+    /// [`PREFETCH_MIN`] are not counted (a store more per frame cost rx 64 B 3-4%) and always
+    /// take `prefetchw`, which is level for netfront's default. Only a hint: the request's
+    /// reference and the frame's length are checked again when the frame is copied.
     #[inline(always)]
     fn prefetch_ahead<M: FrameMemory>(&mut self, grants: &PeerGrants<M>, mem: &PacketMemory) {
         if let Some(&packet) = self.backlog.get(COPY_AHEAD as usize - 1)

@@ -153,8 +153,7 @@ impl<M: FrameMemory> PeerGrants<M> {
     /// Performs one copy now and sets its status: what [`GrantOps::copy`] does for each op
     /// of a batch, without the batch. Inlined, so a caller that copies as it goes (netback
     /// copies each packet as it takes it and answers it at once) pays no call and keeps no
-    /// list; the batch's prefetch is then the caller's, with
-    /// [`prefetch_held`](Self::prefetch_held).
+    /// list; the batch's prefetch is then the caller's, with [`prefetch`](Self::prefetch).
     #[inline]
     pub fn copy_one(&self, op: &mut CopyOp) {
         op.status = if self.persistent && self.copy_held(op).is_some() {
@@ -164,37 +163,38 @@ impl<M: FrameMemory> PeerGrants<M> {
         };
     }
 
-    /// Hints that bytes `offset..offset + len` of the frame behind a held persistent claim on
-    /// `gref` will be used soon: a software prefetch of each of their lines (at least the one
-    /// at `offset`; none past the frame). Does nothing without such a claim: no claim is taken
-    /// and no data read (a hint), so any reference, offset and length may be passed, a peer's
-    /// garbage included.
+    /// Hints that bytes `offset..offset + len` of the frame behind `gref` will be read soon:
+    /// a software prefetch of each of their lines (at least the one at `offset`; none past
+    /// the frame). The frame is the one a held persistent claim validated, or else the one
+    /// the owner's entry names now, as long as it is one of the owner's frames. No claim is
+    /// taken and no byte read or written (a hint), so any reference, offset and length may
+    /// be passed, a peer's garbage included: the worst it can do is aim the prefetch at
+    /// another of the owner's own lines.
     ///
     /// Issued for a batch before its copies, it lets the batch's misses (lines the owner has
     /// just written) overlap instead of queueing. Issued for a buffer the owner read long
     /// before and a copy will write, it brings the lines in from the shared cache ahead of
-    /// the copy's stores, which then find them here.
+    /// the copy's stores, which then find them here. Through an entry rather than a held
+    /// claim (an owner that grants per packet, as Linux netfront does, cannot be held), the
+    /// same hints made netback's receive 1.12-1.53x and transmit at 64 B 1.19-1.21x faster
+    /// (BENCHMARKS.md, "Hints for grants not held").
     #[inline]
-    pub fn prefetch_held(&self, gref: GrantRef, offset: u16, len: u16) {
+    pub fn prefetch(&self, gref: GrantRef, offset: u16, len: u16) {
         self.prefetch_lines(gref, offset, len, false);
     }
 
-    /// As [`prefetch_held`](Self::prefetch_held), for lines a copy will write: asked for
-    /// with the intent to own them (`prefetchw`). For a buffer the owner read a moment ago,
-    /// whose lines its core still holds: they come over once, owned, instead of shared and
-    /// then taken over again by the copy's stores.
+    /// As [`prefetch`](Self::prefetch), for lines a copy will write: asked for with the
+    /// intent to own them (`prefetchw`). For a buffer the owner read a moment ago, whose
+    /// lines its core still holds: they come over once, owned, instead of shared and then
+    /// taken over again by the copy's stores.
     #[inline]
-    pub fn prefetch_held_for_write(&self, gref: GrantRef, offset: u16, len: u16) {
+    pub fn prefetch_for_write(&self, gref: GrantRef, offset: u16, len: u16) {
         self.prefetch_lines(gref, offset, len, true);
     }
 
     #[inline(always)]
     fn prefetch_lines(&self, gref: GrantRef, offset: u16, len: u16, write: bool) {
-        if self.persistent
-            && let Some(cell) = self.pins.get(gref.0 as usize)
-            && cell.get().held != 0
-            && let Some((region, at)) = self.frames.locate(FrameNumber(cell.get().frame))
-        {
+        if let Some((region, at)) = self.hint_frame(gref) {
             let start = usize::from(offset);
             let end = (start + usize::from(len.max(1))).min(FRAME_SIZE);
             if write {
@@ -210,6 +210,26 @@ impl<M: FrameMemory> PeerGrants<M> {
                 line = (line | 63) + 1;
             }
         }
+    }
+
+    /// The frame behind `gref`, for a hint: the one a held persistent claim validated, or
+    /// else the one the owner's entry names now (its frame word read once, Relaxed, and not
+    /// checked beyond being one of the owner's frames: a hint reads and writes no byte, so a
+    /// stale or hostile entry can only aim a prefetch elsewhere in the owner's own memory).
+    #[inline(always)]
+    fn hint_frame(&self, gref: GrantRef) -> Option<(&SharedRegion, usize)> {
+        let cell = self.pins.get(gref.0 as usize)?;
+        if self.persistent && cell.get().held != 0 {
+            return self.frames.locate(FrameNumber(cell.get().frame));
+        }
+        if gref.0 < RESERVED_REFS {
+            return None;
+        }
+        let frame = self
+            .table
+            .load_u32(frame_offset(gref), Ordering::Relaxed)
+            .ok()?;
+        self.frames.locate(FrameNumber(frame))
     }
 
     /// Adds the flip pool shared with this owner (our view of it), for [`GrantOps::transfer`].
@@ -646,13 +666,11 @@ impl<M: FrameMemory> GrantOps for PeerGrants<M> {
         M: 'a;
 
     fn copy(&self, ops: &mut [CopyOp]) {
-        if self.persistent {
-            // Sources behind claims already held: ask for their first lines now, so the
-            // batch's misses (the owner's freshly written data) overlap.
-            for op in ops.iter() {
-                if let CopyPtr::Grant { gref, offset } = op.source {
-                    self.prefetch_held(gref, offset, 1);
-                }
+        // The sources' first lines asked for now, so the batch's misses (the owner's freshly
+        // written data) overlap.
+        for op in ops.iter() {
+            if let CopyPtr::Grant { gref, offset } = op.source {
+                self.prefetch(gref, offset, 1);
             }
         }
         for op in ops {

@@ -1,5 +1,6 @@
 //! Persistent claims (`PeerGrants::with_persistent_copies`): copies keep their grants claimed,
-//! the owner cannot revoke them meanwhile, and `release_persistent` lets them all go.
+//! the owner cannot revoke them meanwhile, and `release_persistent` lets them all go. Hints
+//! (`prefetch`, `prefetch_for_write`) take no claim, held or not.
 
 use pvnet_grant_table::PeerGrants;
 use pvnet_grant_table::{
@@ -129,8 +130,8 @@ fn persistent_claims_hold_until_released() {
             (4095, u16::MAX),
             (u16::MAX, u16::MAX),
         ] {
-            peer.prefetch_held(gref, offset, len);
-            peer.prefetch_held_for_write(gref, offset, len);
+            peer.prefetch(gref, offset, len);
+            peer.prefetch_for_write(gref, offset, len);
         }
     }
     assert_eq!(peer.pinned(), 2);
@@ -193,4 +194,52 @@ fn reclaim_takes_back_grants_a_dead_grantee_left_marked() {
     // Both references are free again.
     let again = owner.grant_access(PEER, FrameNumber(3), false).unwrap();
     assert!(again == held || again == idle);
+}
+
+/// Hints without persistent claims go through the frame the owner's entry names: they take
+/// no claim (the owner revokes at once afterwards), change no byte, and an entry naming a
+/// frame beyond the owner's memory, a reserved reference or one beyond the table aims them
+/// nowhere.
+#[test]
+fn hints_through_entries_take_nothing() {
+    let table_mem = SharedRegion::new_zeroed(FRAME_SIZE);
+    let frames = SharedRegion::new_zeroed(4 * FRAME_SIZE);
+    let local = SharedRegion::new_zeroed(FRAME_SIZE);
+    let mut owner = GrantTable::new(table_mem.clone()).unwrap();
+    let good = owner.grant_access(PEER, FrameNumber(1), false).unwrap();
+    let wild = owner.grant_access(PEER, FrameNumber(2), false).unwrap();
+    // The entry's frame word (bytes 4..8 of its 8) aimed far beyond the owner's 4 frames.
+    table_mem
+        .store_u32(
+            wild.0 as usize * 8 + 4,
+            u32::MAX,
+            std::sync::atomic::Ordering::Relaxed,
+        )
+        .unwrap();
+    frames.copy_in(FRAME_SIZE, &[7; 100]).unwrap();
+    let mut before = vec![0u8; 4 * FRAME_SIZE];
+    frames.copy_out(0, &mut before).unwrap();
+    let peer = PeerGrants::new(PEER, table_mem, frames.clone(), local);
+    for gref in [
+        good,
+        wild,
+        GrantRef(0),
+        GrantRef(511),
+        GrantRef(512),
+        GrantRef(u32::MAX),
+    ] {
+        for (offset, len) in [(0, 0), (0, 1500), (4000, 4000), (u16::MAX, u16::MAX)] {
+            peer.prefetch(gref, offset, len);
+            peer.prefetch_for_write(gref, offset, len);
+        }
+    }
+    assert_eq!(peer.pinned(), 0, "no claim taken");
+    let mut after = vec![0u8; 4 * FRAME_SIZE];
+    frames.copy_out(0, &mut after).unwrap();
+    assert!(after == before, "a hint changes no byte");
+    assert_eq!(
+        owner.end_access(good).unwrap(),
+        FrameNumber(1),
+        "not in use"
+    );
 }

@@ -378,13 +378,13 @@ impl RxQueue {
         {
             let gref = GrantRef(req.gref);
             if len < PREFETCH_MIN {
-                grants.prefetch_held_for_write(gref, 0, len);
+                grants.prefetch_for_write(gref, 0, len);
                 return;
             }
             if self.ages.left_alone(req.gref) {
-                grants.prefetch_held(gref, 0, len);
+                grants.prefetch(gref, 0, len);
             } else {
-                grants.prefetch_held_for_write(gref, 0, len);
+                grants.prefetch_for_write(gref, 0, len);
             }
             // Written two frames from now, if nothing fails: counted now, so that the loop
             // of the small frames, which never get here, has no more stores.

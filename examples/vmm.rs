@@ -116,6 +116,8 @@ fn run(args: &Args) -> Res<()> {
     let packets = PacketMemory::over(SharedRegion::new_zeroed(4096 * FRAME_SIZE));
     let mut backend: Netback<Echo, BackHost> =
         Netback::with_memory(NetbackConfig::default(), Echo, packets)?;
+    // Claims kept between copies: this guest runs pvnet's netfront, which grants its buffers
+    // for the whole connection. A Linux guest grants per packet: leave this out for it.
     let mut grants = PeerGrants::new(
         BACKEND_DOMID,
         table,

@@ -166,10 +166,10 @@ impl<M: FrameMemory> PeerGrants<M> {
     /// Hints that bytes `offset..offset + len` of the frame behind `gref` will be read soon:
     /// a software prefetch of each of their lines (at least the one at `offset`; none past
     /// the frame). The frame is the one a held persistent claim validated, or else the one
-    /// the owner's entry names now, as long as it is one of the owner's frames. No claim is
-    /// taken and no byte read or written (a hint), so any reference, offset and length may
-    /// be passed, a peer's garbage included: the worst it can do is aim the prefetch at
-    /// another of the owner's own lines.
+    /// the owner's entry names now (its frame word read once), as long as it is one of the
+    /// owner's frames. No claim is taken and no byte of the frame read or written (a hint),
+    /// so any reference, offset and length may be passed, a peer's garbage included: the
+    /// worst it can do is aim the prefetch at another of the owner's own lines.
     ///
     /// Issued for a batch before its copies, it lets the batch's misses (lines the owner has
     /// just written) overlap instead of queueing. Issued for a buffer the owner read long

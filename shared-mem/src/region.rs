@@ -595,7 +595,9 @@ impl SharedRegion {
                 } else {
                     self.prefetch(at);
                 }
-                // The next line's start: lines are 64 bytes, the region starts on one.
+                // The next line's start: lines are 64 bytes, counted from the region's start
+                // (a region that does not start on a line only shifts which ones are asked
+                // for).
                 at = (at | 63) + 1;
             }
         }

@@ -31,7 +31,9 @@
 #   printf '#!/bin/sh\nPVNET_PEER_COPY=memmove exec %s "$@"\n' "$BIN" > /tmp/mm; chmod +x /tmp/mm
 #   benches/pvnet/ab.sh /tmp/mm "$BIN" 10
 # The frontend's receive buffers the same way (PVNET_RX_BUFFERS=256: one per ring slot, each
-# posted again as soon as it is read, as Linux netfront does; unset, netfront's default).
+# posted again as soon as it is read, as Linux netfront does; unset, netfront's default), and
+# the backend's grant claims (PVNET_PERSISTENT=0: none kept between copies, as a guest that
+# grants per packet needs; unset, kept).
 set -euo pipefail
 OLD=$1
 NEW=$2

@@ -108,6 +108,7 @@ fn backend(args: &[String]) {
             let mut c = NetbackConfig::default();
             c.tx_mode = tx_mode;
             c.spin = spin;
+            c.persistent_grants = persistent_from_env();
             c
         },
         up,
@@ -189,6 +190,14 @@ fn try_connect(
         }
         c
     })
+}
+
+/// `PVNET_PERSISTENT` (`0`: off; otherwise or unset, netback's default, on): whether the
+/// backend keeps the frontend's grants claimed between copies
+/// (`NetbackConfig::persistent_grants`). Off, netback serves netfront as it must serve a
+/// guest that grants per packet (Linux netfront).
+fn persistent_from_env() -> bool {
+    std::env::var("PVNET_PERSISTENT").as_deref() != Ok("0")
 }
 
 /// `PVNET_RX_BUFFERS` (a count; unset, netfront's default): the frontend's receive buffers,

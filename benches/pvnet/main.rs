@@ -20,7 +20,9 @@
 //!   1024 receive buffers posted in turn, `memmove` for every copy), spinning 50 us before
 //!   sleeping; and "rx recycled", rx copy with 256 receive buffers, each posted again as
 //!   soon as it is read, as Linux netfront does (what netback's heuristics do to such a
-//!   guest; it answers to the memif goals as rx copy does);
+//!   guest; it answers to the memif goals as rx copy does); and "rx unheld", the same
+//!   frontend with the backend keeping no grant claimed between copies, as it must for a
+//!   guest that grants per packet (Linux netfront; no goal);
 //! - pvnet round trips (echo) per mode and size, event-driven and busy-polling: p50, p99;
 //! - the polling curve: 64 B round trips and CPU per trip against the spin budget of both
 //!   sides (0, 10 us, 50 us, always) and the client's pause between trips (`polling.rs`);

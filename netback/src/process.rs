@@ -143,7 +143,13 @@ impl<U: Uplink, H: ProcessHosts> Netback<U, H> {
             self.config().max_grant_frames,
             self.config().max_frontend_bytes,
         );
-        match take_parts::<H>(&mut conn, self.memory().region().clone(), limits) {
+        let persistent = self.config().persistent_grants;
+        match take_parts::<H>(
+            &mut conn,
+            self.memory().region().clone(),
+            limits,
+            persistent,
+        ) {
             Ok((grants, queues)) => {
                 let (choice, peer) = (conn.choice.clone(), conn.peer);
                 self.attach_parts(VifParts::new(choice, grants, queues, conn).with_peer(peer))
@@ -180,11 +186,13 @@ fn bad(e: XenbusError) -> NetbackError {
 }
 
 /// Maps what a frontend process handed over (frames, grant table, flip pool) and takes its
-/// event channels. `local` is the backend's packet memory.
+/// event channels. `local` is the backend's packet memory; copies keep their claims if
+/// `persistent` ([`NetbackConfig::persistent_grants`](crate::NetbackConfig)).
 fn take_parts<H: ProcessHosts>(
     conn: &mut BackendConnection,
     local: SharedRegion,
     (max_grant_frames, max_bytes): (u32, usize),
+    persistent: bool,
 ) -> Result<Taken<H::Memory>, NetbackError> {
     let res = conn.resources.clone();
     let table_bytes = max_grant_frames as usize * FRAME_SIZE;
@@ -197,8 +205,12 @@ fn take_parts<H: ProcessHosts>(
         XenbusError::Io(e) => NetbackError::Memory(grant_table::GrantError::Io(e)),
         other => bad(other),
     })?;
-    // Netfront grants its buffers once for the connection: copies keep their claims.
-    let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local).with_persistent_copies();
+    // Netfront grants its buffers once for the connection: copies keep their claims, unless
+    // the configuration says otherwise.
+    let mut grants = PeerGrants::new(BACKEND_DOMID, table, frames, local);
+    if persistent {
+        grants = grants.with_persistent_copies();
+    }
     if conn.choice.rx_mode == RxMode::Flip {
         let i = res
             .flip_pool

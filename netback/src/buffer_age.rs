@@ -44,13 +44,15 @@ impl BufferAges {
         }
     }
 
-    /// Records that the buffer of `gref` was written now (or is about to be). A reference
-    /// from `entries` on (the guest's table size) is none: it is not recorded, so that a
-    /// guest's request cannot make this grow beyond its own table.
+    /// Records that the buffer of `gref` was written now (or is about to be), and returns
+    /// whether it had been [left alone](Self::left_alone) until then: one look at the entry
+    /// for both. A reference from `entries` on (the guest's table size) is none: it is not
+    /// recorded, so that a guest's request cannot make this grow beyond its own table, and
+    /// counts as left alone.
     #[inline(always)]
-    pub(crate) fn wrote(&mut self, gref: u32, entries: u32) {
+    pub(crate) fn wrote(&mut self, gref: u32, entries: u32) -> bool {
         if gref >= entries {
-            return;
+            return true;
         }
         let i = gref as usize;
         if i >= self.written_at.len() {
@@ -58,13 +60,17 @@ impl BufferAges {
             let never = self.clock.wrapping_sub(self.left_alone).wrapping_sub(1);
             self.written_at.resize(i + 1, never);
         }
+        // `clock - t` counts the write at `t` itself too.
+        let alone = self.clock.wrapping_sub(self.written_at[i]) > self.left_alone;
         self.written_at[i] = self.clock;
         self.clock = self.clock.wrapping_add(1);
+        alone
     }
 
     /// Whether at least two rings' worth of other buffers were written after the buffer of
-    /// `gref` last was (or it never was).
-    #[inline(always)]
+    /// `gref` last was (or it never was). (netback asks [`wrote`](Self::wrote), which
+    /// answers the same as it records.)
+    #[cfg(test)]
     pub(crate) fn left_alone(&self, gref: u32) -> bool {
         // `clock - t` counts the write at `t` itself too.
         self.written_at
@@ -96,6 +102,17 @@ mod tests {
         assert!(ages.left_alone(3));
         ages.wrote(3, E);
         assert!(!ages.left_alone(3));
+    }
+
+    /// `wrote` answers what `left_alone` said just before it.
+    #[test]
+    fn wrote_answers_as_left_alone_did() {
+        let mut ages = BufferAges::new(4);
+        for step in 0..64u32 {
+            let gref = (step * 7) % 13;
+            let before = ages.left_alone(gref);
+            assert_eq!(ages.wrote(gref, E), before, "step {step}");
+        }
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl RxQueue {
                     if ok && mem.len(packet) >= u32::from(PREFETCH_MIN) {
                         for k in 0..data_slots {
                             let gref = data_request(&scratch.reqs, k, meta).gref;
-                            self.ages.wrote(gref, vif.grants.table_entries());
+                            let _ = self.ages.wrote(gref, vif.grants.table_entries());
                         }
                     }
                     ok
@@ -381,14 +381,13 @@ impl RxQueue {
                 grants.prefetch_for_write(gref, 0, len);
                 return;
             }
-            if self.ages.left_alone(req.gref) {
+            // Written two frames from now, if nothing fails: counted now, so that the loop
+            // of the small frames, which return above, has no more stores.
+            if self.ages.wrote(req.gref, grants.table_entries()) {
                 grants.prefetch(gref, 0, len);
             } else {
                 grants.prefetch_for_write(gref, 0, len);
             }
-            // Written two frames from now, if nothing fails: counted now, so that the loop
-            // of the small frames, which never get here, has no more stores.
-            self.ages.wrote(req.gref, grants.table_entries());
         }
     }
 

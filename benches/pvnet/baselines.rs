@@ -1,6 +1,6 @@
 //! What users would otherwise use, measured in the same run: AF_UNIX SOCK_SEQPACKET between
 //! two processes, a single-core memcpy, an eventfd ping-pong and a shared-memory spin
-//! ping-pong between two processes.
+//! ping-pong between two processes; and the bare copy ring (`bare_ring.rs`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -43,7 +43,7 @@ pub fn seqpacket_accept(listener: &OwnedFd) -> OwnedFd {
 }
 
 /// A child on the first CPU of the pair (this process runs on the second: see `run_all`).
-fn child(role: &str, extra: &[String]) -> Command {
+pub fn child(role: &str, extra: &[String]) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own path"));
     c.args(["--role", role]);
     if let Some((cpu, _)) = crate::cpu_pair() {
@@ -150,7 +150,7 @@ fn memcpy(size: usize) -> f64 {
     bytes as f64 / start.elapsed().as_secs_f64()
 }
 
-fn inheritable(fd: &OwnedFd) {
+pub fn inheritable(fd: &OwnedFd) {
     fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).expect("fcntl");
 }
 
@@ -236,17 +236,20 @@ pub fn run_all(opts: &Opts, results: &mut Results) {
         results.memcpy.push((size, bps));
         let t = unix(opts, size, false);
         let tuned = unix(opts, size, true);
+        let bare = crate::bare_ring::run(opts, size);
         println!(
-            "baseline {:>6} B: memcpy {:6.2} GB/s; AF_UNIX seqpacket {:7.3} Mpps {:6.2} Gbit/s, with 4 MiB buffers {:7.3} Mpps {:6.2} Gbit/s",
+            "baseline {:>6} B: memcpy {:6.2} GB/s; AF_UNIX seqpacket {:7.3} Mpps {:6.2} Gbit/s, with 4 MiB buffers {:7.3} Mpps {:6.2} Gbit/s; bare copy ring {:7.3} Mpps",
             size,
             bps / 1e9,
             t.fps() / 1e6,
             t.gbps(),
             tuned.fps() / 1e6,
-            tuned.gbps()
+            tuned.gbps(),
+            bare.fps() / 1e6
         );
         results.throughput.push(t);
         results.throughput.push(tuned);
+        results.throughput.push(bare);
     }
     let trips = opts.trips(false) * 3;
     let (p50, p99) = eventfd_ping_pong(trips);

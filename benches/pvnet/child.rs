@@ -77,6 +77,7 @@ pub fn run(role: &str, args: &[String]) {
         "unix-sink" => unix_sink(args),
         "eventfd-echo" => eventfd_echo(args),
         "spin-echo" => spin_echo(args),
+        "bare-ring-sink" => bare_ring_sink(args),
         other => panic!("unknown role {other}"),
     }
 }
@@ -439,4 +440,18 @@ fn spin_echo(args: &[String]) {
         }
         page.store_u32(0, want + 1, Ordering::Release).unwrap();
     }
+}
+
+/// The bare copy ring's receiver (`bare_ring.rs`) over the memfd the parent passed.
+fn bare_ring_sink(args: &[String]) {
+    let size: usize = req(args, "--size");
+    let frames: u32 = req(args, "--frames");
+    let fd = inherited(args)
+        .into_iter()
+        .next()
+        .expect("the ring's memfd");
+    let len = usize::try_from(nix::sys::stat::fstat(&fd).expect("fstat").st_size)
+        .expect("a memfd's size");
+    let region = pvnet::process::map_shared(&fd, len).expect("map");
+    crate::bare_ring::sink(&region, size, frames);
 }

@@ -31,12 +31,15 @@
 //! - baselines: AF_UNIX SOCK_SEQPACKET between two processes at the same sizes (default
 //!   buffers, and 4 MiB ones as a user tuning it would set: "AF_UNIX 4 MiB"), a single-core
 //!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
-//!   spin ping-pong between two processes;
+//!   spin ping-pong between two processes; and the bare copy ring (`bare_ring.rs`): frames
+//!   copied through shared buffers with nothing else, how far every copying path is from
+//!   what the CPU pair allows;
 //! - system calls per million frames while both sides are busy (`perf stat`, if usable).
 
 // A binary: `pub` marks what the modules share.
 #![allow(unreachable_pub)]
 
+mod bare_ring;
 mod baselines;
 mod child;
 mod dpdk;

@@ -1,0 +1,208 @@
+//! The bare copy ring: two processes that copy frames through shared buffers and do nothing
+//! else, the yardstick for how near pvnet and the DPDK peers come to what this CPU pair
+//! allows a design that copies.
+//!
+//! This process (the pair's second CPU) copies `size`-byte frames into a ring of
+//! [`SLOTS`] buffers in a memfd, [`BATCH`] at a time, and publishes each batch with one
+//! count; a child on the first CPU copies every published frame out into a buffer of its own,
+//! checks its last byte, and publishes how far it got, once per look. No descriptors, no
+//! grants, no checks of a peer: per frame only the two copies, so a frame's lines cross to
+//! the receiver and back to the sender (when it writes that buffer again) as they do in memif
+//! and in pvnet, and the two counts cross once a batch. The layout is memif's (a
+//! 2048-byte buffer per frame, or a multiple; head and tail on lines of their own), and each
+//! side asks for the lines of a batch ahead of its copies ([`ahead`]), as pvnet's netback
+//! does. BENCHMARKS.md ("The bare copy ring") measures how the layout and the hints move it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::Opts;
+use crate::child::cpu_seconds;
+use crate::report::Throughput;
+use pvnet::mem::SharedRegion;
+
+/// The row's name in the harness's tables.
+pub const NAME: &str = "bare copy ring";
+
+/// Buffers in the ring: as many as a netif ring has slots.
+const SLOTS: u32 = 256;
+/// Frames the sender copies in before it publishes them (testpmd's burst).
+const BATCH: u32 = 32;
+/// The sender's count of frames published and the receiver's of frames copied out, each on
+/// a 128-byte line pair of its own (as memif's head and tail), so neither side's store
+/// takes the line the other side's count is on.
+const HEAD: usize = 0;
+const TAIL: usize = 128;
+/// The first buffer: after a page of counts.
+const BUFFERS: usize = 4096;
+/// Lines asked for ahead of a batch's copies: about as many misses as one core has in
+/// flight.
+const AHEAD_LINES: usize = 48;
+/// Spins between looks at whether the other process is still there.
+const SPINS_PER_LOOK: u32 = 1 << 16;
+
+/// The buffer stride and the whole region for `size`-byte frames.
+fn layout(size: usize) -> (usize, usize) {
+    let stride = size.max(1).div_ceil(2048) * 2048;
+    (stride, BUFFERS + SLOTS as usize * stride)
+}
+
+/// Where frame `i` goes.
+fn slot(i: u32, stride: usize) -> usize {
+    BUFFERS + (i % SLOTS) as usize * stride
+}
+
+/// Calls `ask(offset, len)` for the bytes of frames `frames` that a side asks for before it
+/// copies them: each frame's from its start, in turn, until [`AHEAD_LINES`] lines.
+fn ahead(
+    frames: std::ops::Range<u32>,
+    size: usize,
+    stride: usize,
+    mut ask: impl FnMut(usize, usize),
+) {
+    let mut lines = 0;
+    for i in frames {
+        let len = size.min((AHEAD_LINES - lines) * 64);
+        ask(slot(i, stride), len);
+        lines += len.div_ceil(64);
+        if lines >= AHEAD_LINES {
+            return;
+        }
+    }
+}
+
+/// Waits for the other side once: a pause, and every [`SPINS_PER_LOOK`] calls a check that
+/// the receiver has not exited, so a failed child fails the run instead of hanging it.
+fn spin(spins: &mut u32, child: &mut Child) {
+    std::hint::spin_loop();
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(SPINS_PER_LOOK)
+        && let Some(status) = child.try_wait().expect("try_wait")
+    {
+        panic!("the bare copy ring's receiver exited early: {status}");
+    }
+}
+
+/// One run: as many frames as a repeated pvnet mode moves in a round.
+pub fn run(opts: &Opts, size: usize) -> Throughput {
+    let frames = opts.frames(size) * opts.repeats.max(1) as u64;
+    let total = u32::try_from(frames).expect("frames fit the ring's u32 counts");
+    let (stride, bytes) = layout(size);
+    let fd = pvnet::process::create_memfd(c"bare-copy-ring", bytes).expect("memfd");
+    let region = pvnet::process::map_shared(&fd, bytes).expect("map");
+    crate::baselines::inheritable(&fd);
+    let mut c = crate::baselines::child(
+        "bare-ring-sink",
+        &[
+            "--fds".into(),
+            fd.as_raw_fd().to_string(),
+            "--size".into(),
+            size.to_string(),
+            "--frames".into(),
+            frames.to_string(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "READY");
+    let frame = crate::child::frame(size).0;
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let (mut head, mut tail, mut spins) = (0u32, 0u32, 0u32);
+    while head != total {
+        let n = (total - head).min(BATCH);
+        while head - tail + n > SLOTS {
+            spin(&mut spins, &mut c);
+            // Acquire: the receiver's copies out of the buffers it has passed are done
+            // before this side writes them again.
+            tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
+        }
+        ahead(head..head + n, size, stride, |at, len| {
+            region.prefetch_for_write(at, len);
+        });
+        for i in head..head + n {
+            region
+                .copy_in(slot(i, stride), &frame)
+                .expect("inside the region");
+        }
+        head += n;
+        // Release: the frames' bytes are visible before the count that publishes them.
+        region
+            .store_u32(HEAD, head, Ordering::Release)
+            .expect("head");
+    }
+    while tail != total {
+        spin(&mut spins, &mut c);
+        tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu_parent = cpu_seconds() - cpu0;
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("child output");
+    assert!(
+        c.wait().expect("wait").success(),
+        "the bare copy ring's receiver"
+    );
+    let cpu_child: f64 = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("CPU "))
+        .and_then(|v| v.parse().ok())
+        .expect("child CPU");
+    Throughput {
+        name: NAME.into(),
+        size,
+        frames,
+        secs,
+        cpu: cpu_parent + cpu_child,
+    }
+}
+
+/// The receiver, in the child role `bare-ring-sink`: `region` is the ring the parent made.
+/// Exits if the parent goes away before the last frame.
+pub fn sink(region: &SharedRegion, size: usize, total: u32) {
+    let (stride, bytes) = layout(size);
+    assert!(region.len() >= bytes, "the ring's region");
+    let last = crate::child::frame(size).0[size - 1];
+    let parent = nix::unistd::getppid();
+    println!("READY");
+    std::io::stdout().flush().expect("flush");
+    let mut buf = vec![0u8; size];
+    let (mut tail, mut bad, mut spins) = (0u32, 0u64, 0u32);
+    while tail != total {
+        // Acquire: the frames up to the sender's count were written before it.
+        let head = region.load_u32(HEAD, Ordering::Acquire).expect("head");
+        if head == tail {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(SPINS_PER_LOOK) && nix::unistd::getppid() != parent {
+                panic!("the bare copy ring's sender went away");
+            }
+            continue;
+        }
+        ahead(tail..head, size, stride, |at, len| {
+            for line in (0..len).step_by(64) {
+                region.prefetch(at + line);
+            }
+        });
+        for i in tail..head {
+            region
+                .copy_out(slot(i, stride), &mut buf)
+                .expect("inside the region");
+            bad += u64::from(buf[size - 1] != last);
+        }
+        tail = head;
+        // Release: the copies out are done before the sender may write these buffers again.
+        region
+            .store_u32(TAIL, tail, Ordering::Release)
+            .expect("tail");
+    }
+    assert_eq!(bad, 0, "frames with the wrong bytes");
+    println!("CPU {}", cpu_seconds());
+}

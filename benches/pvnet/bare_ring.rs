@@ -1,6 +1,6 @@
 //! The bare copy ring: two processes that copy frames through shared buffers and do nothing
-//! else, the yardstick for how near pvnet and the DPDK peers come to what this CPU pair
-//! allows a design that copies.
+//! else, the yardstick for how near pvnet and the DPDK peers come to what the two copies
+//! alone cost on this CPU pair.
 //!
 //! This process (the pair's second CPU) copies `size`-byte frames into a ring of buffers in
 //! a memfd ([`Layout`]), [`BATCH`] at a time, and publishes each batch with one

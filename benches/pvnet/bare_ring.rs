@@ -14,13 +14,13 @@
 //! copies ([`ahead`]), as pvnet's netback does. It is a yardstick, not a bound: BENCHMARKS.md
 //! ("The bare copy ring") measures how the layout and the hints move it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::Opts;
+use crate::baselines::ReadyChild;
 use crate::child::cpu_seconds;
 use crate::report::Throughput;
 use pvnet::mem::SharedRegion;
@@ -103,13 +103,11 @@ fn ahead(
 
 /// Waits for the other side once: a pause, and every [`SPINS_PER_LOOK`] calls a check that
 /// the receiver has not exited, so a failed child fails the run instead of hanging it.
-fn spin(spins: &mut u32, child: &mut Child) {
+fn spin(spins: &mut u32, sink: &mut ReadyChild) {
     std::hint::spin_loop();
     *spins = spins.wrapping_add(1);
-    if spins.is_multiple_of(SPINS_PER_LOOK)
-        && let Some(status) = child.try_wait().expect("try_wait")
-    {
-        panic!("the bare copy ring's receiver exited early: {status}");
+    if spins.is_multiple_of(SPINS_PER_LOOK) {
+        sink.check_alive();
     }
 }
 
@@ -122,7 +120,7 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
     let fd = pvnet::process::create_memfd(c"bare-copy-ring", bytes).expect("memfd");
     let region = pvnet::process::map_shared(&fd, bytes).expect("map");
     crate::baselines::inheritable(&fd);
-    let mut c = crate::baselines::child(
+    let mut sink = ReadyChild::spawn(
         "bare-ring-sink",
         &[
             "--fds".into(),
@@ -132,14 +130,7 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
             "--frames".into(),
             frames.to_string(),
         ],
-    )
-    .stdout(Stdio::piped())
-    .spawn()
-    .expect("spawn");
-    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("ready");
-    assert_eq!(line.trim(), "READY");
+    );
     let frame = crate::child::frame(size).0;
     let cpu0 = cpu_seconds();
     let start = Instant::now();
@@ -147,7 +138,7 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
     while head != total {
         let n = (total - head).min(BATCH);
         while head - tail + n > layout.slots {
-            spin(&mut spins, &mut c);
+            spin(&mut spins, &mut sink);
             // Acquire: the receiver's copies out of the buffers it has passed are done
             // before this side writes them again.
             tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
@@ -167,22 +158,12 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
             .expect("head");
     }
     while tail != total {
-        spin(&mut spins, &mut c);
+        spin(&mut spins, &mut sink);
         tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu_parent = cpu_seconds() - cpu0;
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("child output");
-    assert!(
-        c.wait().expect("wait").success(),
-        "the bare copy ring's receiver"
-    );
-    let cpu_child: f64 = rest
-        .lines()
-        .find_map(|l| l.strip_prefix("CPU "))
-        .and_then(|v| v.parse().ok())
-        .expect("child CPU");
+    let cpu_child = sink.finish();
     Throughput {
         name: NAME.into(),
         size,

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
@@ -43,7 +43,7 @@ pub fn seqpacket_accept(listener: &OwnedFd) -> OwnedFd {
 }
 
 /// A child on the first CPU of the pair (this process runs on the second: see `run_all`).
-pub fn child(role: &str, extra: &[String]) -> Command {
+fn child(role: &str, extra: &[String]) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("own path"));
     c.args(["--role", role]);
     if let Some((cpu, _)) = crate::cpu_pair() {
@@ -51,6 +51,51 @@ pub fn child(role: &str, extra: &[String]) -> Command {
     }
     c.args(extra);
     c
+}
+
+/// A baseline's receiving child, started and ready: it printed `READY`.
+pub struct ReadyChild {
+    child: Child,
+    out: BufReader<ChildStdout>,
+}
+
+impl ReadyChild {
+    /// Starts the child role `role` with `extra` (on the pair's first CPU) and waits for its
+    /// `READY`.
+    pub fn spawn(role: &str, extra: &[String]) -> Self {
+        let mut child = child(role, extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("ready");
+        assert_eq!(line.trim(), "READY", "{role} did not start");
+        Self { child, out }
+    }
+
+    /// Fails the run if the child has exited (a receiver that failed would otherwise leave
+    /// its sender waiting for ever).
+    pub fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("the baseline's receiver exited early: {status}");
+        }
+    }
+
+    /// Waits for the child to exit, successfully; returns the CPU seconds it reported (its
+    /// `CPU` line).
+    pub fn finish(mut self) -> f64 {
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).expect("child output");
+        assert!(
+            self.child.wait().expect("wait").success(),
+            "the baseline's receiver"
+        );
+        rest.lines()
+            .find_map(|l| l.strip_prefix("CPU "))
+            .and_then(|v| v.parse().ok())
+            .expect("child CPU")
+    }
 }
 
 /// Socket buffers of the tuned AF_UNIX baseline: what a user tuning it would ask for.
@@ -85,14 +130,7 @@ fn unix(opts: &Opts, size: usize, tuned: bool) -> Throughput {
     if tuned {
         extra.extend(["--buf".into(), TUNED_BUF.to_string()]);
     }
-    let mut c = child("unix-sink", &extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("ready");
-    assert_eq!(line.trim(), "READY");
+    let sink = ReadyChild::spawn("unix-sink", &extra);
     let s = seqpacket_socket();
     if tuned {
         set_buffers(&s, TUNED_BUF);
@@ -108,15 +146,8 @@ fn unix(opts: &Opts, size: usize, tuned: bool) -> Throughput {
     recv(s.as_raw_fd(), &mut ack, MsgFlags::empty()).expect("ack");
     let secs = start.elapsed().as_secs_f64();
     let cpu_parent = cpu_seconds() - cpu0;
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("child output");
-    assert!(c.wait().expect("wait").success());
+    let cpu_child = sink.finish();
     let _ = std::fs::remove_file(&path);
-    let cpu_child: f64 = rest
-        .lines()
-        .find_map(|l| l.strip_prefix("CPU "))
-        .and_then(|v| v.parse().ok())
-        .expect("child CPU");
     Throughput {
         name: if tuned {
             "AF_UNIX 4 MiB".into()

@@ -27,13 +27,12 @@
 #   CONFIGS="rx:64:2000000" benches/pvnet/ab.sh OLD_BIN NEW_BIN 100   # one configuration
 #
 # One build against itself with a setting changed: a wrapper script as OLD or NEW, e.g. the
-# copy into the peer's memory (PVNET_PEER_COPY=string or memmove, read by every child role):
-#   printf '#!/bin/sh\nPVNET_PEER_COPY=memmove exec %s "$@"\n' "$BIN" > /tmp/mm; chmod +x /tmp/mm
-#   benches/pvnet/ab.sh /tmp/mm "$BIN" 10
-# The frontend's receive buffers the same way (PVNET_RX_BUFFERS=256: one per ring slot, each
-# posted again as soon as it is read, as Linux netfront does; unset, netfront's default), and
-# the backend's grant claims (PVNET_PERSISTENT=0: none kept between copies, as a guest that
-# grants per packet needs; unset, kept).
+# frontend's receive buffers (PVNET_RX_BUFFERS=256: one per ring slot, each posted again as
+# soon as it is read, as Linux netfront does; unset, netfront's default):
+#   printf '#!/bin/sh\nPVNET_RX_BUFFERS=256 exec %s "$@"\n' "$BIN" > /tmp/rb; chmod +x /tmp/rb
+#   benches/pvnet/ab.sh "$BIN" /tmp/rb 10
+# The backend's grant claims the same way (PVNET_PERSISTENT=0: none kept between copies, as a
+# guest that grants per packet needs; unset, kept), or glibc's choices (GLIBC_TUNABLES).
 set -euo pipefail
 OLD=$1
 NEW=$2

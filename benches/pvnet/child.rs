@@ -55,20 +55,7 @@ pub fn frame(size: usize) -> (Vec<u8>, Offload) {
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 
-/// `PVNET_PEER_COPY` (`string`, `memmove`; otherwise or unset the library's default): how
-/// this child's copies into a peer's memory are made (`pvnet::mem::set_peer_copy`), to
-/// compare the two with `ab.sh` (a wrapper script per setting).
-fn peer_copy_from_env() {
-    use pvnet::mem::{PeerCopy, set_peer_copy};
-    match std::env::var("PVNET_PEER_COPY").as_deref() {
-        Ok("string") => set_peer_copy(PeerCopy::StringCopy),
-        Ok("memmove") => set_peer_copy(PeerCopy::Memmove),
-        _ => {}
-    }
-}
-
 pub fn run(role: &str, args: &[String]) {
-    peer_copy_from_env();
     match role {
         "backend" => backend(args),
         "front-tx" => front_tx(args),

@@ -421,14 +421,7 @@ impl<M: FrameMemory> PeerGrants<M> {
         let status = match self.resolve(op.dest, op.len, true) {
             Ok((dst, dst_at, dst_grant)) => {
                 let len = usize::from(op.len);
-                // Into the peer's frame from ours (netback's receive copy): the peer reads it
-                // next, so the process's choice of peer copy applies. Between two grants, or
-                // out of one, the plain copy.
-                let copied = if dst_grant.is_some() && src_grant.is_none() {
-                    src.copy_to_for_peer(src_at, dst, dst_at, len)
-                } else {
-                    src.copy_to(src_at, dst, dst_at, len)
-                };
+                let copied = src.copy_to(src_at, dst, dst_at, len);
                 if let Some((g, release, frame)) = dst_grant {
                     if copied.is_ok() {
                         self.frames.written(frame);

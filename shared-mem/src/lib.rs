@@ -34,4 +34,4 @@ extern crate std;
 mod region;
 mod sync;
 
-pub use region::{MAX_SPANS, PeerCopy, RegionError, SharedRegion, set_peer_copy};
+pub use region::{MAX_SPANS, RegionError, SharedRegion};

@@ -417,26 +417,6 @@ impl SharedRegion {
         Ok(())
     }
 
-    /// As [`copy_to`](Self::copy_to), for bytes a peer reads next (a frame placed in a
-    /// buffer it will take): `memmove`, or the CPU's string copy for large copies if the
-    /// process chose it ([`set_peer_copy`]). The string copy takes the destination's lines
-    /// over whole instead of waiting in the store buffer for each one to come from the
-    /// peer's cache, which pays when the peer read the buffer just before (see
-    /// `raw_copy_for_peer`).
-    ///
-    /// # Errors
-    /// [`RegionError::OutOfBounds`] if either range does not fit.
-    #[inline]
-    pub fn copy_to_for_peer(
-        &self,
-        offset: usize,
-        dst: &SharedRegion,
-        dst_offset: usize,
-        len: usize,
-    ) -> Result<(), RegionError> {
-        self.copy_between(offset, dst, dst_offset, len, true)
-    }
-
     /// Copies `len` bytes from this region at `offset` to `dst` at `dst_offset`, without a
     /// bounce buffer (a grant copy between two shared areas). Overlapping ranges of the same
     /// memory are copied as `memmove` copies them, as if through a temporary buffer (Xen
@@ -453,37 +433,16 @@ impl SharedRegion {
         dst_offset: usize,
         len: usize,
     ) -> Result<(), RegionError> {
-        self.copy_between(offset, dst, dst_offset, len, false)
-    }
-
-    /// [`copy_to`](Self::copy_to), or with `for_peer` [`copy_to_for_peer`](Self::copy_to_for_peer).
-    #[inline(always)]
-    fn copy_between(
-        &self,
-        offset: usize,
-        dst: &SharedRegion,
-        dst_offset: usize,
-        len: usize,
-        for_peer: bool,
-    ) -> Result<(), RegionError> {
         self.check_bytes(offset, len)?;
         dst.check_bytes(dst_offset, len)?;
         #[cfg(not(loom))]
-        {
-            let (src, to) = (self.byte_ptr(offset), dst.byte_ptr(dst_offset));
-            if for_peer {
-                // SAFETY: both ranges are inside their regions (checked above), valid for
-                // reads and writes respectively for the life of the borrows;
-                // `raw_copy_for_peer` tolerates overlap.
-                unsafe { raw_copy_for_peer(src, to, len) };
-            } else {
-                // SAFETY: as above; `raw_copy` tolerates overlap.
-                unsafe { raw_copy(src, to, len) };
-            }
+        // SAFETY: both ranges are inside their regions (checked above), valid for reads and
+        // writes respectively for the life of the borrows; `raw_copy` tolerates overlap.
+        unsafe {
+            raw_copy(self.byte_ptr(offset), dst.byte_ptr(dst_offset), len);
         }
         #[cfg(loom)]
         {
-            let _ = for_peer;
             // Through a temporary, as `memmove` copies overlapping ranges.
             let bytes: alloc::vec::Vec<u8> = (0..len).map(|i| self.loom_byte(offset + i)).collect();
             for (i, b) in bytes.into_iter().enumerate() {
@@ -799,63 +758,6 @@ unsafe fn raw_copy(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
-/// Copies of at least this many bytes into a peer's memory may use the string copy. Measured
-/// two-process, netback's receive copy (`benches/pvnet/ab.sh`, Intel): 1024 B 0.95x, 1280 B
-/// 1.01x, 1400-1536 B 1.12-1.19x, 2048-65535 B level; below 1024 B not beyond noise.
-#[cfg(not(loom))]
-const STRING_COPY_MIN: usize = 1280;
-
-/// Copies `len` bytes from `src` to `dst`, which a peer reads next: with the string copy as
-/// one opaque operation if the process chose it ([`set_peer_copy`]), otherwise [`raw_copy`].
-///
-/// A store into a line the peer's core holds waits in the store buffer for the line, and
-/// stores commit in order. When the peer read the destination just before (a frontend with
-/// one receive buffer per ring slot), netback's samples at rx 1500 B sat on the first
-/// stores after the copy, waiting for room in a store buffer full of the copy's stores, and
-/// `rep movsb` (which takes whole lines over) made that stream 1.16x faster on an Intel Xeon.
-/// Once the frontend kept more buffers than slots, so the lines had left its cache, `memmove`
-/// was the faster one by 4-8%: hence the default (BENCHMARKS.md, "Receive buffers the
-/// frontend has forgotten"). Since netback asks for the lines of such buffers ahead to own
-/// them (`prefetchw`), `memmove` is the faster one there too (the string copy 0.91-0.96x at
-/// 1280-2048 B; "Buffers posted again at once: owned ahead"). Copies *out of* the peer's
-/// memory, and the frontend's transmit copy, were slower with `rep movsb` (0.91x, 0.92x) and
-/// never use it. Below
-/// [`STRING_COPY_MIN`], and for overlapping ranges where `dst` lies ahead of `src`, this is
-/// always [`raw_copy`].
-///
-/// # Safety
-/// `src` must be valid for reads and `dst` for writes of `len` bytes.
-#[cfg(not(loom))]
-#[inline(always)]
-unsafe fn raw_copy_for_peer(src: *const u8, dst: *mut u8, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if len >= STRING_COPY_MIN
-        && (dst as usize).wrapping_sub(src as usize) >= len
-        && string_copy_chosen()
-    {
-        // SAFETY: the caller guarantees both ranges; `rep movsb` copies `rcx` bytes forward
-        // from `rsi` to `rdi` (the direction flag is clear, as the ABI requires at every
-        // call boundary and no code here sets it), reading only `src..src + len` and
-        // writing only `dst..dst + len`, whatever the bytes are: a peer changing them
-        // mid-copy changes what is copied, never where. Copying forward is exact unless
-        // `dst` lies inside `src + 1..src + len`, excluded above. The three registers are
-        // consumed (`=> _`); no flags change; without `nomem` the compiler orders the block
-        // with the surrounding memory accesses.
-        unsafe {
-            core::arch::asm!(
-                "rep movsb",
-                inout("rcx") len => _,
-                inout("rdi") dst => _,
-                inout("rsi") src => _,
-                options(nostack, preserves_flags),
-            );
-        }
-        return;
-    }
-    // SAFETY: the caller's guarantee, passed on.
-    unsafe { raw_copy(src, dst, len) }
-}
-
 /// Whether the CPU has `prefetchw` (CPUID leaf 0x8000_0001, ECX bit 8, "PRFCHW" or
 /// "3DNowPrefetch"). Asked of the CPU once, then remembered (Relaxed: every thread computes
 /// the same answer, so a race only asks twice).
@@ -894,64 +796,6 @@ fn cpu_has_prefetchw() -> bool {
     #[allow(unused_unsafe)]
     let ecx = unsafe { __cpuid(0x8000_0001) }.ecx;
     ecx & (1 << 8) != 0
-}
-
-/// How [`SharedRegion::copy_to_for_peer`] copies, for the whole process: set with
-/// [`set_peer_copy`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PeerCopy {
-    /// `memmove` (the default).
-    #[default]
-    Memmove,
-    /// The CPU's string copy (`rep movsb`) for copies of 1280 bytes or more on x86-64
-    /// (correct on every x86-64 CPU, fast on those with ERMS); `memmove` for shorter ones
-    /// and on other architectures. For comparisons, and for a CPU where it pays: on an Intel
-    /// Xeon it made netback's receive stream of 1500 B frames 1.16x faster than `memmove`
-    /// into buffers the frontend had just read, until netback asked for those lines ahead
-    /// (then 0.94x); into buffers the frontend read long before (a pvnet netfront's default
-    /// 1024 receive buffers) it was 0.93-0.96x (BENCHMARKS.md, "Receive buffers the frontend
-    /// has forgotten", "Buffers posted again at once: owned ahead").
-    StringCopy,
-}
-
-/// The peer copy's choice: 0 `memmove`, 1 the string copy. Relaxed everywhere: a setting,
-/// which orders nothing else.
-#[cfg(not(loom))]
-static PEER_COPY: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-
-/// Chooses how [`SharedRegion::copy_to_for_peer`] copies from now on, in every thread of the
-/// process. Copies already running finish as they began; either way the bytes copied are
-/// the same.
-///
-/// ```
-/// use pvnet_shared_mem::{PeerCopy, SharedRegion, set_peer_copy};
-///
-/// set_peer_copy(PeerCopy::StringCopy);
-/// let (a, b) = (SharedRegion::new_zeroed(4096), SharedRegion::new_zeroed(4096));
-/// a.copy_in(0, &[7; 2048])?;
-/// a.copy_to_for_peer(0, &b, 1024, 2048)?;
-/// set_peer_copy(PeerCopy::default());
-/// # Ok::<(), pvnet_shared_mem::RegionError>(())
-/// ```
-pub fn set_peer_copy(choice: PeerCopy) {
-    #[cfg(not(loom))]
-    PEER_COPY.store(
-        match choice {
-            PeerCopy::Memmove => 0,
-            PeerCopy::StringCopy => 1,
-        },
-        core::sync::atomic::Ordering::Relaxed,
-    );
-    #[cfg(loom)]
-    let _ = choice;
-}
-
-/// Whether large copies into a peer's memory use `rep movsb`: as [`set_peer_copy`] chose.
-#[cfg(all(not(loom), target_arch = "x86_64"))]
-#[inline(always)]
-fn string_copy_chosen() -> bool {
-    PEER_COPY.load(core::sync::atomic::Ordering::Relaxed) == 1
 }
 
 #[cfg(all(test, not(loom)))]
@@ -1081,42 +925,21 @@ mod tests {
         }
     }
 
-    /// The copy for a peer, on both sides of the length where it may switch to the string
-    /// copy: each byte lands where it should, nothing around it changes, overlapping ranges
-    /// come out as `memmove`'s, and bounds are checked.
+    /// Copies of frame sizes and beyond (where `memmove` switches to its larger loops and,
+    /// on some CPUs, to `rep movsb` or non-temporal stores): each byte lands where it should,
+    /// nothing around it changes, overlapping ranges come out as `memmove`'s, and bounds are
+    /// checked.
     #[test]
-    fn copies_for_a_peer_are_exact_at_every_size() {
-        // Both copies, then the default again. The only test that sets the choice: the other
-        // tests' copies run either way, with the same bytes.
-        for choice in [PeerCopy::StringCopy, PeerCopy::default()] {
-            set_peer_copy(choice);
-            #[cfg(target_arch = "x86_64")]
-            assert_eq!(string_copy_chosen(), choice == PeerCopy::StringCopy);
-            peer_copies_are_exact();
-        }
-    }
-
-    fn peer_copies_are_exact() {
-        let n = 3 * STRING_COPY_MIN;
-        let pattern: alloc::vec::Vec<u8> = (0..n).map(|i| (i * 11 + 5).to_le_bytes()[0]).collect();
-        let src = SharedRegion::new_zeroed(n + 64);
+    fn large_copies_are_exact() {
+        const N: usize = 3 * 4096;
+        let pattern: alloc::vec::Vec<u8> = (0..N).map(|i| (i * 11 + 5).to_le_bytes()[0]).collect();
+        let src = SharedRegion::new_zeroed(N + 64);
         src.copy_in(0, &pattern).unwrap();
-        let lens = [
-            0,
-            1,
-            63,
-            64,
-            STRING_COPY_MIN - 1,
-            STRING_COPY_MIN,
-            STRING_COPY_MIN + 1,
-            1500,
-            2 * STRING_COPY_MIN + 3,
-        ];
-        for len in lens {
+        for len in [511, 1024, 1279, 1280, 1281, 1500, 2048, 4095, 4096, 8195] {
             for (from, to) in [(0usize, 0usize), (3, 17), (64, 5)] {
-                let dst = SharedRegion::new_zeroed(n + 64);
+                let dst = SharedRegion::new_zeroed(N + 64);
                 dst.fill(0, dst.len(), 0xee).unwrap();
-                src.copy_to_for_peer(from, &dst, to, len).unwrap();
+                src.copy_to(from, &dst, to, len).unwrap();
                 let mut got = alloc::vec![0u8; dst.len()];
                 dst.copy_out(0, &mut got).unwrap();
                 let want = &pattern[from..from + len];
@@ -1130,17 +953,17 @@ mod tests {
         }
         // Overlap within one region, either way round: as if through a temporary buffer.
         for (from, to) in [(0usize, 7usize), (7, 0), (0, 64), (64, 0)] {
-            let len = STRING_COPY_MIN + 100;
-            let r = SharedRegion::new_zeroed(n + 64);
+            let len = 4096 + 100;
+            let r = SharedRegion::new_zeroed(N + 64);
             r.copy_in(0, &pattern).unwrap();
-            r.copy_to_for_peer(from, &r, to, len).unwrap();
+            r.copy_to(from, &r, to, len).unwrap();
             let mut out = alloc::vec![0u8; len];
             r.copy_out(to, &mut out).unwrap();
             assert_eq!(out[..], pattern[from..from + len], "{from} -> {to}");
         }
-        let small = SharedRegion::new_zeroed(STRING_COPY_MIN);
-        assert!(src.copy_to_for_peer(0, &small, 1, STRING_COPY_MIN).is_err());
-        assert!(small.copy_to_for_peer(1, &src, 0, STRING_COPY_MIN).is_err());
+        let small = SharedRegion::new_zeroed(4096);
+        assert!(src.copy_to(0, &small, 1, 4096).is_err());
+        assert!(small.copy_to(1, &src, 0, 4096).is_err());
     }
 
     /// Both prefetch hints, in bounds and far out of them: no fault, no byte changed.

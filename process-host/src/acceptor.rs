@@ -14,6 +14,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_channel::wait_any;
@@ -40,7 +41,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub struct Accepted {
     rx: Receiver<Result<BackendConnection, XenbusError>>,
     /// The write end of the thread's stop pipe: closing it (on drop) wakes and ends the thread.
-    _stop: OwnedFd,
+    stop: Option<OwnedFd>,
+    /// The thread, joined on drop.
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Ends the thread and waits for it, so that the listener is closed (and its socket file
+/// removed) by the time the drop returns: a backend bound again at the same path right after
+/// finds it free, and keeps its own file.
+impl Drop for Accepted {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::ops::Deref for Accepted {
@@ -56,7 +71,7 @@ impl std::ops::Deref for Accepted {
 /// connection, or the error of a frontend that failed its handshake) arrives on the returned
 /// channel, and `wake` is called after each. An event loop can do the same without a
 /// thread: a non-blocking [`Listener`] and [`Handshake`]s. The thread ends, closing the
-/// listener, when the returned [`Accepted`] is dropped.
+/// listener, when the returned [`Accepted`] is dropped; the drop waits for it.
 ///
 /// # Errors
 /// The thread's stop pipe cannot be made.
@@ -66,7 +81,7 @@ pub fn spawn_acceptor(
 ) -> std::io::Result<Accepted> {
     let (tx, rx) = channel();
     let (stop, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let _ = Acceptor {
             listener,
             pending: Vec::new(),
@@ -78,7 +93,11 @@ pub fn spawn_acceptor(
         }
         .run();
     });
-    Ok(Accepted { rx, _stop: stop_w })
+    Ok(Accepted {
+        rx,
+        stop: Some(stop_w),
+        thread: Some(thread),
+    })
 }
 
 /// The receiver is gone: the thread ends.

@@ -2,7 +2,7 @@
 //! handshake between them, and the close protocol.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,8 @@ impl Default for BackendConfig {
 pub struct Listener {
     sock: std::os::unix::net::UnixListener,
     path: PathBuf,
+    /// The socket file's device and inode when bound: the file a drop may remove.
+    file: (u64, u64),
     config: BackendConfig,
 }
 
@@ -73,9 +75,11 @@ impl Listener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listen(&sock, Backlog::new(16).map_err(std::io::Error::from)?)
             .map_err(std::io::Error::from)?;
+        let meta = std::fs::symlink_metadata(path)?;
         Ok(Self {
             sock: sock.into(),
             path: path.to_owned(),
+            file: (meta.dev(), meta.ino()),
             config,
         })
     }
@@ -366,9 +370,14 @@ impl AsFd for FrontendConnection {
     }
 }
 
+/// Removes the socket file, if it is still the one this listener bound. Another listener may
+/// have been bound at the same path since (a backend restarted while this one's acceptor
+/// thread was still ending): its file is not ours to remove.
 impl Drop for Listener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -309,3 +309,48 @@ fn emfile_child_entry() {
     println!("\nACCEPTOR-CPU {spent}");
     drop(hog);
 }
+
+/// A backend started again at the same path right after the last one stopped (a VMM
+/// restarting its backend) keeps its socket. The old acceptor thread ended after the drop of
+/// its `Accepted` had returned, and its listener's drop then removed the path, which by then
+/// was the new listener's: the new backend's frontends found no socket (`ENOENT`, seen once
+/// in CI as a failed `connect` in netback's switch test).
+#[test]
+fn a_backend_started_again_at_the_same_path_keeps_its_socket() {
+    let _leaks = LeakCheck::new();
+    let (_dir, path) = common::sock_path("acceptor", "again");
+    for _ in 0..20 {
+        let incoming = spawn_acceptor(listener(&path, Duration::from_secs(3)), || {}).unwrap();
+        drop(incoming);
+        // The drop waited for the thread, so the listener and its file are gone.
+        assert!(
+            !path.exists(),
+            "the stopped listener's socket file is still there"
+        );
+        let again = spawn_acceptor(listener(&path, Duration::from_secs(3)), || {}).unwrap();
+        // A frontend reaches the new backend (connecting panics if the socket is gone).
+        let client = common::raw_client(&path);
+        drop(again);
+        drop(client);
+    }
+}
+
+/// A listener removes its socket file when dropped, but only its own: a file bound at the
+/// same path since (after the old one was removed by someone else) stays.
+#[test]
+fn a_listener_removes_only_its_own_socket_file() {
+    let (_dir, path) = common::sock_path("acceptor", "own");
+    let old = listener(&path, Duration::from_secs(3));
+    std::fs::remove_file(&path).unwrap();
+    let new = listener(&path, Duration::from_secs(3));
+    drop(old);
+    assert!(
+        path.exists(),
+        "the old listener removed the new one's socket"
+    );
+    drop(new);
+    assert!(
+        !path.exists(),
+        "a listener leaves its own socket file behind"
+    );
+}

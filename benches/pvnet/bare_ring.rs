@@ -12,8 +12,9 @@
 //! counts cross once a batch. The layout is memif's defaults (1024 buffers of 2048 bytes, a
 //! frame in one buffer or, above 2048 bytes, in a run of them; head and tail on lines of
 //! their own), and each side asks for the lines of a batch ahead of its copies ([`ahead`]),
-//! as pvnet's netback does. It is a yardstick, not a bound: BENCHMARKS.md ("The bare copy
-//! ring") measures how the layout, the hints and the destinations move it.
+//! as pvnet's netback does. A second variant ([`Traffic::XenSlots`]) adds the slot traffic
+//! of a netif transmit ring. Yardsticks, not bounds: BENCHMARKS.md ("The bare copy ring")
+//! measures how the layout, the hints and the destinations move them.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -26,8 +27,64 @@ use crate::child::cpu_seconds;
 use crate::report::Throughput;
 use pvnet::mem::SharedRegion;
 
-/// The row's name in the harness's tables.
-pub const NAME: &str = "bare copy ring";
+/// What the ring carries besides the frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traffic {
+    /// Two counts, each on lines of its own (memif's head and tail): the row "bare copy
+    /// ring".
+    Counts,
+    /// What a netif transmit ring adds (the row "bare ring, Xen slots"): a 12-byte request
+    /// per frame in 256 shared slots, read by the receiver, which writes the 4-byte response
+    /// into the same slot for the sender to read; both counts on one line, as `req_prod` and
+    /// `rsp_prod` share Xen's ring header; at most 256 frames in flight. No grants and no
+    /// checks, so pvnet's share of this row is what its software costs beyond the ABI.
+    XenSlots,
+}
+
+impl Traffic {
+    /// Both, in the order the harness runs them.
+    pub const ALL: [Traffic; 2] = [Traffic::Counts, Traffic::XenSlots];
+
+    /// The row's name in the harness's tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Traffic::Counts => "bare copy ring",
+            Traffic::XenSlots => "bare ring, Xen slots",
+        }
+    }
+
+    /// The child role's `--traffic` argument.
+    fn arg(self) -> &'static str {
+        match self {
+            Traffic::Counts => "counts",
+            Traffic::XenSlots => "xen",
+        }
+    }
+
+    /// From the child role's `--traffic` argument.
+    pub fn parse(arg: &str) -> Self {
+        match arg {
+            "xen" => Traffic::XenSlots,
+            _ => Traffic::Counts,
+        }
+    }
+
+    /// Where the receiver's count is: on its own lines, or beside the sender's.
+    fn tail(self) -> usize {
+        match self {
+            Traffic::Counts => TAIL,
+            Traffic::XenSlots => XEN_RSP_PROD,
+        }
+    }
+
+    /// Frames in flight at most: as many as the buffers, or a netif ring's slots.
+    fn window(self, layout: Layout) -> u32 {
+        match self {
+            Traffic::Counts => layout.slots,
+            Traffic::XenSlots => layout.slots.min(XEN_SLOTS),
+        }
+    }
+}
 
 /// Bytes of buffers in the ring: memif's default ring, 1024 descriptors of 2048-byte buffers.
 /// With 256 such buffers it ran 0.90-0.93x as fast (64 and 1500 B): the more buffers in
@@ -41,7 +98,13 @@ const BATCH: u32 = 32;
 /// takes the line the other side's count is on.
 const HEAD: usize = 0;
 const TAIL: usize = 128;
-/// The first buffer: after a page of counts.
+/// Xen's layout: the responses' count beside the requests' (`rsp_prod` at 8, `req_prod` at
+/// 0), then 256 slots of 12 bytes from byte 64.
+const XEN_RSP_PROD: usize = 8;
+const XEN_SLOTS: u32 = 256;
+const XEN_SLOT_BYTES: usize = 12;
+const XEN_FIRST_SLOT: usize = 64;
+/// The first buffer: after a page of counts (and Xen slots).
 const BUFFERS: usize = 4096;
 /// Lines asked for ahead of a batch's copies: about as many misses as one core has in
 /// flight.
@@ -118,8 +181,13 @@ fn spin(spins: &mut u32, sink: &mut ReadyChild) {
     }
 }
 
+/// Where frame `i`'s request and response go ([`Traffic::XenSlots`]).
+fn xen_slot(i: u32) -> usize {
+    XEN_FIRST_SLOT + (i & (XEN_SLOTS - 1)) as usize * XEN_SLOT_BYTES
+}
+
 /// One run: as many frames as a repeated pvnet mode moves in a round.
-pub fn run(opts: &Opts, size: usize) -> Throughput {
+pub fn run(opts: &Opts, size: usize, traffic: Traffic) -> Throughput {
     let frames = opts.frames(size) * opts.repeats.max(1) as u64;
     let total = u32::try_from(frames).expect("frames fit the ring's u32 counts");
     let layout = Layout::new(size);
@@ -136,6 +204,8 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
             size.to_string(),
             "--frames".into(),
             frames.to_string(),
+            "--traffic".into(),
+            traffic.arg().into(),
         ],
     );
     let frame = crate::child::frame(size).0;
@@ -144,11 +214,23 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
     let (mut head, mut tail, mut spins) = (0u32, 0u32, 0u32);
     while head != total {
         let n = (total - head).min(BATCH);
-        while head - tail + n > layout.slots {
+        while head - tail + n > traffic.window(layout) {
             spin(&mut spins, &mut sink);
-            // Acquire: the receiver's copies out of the buffers it has passed are done
-            // before this side writes them again.
-            tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
+            // Acquire: the receiver's copies out of the buffers it has passed (and its
+            // responses) are done before this side writes them again.
+            let answered = region
+                .load_u32(traffic.tail(), Ordering::Acquire)
+                .expect("tail");
+            if traffic == Traffic::XenSlots {
+                // Each response read, as a frontend reclaims its buffers.
+                for i in tail..answered {
+                    let id = region
+                        .load_u32(xen_slot(i), Ordering::Relaxed)
+                        .expect("slot");
+                    assert_eq!(id, i & 0xffff, "a response for another request");
+                }
+            }
+            tail = answered;
         }
         ahead(head..head + n, size, layout, |at, len| {
             region.prefetch_for_write(at, len);
@@ -157,6 +239,16 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
             region
                 .copy_in(layout.slot(i), &frame)
                 .expect("inside the region");
+            if traffic == Traffic::XenSlots {
+                // The request: reference, offset and flags, id and size, as netif's.
+                let at = xen_slot(i);
+                let size = u32::try_from(size).expect("a frame's size");
+                for (k, word) in [i, 0, i << 16 | size].into_iter().enumerate() {
+                    region
+                        .store_u32(at + 4 * k, word, Ordering::Relaxed)
+                        .expect("slot");
+                }
+            }
         }
         head += n;
         // Release: the frames' bytes are visible before the count that publishes them.
@@ -166,13 +258,15 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
     }
     while tail != total {
         spin(&mut spins, &mut sink);
-        tail = region.load_u32(TAIL, Ordering::Acquire).expect("tail");
+        tail = region
+            .load_u32(traffic.tail(), Ordering::Acquire)
+            .expect("tail");
     }
     let secs = start.elapsed().as_secs_f64();
     let cpu_parent = cpu_seconds() - cpu0;
     let cpu_child = sink.finish();
     Throughput {
-        name: NAME.into(),
+        name: traffic.name().into(),
         size,
         frames,
         secs,
@@ -182,7 +276,7 @@ pub fn run(opts: &Opts, size: usize) -> Throughput {
 
 /// The receiver, in the child role `bare-ring-sink`: `region` is the ring the parent made.
 /// Exits if the parent goes away before the last frame.
-pub fn sink(region: &SharedRegion, size: usize, total: u32) {
+pub fn sink(region: &SharedRegion, size: usize, total: u32, traffic: Traffic) {
     let layout = Layout::new(size);
     assert!(region.len() >= layout.bytes(), "the ring's region");
     let last = crate::child::frame(size).0[size - 1];
@@ -212,6 +306,15 @@ pub fn sink(region: &SharedRegion, size: usize, total: u32) {
             }
         });
         for (k, i) in (tail..head).enumerate() {
+            if traffic == Traffic::XenSlots {
+                // The request, read before its frame, as netback copies it out.
+                let at = xen_slot(i);
+                let id = region.load_u32(at, Ordering::Relaxed).expect("slot");
+                let rest = region.load_u32(at + 4, Ordering::Relaxed).expect("slot")
+                    ^ region.load_u32(at + 8, Ordering::Relaxed).expect("slot");
+                bad += u64::from(id != i);
+                std::hint::black_box(rest);
+            }
             let at = k % DSTS * dst_stride;
             let buf = &mut dsts[at..at + size];
             region
@@ -219,10 +322,19 @@ pub fn sink(region: &SharedRegion, size: usize, total: u32) {
                 .expect("inside the region");
             bad += u64::from(buf[size - 1] != last);
         }
+        if traffic == Traffic::XenSlots {
+            // The responses (id and status), each into its request's slot, after the copies.
+            for i in tail..head {
+                region
+                    .store_u32(xen_slot(i), i & 0xffff, Ordering::Relaxed)
+                    .expect("slot");
+            }
+        }
         tail = head;
-        // Release: the copies out are done before the sender may write these buffers again.
+        // Release: the copies out (and the responses) are done before the sender may write
+        // these buffers (and slots) again.
         region
-            .store_u32(TAIL, tail, Ordering::Release)
+            .store_u32(traffic.tail(), tail, Ordering::Release)
             .expect("tail");
     }
     assert_eq!(bad, 0, "frames with the wrong bytes");

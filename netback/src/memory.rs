@@ -31,7 +31,7 @@ struct Slot {
 ///
 /// A one-page packet's slot keeps its page when the packet is freed (`free_one`), and the
 /// next one-page packet takes the pair back in one step: most packets are of one page, and
-/// the pair made alloc and release 13 instructions a frame cheaper at tx 64 B (callgrind).
+/// netback's transmit poll went from 287 to 257 instructions a frame at 64 B (callgrind).
 /// A packet of several pages takes parked pages back into `free_pages` when it needs them.
 #[derive(Debug)]
 pub struct PacketMemory {

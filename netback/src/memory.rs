@@ -183,6 +183,14 @@ impl PacketMemory {
         usize::from(self.slot(id).npages)
     }
 
+    /// For a packet of one page: that page, the packet's length and its offload metadata,
+    /// with one look at its handle (a frame loop's three questions).
+    #[inline]
+    pub(crate) fn one_page(&self, id: PacketId) -> Option<(FrameNumber, u32, Offload)> {
+        let s = self.slot(id);
+        (s.npages == 1).then_some((FrameNumber(s.pages[0]), s.len, s.meta))
+    }
+
     /// The `i`th page of the packet (bytes `i * 4096 ..`).
     #[inline]
     pub fn page(&self, id: PacketId, i: usize) -> FrameNumber {

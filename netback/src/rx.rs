@@ -313,8 +313,10 @@ impl RxQueue {
             let Some(&packet) = frames.get(taken) else {
                 break Ok(());
             };
-            let meta = mem.meta(packet);
-            if mem.npages(packet) != 1 || meta.gso.is_some() {
+            let Some((frame, len, meta)) = mem.one_page(packet) else {
+                break Ok(());
+            };
+            if meta.gso.is_some() {
                 break Ok(());
             }
             let req = match ring.requests().map(|mut r| r.next()) {
@@ -325,12 +327,8 @@ impl RxQueue {
             taken += 1;
             let ahead = frames.get(taken - 1 + COPY_AHEAD as usize).copied();
             prefetch_ahead(ring, ages, vif.grants, mem, ahead);
-            let len = mem.len(packet);
             let mut op = CopyOp::new(
-                CopyPtr::Local {
-                    frame: mem.page(packet, 0),
-                    offset: 0,
-                },
+                CopyPtr::Local { frame, offset: 0 },
                 CopyPtr::Grant {
                     gref: GrantRef(req.gref),
                     offset: 0,

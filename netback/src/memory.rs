@@ -256,8 +256,10 @@ impl PacketMemory {
         self.slots[id.0 as usize].refs += 1;
     }
 
-    /// Drops a reference; the pages are free when the last goes.
-    #[inline]
+    /// Drops a reference; the pages are free when the last goes. Always inlined: the
+    /// receive loop called it out of line, 13 of its 27 instructions a frame the call's own
+    /// (callgrind, rx 64 B).
+    #[inline(always)]
     pub fn release(&mut self, id: PacketId) {
         let s = &mut self.slots[id.0 as usize];
         debug_assert!(s.refs > 0, "packet released more often than retained");

@@ -370,8 +370,9 @@ impl TxQueue {
     #[inline(always)]
     fn answer(&mut self, slots: usize, extra_slots: usize, status: i16) {
         if slots == 1 && status == status::OKAY {
+            let at = self.start;
             self.start += 1;
-            self.answer_okay(self.start - 1, 1);
+            self.answer_okay(at, 1);
             return;
         }
         self.answers.push(TxAnswer::Packet {

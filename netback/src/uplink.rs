@@ -121,10 +121,15 @@ impl<'a> Outbox<'a> {
 
 impl Outbox<'_> {
     /// Queues `packet` for `to`'s receive ring. The same packet may go to several vifs; its
-    /// memory is shared until the last copy into a guest is done.
+    /// memory is shared until the last copy into a guest is done. A packet handed to
+    /// [`Uplink::transmit`] is held only during that call: delivered later, after netback
+    /// released it, it goes nowhere (and a debug build panics).
     pub fn deliver(&mut self, to: VifId, packet: PacketId) {
-        self.mem.retain(packet);
-        self.deliveries.push((to, packet));
+        // A packet released already (an uplink that kept a handle past `transmit`) is
+        // delivered nowhere: its page may hold another packet by now.
+        if self.mem.retain(packet) {
+            self.deliveries.push((to, packet));
+        }
     }
 
     /// Queues a new frame of `bytes` for `to`. Returns `false` (and counts nothing) when the

@@ -232,14 +232,14 @@ impl RxQueue {
 
     /// Handles up to `budget` received frames, each given to `f`. Returns how many frames
     /// were handled (delivered or dropped).
-    pub(crate) fn receive(
+    pub(crate) fn receive<F: FnMut(RxFrame<'_>)>(
         &mut self,
         queue: usize,
         budget: usize,
         ctx: &mut RxCtx<'_>,
         scratch: &mut RxScratch,
         stats: &mut Stats,
-        f: &mut dyn FnMut(RxFrame<'_>),
+        f: &mut F,
     ) -> Result<usize, NetfrontError> {
         if self.start >= self.rsps.len() {
             self.rsps.clear();
@@ -352,14 +352,14 @@ impl RxQueue {
     /// did not fit in registers, and the frames that are nearly all of a small-frame stream
     /// paid for its spills (netback's receive path measured the same, BENCHMARKS.md).
     #[inline(never)]
-    fn receive_run(
+    fn receive_run<F: FnMut(RxFrame<'_>)>(
         &mut self,
         queue: usize,
         limit: usize,
         frames: &SharedRegion,
         scratch: &mut Vec<u8>,
         stats: &mut Stats,
-        f: &mut dyn FnMut(RxFrame<'_>),
+        f: &mut F,
     ) -> Result<usize, NetfrontError> {
         let mut n = 0;
         let mut bytes = 0;
